@@ -1,0 +1,48 @@
+"""Errors of the backups module: each a stable code and a Spanish message."""
+from django.utils.translation import gettext_lazy as _
+
+from core.exceptions import DomainError
+
+
+class StorageError(DomainError):
+    """Base of every storage failure; never a bare 500."""
+
+    status_code = 502
+    code = "storage_error"
+    message = _("El almacenamiento de backups respondió con un error.")
+
+
+class StorageObjectMissingError(StorageError):
+    status_code = 404
+    code = "backup_file_missing"
+    message = _("El archivo del backup no existe en el almacenamiento.")
+
+
+class StorageObjectExistsError(StorageError):
+    status_code = 409
+    code = "backup_file_exists"
+    message = _("Ya existe un archivo con ese nombre en el almacenamiento.")
+
+
+class StorageBucketMissingError(StorageError):
+    status_code = 503
+    code = "storage_bucket_missing"
+    message = _("El bucket de backups no existe en el almacenamiento.")
+
+
+class StorageUnauthorizedError(StorageError):
+    status_code = 503
+    code = "storage_unauthorized"
+    message = _("El almacenamiento de backups rechazó las credenciales configuradas.")
+
+
+class StoragePayloadTooLargeError(StorageError):
+    status_code = 413
+    code = "storage_payload_too_large"
+    message = _("El backup supera el tamaño máximo que admite el almacenamiento.")
+
+
+class StorageUnavailableError(StorageError):
+    status_code = 503
+    code = "storage_unavailable"
+    message = _("No se pudo conectar con el almacenamiento de backups.")

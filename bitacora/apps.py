@@ -1,0 +1,6 @@
+from django.apps import AppConfig
+
+
+class BitacoraConfig(AppConfig):
+    name = "bitacora"
+    verbose_name = "Bitácora"

@@ -1,0 +1,6 @@
+from django.apps import AppConfig
+
+
+class ClinicaConfig(AppConfig):
+    name = "clinica"
+    verbose_name = "Clínica"

@@ -1,0 +1,107 @@
+"""Shared test fixtures: two clinics created once per session, users per role in each.
+
+Tenants and users are committed once (with --reuse-db they survive between runs);
+each test runs in a transaction that is rolled back, with one clinic active.
+"""
+from __future__ import annotations
+
+import pytest
+from django.db import connection
+from django.test import Client
+from django_tenants.utils import schema_context
+
+from core.models import Domain, Tenant
+from usuarios.models import Rol, Usuario
+
+TEST_PASSWORD = "clave-de-prueba-123"
+TENANTS = {
+    "test_a": ("clinica-a", "Clínica A", "clinica-a.testserver"),
+    "test_b": ("clinica-b", "Clínica B", "clinica-b.testserver"),
+}
+ROLES = [Rol.ADMIN, Rol.PROPIETARIO, Rol.ODONTOLOGO, Rol.RECEPCION]
+
+
+def pytest_collection_modifyitems(items):
+    # Audit entries are written through their own connection ("audit"), so every
+    # database test must be allowed to use it.
+    for item in items:
+        marker = item.get_closest_marker("django_db")
+        if marker is None:
+            item.add_marker(pytest.mark.django_db(databases=["default", "audit"]))
+        elif "databases" not in marker.kwargs:
+            item.add_marker(pytest.mark.django_db(*marker.args, **{**marker.kwargs, "databases": ["default", "audit"]}))
+
+
+def _ensure_tenant(schema_name: str) -> Tenant:
+    slug, nombre, domain = TENANTS[schema_name]
+    tenant = Tenant.objects.filter(schema_name=schema_name).first()
+    if tenant is None:
+        tenant = Tenant.objects.create(schema_name=schema_name, slug=slug, nombre=nombre)
+        Domain.objects.create(tenant=tenant, domain=domain, is_primary=True)
+    with schema_context(schema_name):
+        # Created in the same order in both clinics so that user ids collide,
+        # which is exactly what makes cross-tenant tokens dangerous.
+        for rol in ROLES:
+            email = f"{rol}@{slug}.test"
+            if not Usuario.objects.filter(email=email).exists():
+                Usuario.objects.create_user(email, TEST_PASSWORD, nombre=rol.label, apellido=nombre, rol=rol)
+    return tenant
+
+
+@pytest.fixture(scope="session")
+def tenants(django_db_setup, django_db_blocker) -> dict[str, Tenant]:
+    with django_db_blocker.unblock():
+        if not Tenant.objects.filter(schema_name="public").exists():
+            Tenant.objects.create(schema_name="public", slug="public", nombre="Plataforma")
+        return {name: _ensure_tenant(name) for name in TENANTS}
+
+
+@pytest.fixture
+def tenant_a(tenants, db):
+    connection.set_tenant(tenants["test_a"])
+    yield tenants["test_a"]
+    connection.set_schema_to_public()
+
+
+@pytest.fixture
+def tenant_b(tenants, db):
+    return tenants["test_b"]
+
+
+class TenantClient(Client):
+    """A test client that talks to one clinic, optionally as one user."""
+
+    def __init__(self, tenant: Tenant, **defaults):
+        super().__init__(HTTP_X_TENANT_ID=tenant.schema_name, **defaults)
+        self.tenant = tenant
+
+    def login_as(self, rol: str) -> "TenantClient":
+        response = self.post(
+            "/api/auth/token/",
+            {"email": f"{rol}@{self.tenant.slug}.test", "password": TEST_PASSWORD},
+            content_type="application/json",
+        )
+        assert response.status_code == 200, response.content
+        self.tokens = response.json()
+        self.defaults["HTTP_AUTHORIZATION"] = f"Bearer {self.tokens['access']}"
+        return self
+
+    def request(self, **request):
+        previous = connection.tenant
+        try:
+            return super().request(**request)
+        finally:
+            # The connection stays in the request's schema after a test-client
+            # call; put it back so the test body sees the schema it expects.
+            connection.set_tenant(previous)
+
+
+@pytest.fixture
+def client_for(tenants, db):
+    """client_for("test_a", "admin") → a client logged in as that clinic's admin."""
+
+    def make(schema_name: str, rol: str | None = None) -> TenantClient:
+        client = TenantClient(tenants[schema_name])
+        return client.login_as(rol) if rol else client
+
+    return make

@@ -1,0 +1,45 @@
+"""One backup or restore at a time per clinic: a PostgreSQL advisory lock."""
+from __future__ import annotations
+
+import hashlib
+from contextlib import contextmanager
+from typing import Iterator
+
+from django.db import connection
+from django.utils.translation import gettext_lazy as _
+
+from core.exceptions import ConflictError
+
+# Arbitrary constant: the first half of the two-int advisory-lock key, so our
+# locks never collide with another application's on the same database.
+_LOCK_NAMESPACE = 0x0C11
+
+
+class OperationInProgressError(ConflictError):
+    code = "backup_in_progress"
+    message = _("Ya hay un backup o una restauración en curso para esta clínica.")
+
+
+def _lock_key(schema_name: str) -> int:
+    return int.from_bytes(hashlib.sha256(schema_name.encode()).digest()[:4], "big", signed=True)
+
+
+@contextmanager
+def tenant_operation_lock(schema_name: str | None = None) -> Iterator[None]:
+    """Hold the clinic's operation lock, or raise OperationInProgressError (409) at once.
+
+    Session-level, not transaction-level: a backup holds it across a long dump
+    without holding a transaction open, and a restore across its transaction.
+    """
+    schema_name = schema_name or connection.schema_name
+    key = _lock_key(schema_name)
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_try_advisory_lock(%s, %s)", [_LOCK_NAMESPACE, key])
+        (acquired,) = cursor.fetchone()
+    if not acquired:
+        raise OperationInProgressError()
+    try:
+        yield
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_unlock(%s, %s)", [_LOCK_NAMESPACE, key])

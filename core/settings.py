@@ -1,0 +1,238 @@
+"""Settings, all from the environment (django-environ). See README "Configuración"."""
+from datetime import timedelta
+from pathlib import Path
+
+import environ
+
+from core import embedded_pg
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+env = environ.Env()
+environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
+
+DEBUG = env.bool("DEBUG", default=False)
+SECRET_KEY = env("SECRET_KEY", default="") or (
+    "dev-only-insecure-key-never-used-in-production-0123456789abcdef" if DEBUG else ""
+)
+if not SECRET_KEY:
+    from django.core.exceptions import ImproperlyConfigured
+
+    raise ImproperlyConfigured("SECRET_KEY es obligatorio cuando DEBUG está desactivado.")
+
+ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["localhost", ".localhost", "127.0.0.1"])
+CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
+
+SHARED_APPS = [
+    "django_tenants",
+    "core",
+    "django.contrib.contenttypes",
+    "django.contrib.auth",
+    "usuarios",
+    "django.contrib.admin",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "corsheaders",
+    "drf_spectacular",
+]
+TENANT_APPS = [
+    "django.contrib.contenttypes",
+    "django.contrib.auth",
+    "usuarios",
+    "django.contrib.admin",
+    "django.contrib.sessions",
+    "bitacora",
+    "clinica",
+    "backups",
+    "backup_restore",
+]
+INSTALLED_APPS = SHARED_APPS + [app for app in TENANT_APPS if app not in SHARED_APPS]
+
+TENANT_MODEL = "core.Tenant"
+TENANT_DOMAIN_MODEL = "core.Domain"
+PUBLIC_SCHEMA_URLCONF = "core.urls_public"
+ROOT_URLCONF = "core.urls_tenant"
+# A host that is no clinic's domain (Render's health check, the operator's
+# admin) gets the public URLs; a clinic is chosen by header or by its domain.
+SHOW_PUBLIC_IF_NO_TENANT_FOUND = True
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    # Above the tenant middleware: a CORS preflight carries no X-Tenant-ID.
+    "corsheaders.middleware.CorsMiddleware",
+    "core.middleware.TenantMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.locale.LocaleMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+WSGI_APPLICATION = "core.wsgi.application"
+
+
+def _database_settings() -> dict:
+    if env("DATABASE_URL", default=""):
+        database = env.db_url("DATABASE_URL")
+    else:
+        state = embedded_pg.read_state()
+        if state is None:
+            from django.core.exceptions import ImproperlyConfigured
+
+            raise ImproperlyConfigured(
+                "DATABASE_URL no está definido y el PostgreSQL embebido no está iniciado: "
+                "ejecute `make demo`, `make test` o `python -m core.embedded_pg start`."
+            )
+        database = {
+            "NAME": state["name"],
+            "USER": state["user"],
+            "PASSWORD": "",
+            "HOST": state["host"],
+            "PORT": str(state["port"]),
+        }
+    database["ENGINE"] = "django_tenants.postgresql_backend"
+    database.setdefault("CONN_MAX_AGE", env.int("CONN_MAX_AGE", default=0))
+    return database
+
+
+_default_database = _database_settings()
+DATABASES = {
+    "default": _default_database,
+    # A second connection to the same database, so that an audit entry is
+    # committed on its own and survives the rollback of the operation it records.
+    "audit": {**_default_database, "TEST": {"MIRROR": "default"}},
+}
+DATABASE_ROUTERS = ("django_tenants.routers.TenantSyncRouter",)
+
+# Where pg_dump and psql live; empty means "find the ones matching the server".
+_embedded_state = embedded_pg.read_state() if not env("DATABASE_URL", default="") else None
+PG_BIN_DIR = env("PG_BIN_DIR", default="") or (_embedded_state or {}).get("bin_dir", "")
+
+AUTH_USER_MODEL = "usuarios.Usuario"
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+
+LANGUAGE_CODE = "es"
+LANGUAGES = [("es", "Español"), ("en", "English")]
+LOCALE_PATHS = [BASE_DIR / "locale"]
+TIME_ZONE = env("TIME_ZONE", default="America/La_Paz")
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = BASE_DIR / "var" / "static"
+MEDIA_URL = "media/"
+MEDIA_ROOT = Path(env("MEDIA_ROOT", default=str(BASE_DIR / "var" / "media")))
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+SUPABASE_URL = env("SUPABASE_URL", default="")
+SUPABASE_KEY = env("SUPABASE_KEY", default="")
+SUPABASE_BUCKET = env("SUPABASE_BUCKET", default="backups")
+BACKUPS_LOCAL_ROOT = Path(env("BACKUPS_LOCAL_ROOT", default=str(BASE_DIR / "var" / "backups")))
+
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
+    # Backups go to Supabase Storage when it is configured, else to the local disk.
+    # Any django-storages backend (S3, Supabase's S3 endpoint) fits here as well.
+    "backups": (
+        {
+            "BACKEND": "backups.supabase_storage.SupabaseStorage",
+            "OPTIONS": {"url": SUPABASE_URL, "key": SUPABASE_KEY, "bucket": SUPABASE_BUCKET},
+        }
+        if SUPABASE_URL and SUPABASE_KEY
+        else {"BACKEND": "django.core.files.storage.FileSystemStorage", "OPTIONS": {"location": BACKUPS_LOCAL_ROOT}}
+    ),
+}
+
+# JSON restore: the largest upload accepted (bytes).
+RESTORE_MAX_UPLOAD_BYTES = env.int("RESTORE_MAX_UPLOAD_BYTES", default=500 * 1024 * 1024)
+# Uploads above this go to a temporary file instead of memory.
+FILE_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024
+DATA_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024 * 1024
+
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": ["core.authentication.TenantJWTAuthentication"],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "EXCEPTION_HANDLER": "core.exceptions.exception_handler",
+    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
+    "PAGE_SIZE": 50,
+    "UNAUTHENTICATED_USER": None,
+}
+
+SIMPLE_JWT = {
+    "ACCESS_TOKEN_LIFETIME": timedelta(minutes=env.int("JWT_ACCESS_MINUTES", default=30)),
+    "REFRESH_TOKEN_LIFETIME": timedelta(days=env.int("JWT_REFRESH_DAYS", default=1)),
+    # A key of its own, so rotating SECRET_KEY (sessions, admin) need not log
+    # every clinic out, and vice versa.
+    "SIGNING_KEY": env("JWT_SIGNING_KEY", default="") or SECRET_KEY,
+    "ALGORITHM": "HS256",
+    "AUTH_HEADER_TYPES": ("Bearer",),
+    "TOKEN_OBTAIN_SERIALIZER": "core.authentication.TenantTokenObtainPairSerializer",
+    "TOKEN_REFRESH_SERIALIZER": "core.authentication.TenantTokenRefreshSerializer",
+}
+if len(SIMPLE_JWT["SIGNING_KEY"]) < 32:
+    from django.core.exceptions import ImproperlyConfigured
+
+    raise ImproperlyConfigured("JWT_SIGNING_KEY (o SECRET_KEY) debe tener al menos 32 caracteres.")
+
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Clínica dental: backups y restauración",
+    "DESCRIPTION": (
+        "API por clínica. Cada petición lleva `Authorization: Bearer <jwt>` y "
+        "`X-Tenant-ID: <esquema o slug de la clínica>`; un token sólo vale en la clínica que lo emitió."
+    ),
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+}
+
+CORS_ALLOWED_ORIGINS = env.list("CORS_ALLOWED_ORIGINS", default=["http://localhost:5173", "http://localhost:3000"])
+CORS_ALLOW_HEADERS = [
+    "accept",
+    "accept-encoding",
+    "accept-language",
+    "authorization",
+    "content-type",
+    "dnt",
+    "origin",
+    "user-agent",
+    "x-csrftoken",
+    "x-requested-with",
+    "x-tenant-id",
+    "x-tenant",
+]
+CORS_EXPOSE_HEADERS = ["content-disposition", "content-length", "x-checksum-sha256"]
+
+SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "handlers": {"stdout": {"class": "logging.StreamHandler", "formatter": "plain", "stream": "ext://sys.stdout"}},
+    "root": {"handlers": ["stdout"], "level": env("LOG_LEVEL", default="INFO")},
+    "loggers": {"django.db.backends": {"level": "WARNING"}},
+}

@@ -1,0 +1,12 @@
+from django.urls import include, path
+
+from core.urls_common import urlpatterns as common_urlpatterns
+
+handler404 = "core.exceptions.json_404"
+handler500 = "core.exceptions.json_500"
+
+urlpatterns = [
+    path("api/auth/", include("usuarios.urls")),
+    path("api/bitacora/", include("bitacora.urls")),
+    *common_urlpatterns,
+]

@@ -1,0 +1,6 @@
+from django.apps import AppConfig
+
+
+class UsuariosConfig(AppConfig):
+    name = "usuarios"
+    verbose_name = "Usuarios"

@@ -15,21 +15,17 @@ from usuarios.models import Rol, Usuario
 
 TEST_PASSWORD = "clave-de-prueba-123"
 TENANTS = {
-    "test_a": ("clinica-a", "Clínica A", "clinica-a.testserver"),
-    "test_b": ("clinica-b", "Clínica B", "clinica-b.testserver"),
+    "test_a": ("clinica-a", "Clínica A", "clinica-a.localhost"),
+    "test_b": ("clinica-b", "Clínica B", "clinica-b.localhost"),
 }
 ROLES = [Rol.ADMIN, Rol.PROPIETARIO, Rol.ODONTOLOGO, Rol.RECEPCION]
 
 
 def pytest_collection_modifyitems(items):
-    # Audit entries are written through their own connection ("audit"), so every
-    # database test must be allowed to use it.
+    # Every test may touch a clinic's schema; each runs in a rolled-back transaction.
     for item in items:
-        marker = item.get_closest_marker("django_db")
-        if marker is None:
-            item.add_marker(pytest.mark.django_db(databases=["default", "audit"]))
-        elif "databases" not in marker.kwargs:
-            item.add_marker(pytest.mark.django_db(*marker.args, **{**marker.kwargs, "databases": ["default", "audit"]}))
+        if item.get_closest_marker("django_db") is None:
+            item.add_marker(pytest.mark.django_db)
 
 
 def _ensure_tenant(schema_name: str) -> Tenant:

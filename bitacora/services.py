@@ -1,20 +1,20 @@
 """Writing the audit log. Services call `record`; nothing else writes entries."""
 from __future__ import annotations
 
+import json
 import logging
+import threading
 from dataclasses import dataclass
 from typing import Any
 
-from django.db import connection, connections
+from django.core.serializers.json import DjangoJSONEncoder
+from django.db import connection
+from django.utils import timezone
 
 from bitacora.models import Bitacora, Outcome
 
 logger = logging.getLogger(__name__)
-
-# A second connection to the same database (settings.DATABASES["audit"]): an entry
-# written there commits on its own, so it survives the rollback of the
-# operation it records (a failed restore, say).
-AUDIT_DATABASE = "audit"
+_audit_connections = threading.local()
 
 
 @dataclass(frozen=True)
@@ -46,6 +46,23 @@ class AuditContext:
         return cls(actor_email=label)
 
 
+def _audit_connection():
+    """A second connection per thread, in autocommit, outside any transaction of the caller.
+
+    An entry written on it commits at once, so it survives the rollback of the
+    operation it records (a failed restore, say). It is a copy of the default
+    connection rather than a DATABASES alias, so that nothing (including the test
+    runner's per-test transactions) wraps it in a transaction of its own.
+    """
+    audit = getattr(_audit_connections, "connection", None)
+    if audit is None or audit.settings_dict["NAME"] != connection.settings_dict["NAME"]:
+        audit = connection.copy(alias="audit")
+        _audit_connections.connection = audit
+    audit.close_if_unusable_or_obsolete()
+    audit.set_tenant(connection.tenant)
+    return audit
+
+
 def record(
     *,
     context: AuditContext,
@@ -56,9 +73,7 @@ def record(
     details: dict | None = None,
 ) -> Bitacora:
     """Append one entry to the current clinic's audit log, committed immediately."""
-    audit_connection = connections[AUDIT_DATABASE]
-    audit_connection.set_tenant(connection.tenant)
-    entry = Bitacora.objects.using(AUDIT_DATABASE).create(
+    entry = Bitacora(
         actor_id=context.actor_id,
         actor_email=context.actor_email,
         action=action,
@@ -68,6 +83,17 @@ def record(
         details=details or {},
         ip=context.ip,
         user_agent=context.user_agent,
+        created_at=timezone.now(),
     )
+    columns = ["actor_id", "actor_email", "action", "outcome", "target_type", "target_id", "details", "ip", "user_agent", "created_at"]
+    values = [getattr(entry, column) for column in columns]
+    values[columns.index("details")] = json.dumps(entry.details, cls=DjangoJSONEncoder)
+    with _audit_connection().cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {Bitacora._meta.db_table} ({', '.join(columns)}) "
+            f"VALUES ({', '.join(['%s'] * len(columns))}) RETURNING id",
+            values,
+        )
+        (entry.pk,) = cursor.fetchone()
     logger.info("bitacora %s %s %s actor=%s", connection.schema_name, action, outcome, context.actor_email or "-")
     return entry

@@ -113,13 +113,7 @@ def _database_settings() -> dict:
     return database
 
 
-_default_database = _database_settings()
-DATABASES = {
-    "default": _default_database,
-    # A second connection to the same database, so that an audit entry is
-    # committed on its own and survives the rollback of the operation it records.
-    "audit": {**_default_database, "TEST": {"MIRROR": "default"}},
-}
+DATABASES = {"default": _database_settings()}
 DATABASE_ROUTERS = ("django_tenants.routers.TenantSyncRouter",)
 
 # Where pg_dump and psql live; empty means "find the ones matching the server".

@@ -1,0 +1,59 @@
+from django.core.management.base import BaseCommand, CommandError
+from django_tenants.utils import schema_context
+
+from clinica.demo import DemoCounts, clinic_fill
+from clinica.models import Paciente
+from core.services import public_tenant_ensure, tenant_ensure
+from usuarios.models import Rol, Usuario
+
+DEMO_TENANTS = [
+    # schema, slug, nombre, domain, e-mail domain (admin@clinicademo1.com is seed 000's admin)
+    ("clinica_demo", "clinica-demo", "Clínica Dental Demo", "clinica-demo.localhost", "clinicademo1.com"),
+    ("clinica_norte", "clinica-norte", "Clínica Dental Norte", "clinica-norte.localhost", "clinicanorte1.com"),
+]
+DEMO_USERS = [
+    (Rol.ADMIN, "Admin", "Sistema"),
+    (Rol.PROPIETARIO, "Paola", "Propietaria"),
+    (Rol.ODONTOLOGO, "Óscar", "Odontólogo"),
+    (Rol.RECEPCION, "Rita", "Recepción"),
+]
+
+
+class Command(BaseCommand):
+    help = "Crea (de forma idempotente) las clínicas de demostración, sus usuarios y datos."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--scale", type=float, default=1, help="Multiplica la cantidad de filas (1 ≈ 4.500 filas).")
+        parser.add_argument("--password", default="demo12345", help="Contraseña de todos los usuarios de demostración.")
+
+    def handle(self, *args, scale: float, password: str, **options):
+        if scale <= 0:
+            raise CommandError("--scale debe ser mayor que 0.")
+        public_tenant_ensure(domains=["localhost", "127.0.0.1"])
+        with schema_context("public"):
+            if not Usuario.objects.filter(email="operador@plataforma.local").exists():
+                Usuario.objects.create_superuser("operador@plataforma.local", password, nombre="Operador", apellido="Plataforma")
+
+        for schema_name, slug, nombre, domain, mail_domain in DEMO_TENANTS:
+            tenant, created = tenant_ensure(schema_name=schema_name, slug=slug, nombre=nombre, domains=[domain])
+            self.stdout.write(f"{'Creada' if created else 'Ya existía'} la clínica {nombre} ({schema_name}, {domain})")
+            with schema_context(schema_name):
+                usuarios = [self._ensure_user(f"{rol}@{mail_domain}", password, rol, n, a) for rol, n, a in DEMO_USERS]
+                if Paciente.objects.exists():
+                    self.stdout.write("  ya tiene datos: no se agregan filas")
+                    continue
+                expected = DemoCounts.for_scale(scale).total
+                self.stdout.write(f"  generando ~{expected:,} filas…")
+                clinic_fill(scale=scale, usuarios=usuarios, progress=self._progress)
+        self.stdout.write(self.style.SUCCESS(f"Listo. Contraseña de los usuarios de demostración: {password}"))
+
+    @staticmethod
+    def _ensure_user(email: str, password: str, rol: str, nombre: str, apellido: str) -> Usuario:
+        user = Usuario.objects.filter(email=email).first()
+        if user is None:
+            user = Usuario.objects.create_user(email, password, nombre=nombre, apellido=apellido, rol=rol, is_staff=True)
+        return user
+
+    def _progress(self, label: str, created: int, done: bool) -> None:
+        if done or created % 100000 == 0:
+            self.stdout.write(f"    {label}: {created:,}{'' if done else '…'}")

@@ -52,6 +52,18 @@ def tenants(django_db_setup, django_db_blocker) -> dict[str, Tenant]:
         return {name: _ensure_tenant(name) for name in TENANTS}
 
 
+@pytest.fixture(scope="session")
+def clinic_data(tenants, django_db_blocker) -> None:
+    """Committed clinic rows in test_a (a few hundred), for tests that read from outside
+    the test transaction: pg_dump and psql see only committed data."""
+    from clinica.demo import clinic_fill
+    from clinica.models import Paciente
+
+    with django_db_blocker.unblock(), schema_context("test_a"):
+        if not Paciente.objects.exists():
+            clinic_fill(scale=0.1, usuarios=Usuario.objects.all())
+
+
 @pytest.fixture
 def tenant_a(tenants, db):
     connection.set_tenant(tenants["test_a"])

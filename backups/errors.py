@@ -46,3 +46,27 @@ class StorageUnavailableError(StorageError):
     status_code = 503
     code = "storage_unavailable"
     message = _("No se pudo conectar con el almacenamiento de backups.")
+
+
+class BackupNotFoundError(DomainError):
+    status_code = 404
+    code = "backup_not_found"
+    message = _("Backup no encontrado.")
+
+
+class BackupNotCompletedError(DomainError):
+    status_code = 409
+    code = "backup_not_completed"
+    message = _("El backup no está completado: no se puede descargar ni restaurar.")
+
+
+class BackupFailedError(DomainError):
+    status_code = 500
+    code = "backup_failed"
+    message = _("El backup falló.")
+
+
+class BackupChecksumMismatchError(DomainError):
+    status_code = 409
+    code = "backup_checksum_mismatch"
+    message = _("El archivo del backup no coincide con su checksum: está dañado.")

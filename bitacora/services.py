@@ -4,14 +4,16 @@ from __future__ import annotations
 import json
 import logging
 import threading
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Iterator
 
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import connection
 from django.utils import timezone
 
 from bitacora.models import Bitacora, Outcome
+from core.exceptions import DomainError
 
 logger = logging.getLogger(__name__)
 _audit_connections = threading.local()
@@ -97,3 +99,21 @@ def record(
         (entry.pk,) = cursor.fetchone()
     logger.info("bitacora %s %s %s actor=%s", connection.schema_name, action, outcome, context.actor_email or "-")
     return entry
+
+
+@contextmanager
+def audit_failure(*, context: AuditContext, action: str, target_type: str = "", target_id: Any = "") -> Iterator[None]:
+    """Record an `error` entry for whatever escapes the block, then let it propagate.
+
+    A DomainError's code and message are safe to keep; of any other exception only
+    its class is written, since its text may carry connection strings or paths.
+    """
+    try:
+        yield
+    except Exception as exc:
+        if isinstance(exc, DomainError):
+            details = {"code": exc.code, "message": str(exc.message)}
+        else:
+            details = {"code": "server_error", "exception": type(exc).__name__}
+        record(context=context, action=action, outcome=Outcome.ERROR, target_type=target_type, target_id=target_id, details=details)
+        raise

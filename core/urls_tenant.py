@@ -8,5 +8,6 @@ handler500 = "core.exceptions.json_500"
 urlpatterns = [
     path("api/auth/", include("usuarios.urls")),
     path("api/bitacora/", include("bitacora.urls")),
+    path("api/backups/", include("backups.urls")),
     *common_urlpatterns,
 ]

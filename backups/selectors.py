@@ -1,0 +1,24 @@
+from __future__ import annotations
+
+from django.db.models import QuerySet
+
+from backups.errors import BackupNotFoundError
+from backups.models import BackupRecord
+
+
+def backup_list(*, backup_type: str | None = None, status: str | None = None) -> QuerySet[BackupRecord]:
+    """This clinic's backups, newest first."""
+    records = BackupRecord.objects.select_related("created_by").order_by("-created_at", "-id")
+    if backup_type:
+        records = records.filter(backup_type=backup_type)
+    if status:
+        records = records.filter(status=status)
+    return records
+
+
+def backup_get(*, backup_id: int) -> BackupRecord:
+    """One backup of this clinic; another clinic's id is simply unknown here."""
+    record = BackupRecord.objects.select_related("created_by").filter(pk=backup_id).first()
+    if record is None:
+        raise BackupNotFoundError(details={"id": backup_id})
+    return record

@@ -1,0 +1,37 @@
+from rest_framework import serializers
+
+from backups.models import BackupRecord
+from usuarios.serializers import UsuarioResumenSerializer
+
+
+class BackupRecordSerializer(serializers.ModelSerializer):
+    """A backup as seed 000's front end reads it, plus status, checksum and manifest."""
+
+    created_by = UsuarioResumenSerializer(read_only=True, allow_null=True)
+    file_size_mb = serializers.FloatField(read_only=True)
+
+    class Meta:
+        model = BackupRecord
+        fields = [
+            "id", "file_name", "file_path", "file_size", "file_size_mb", "backup_type", "created_by", "created_at",
+            "status", "sha256", "error", "finished_at", "manifest", "keep", "integrity", "verified_at",
+        ]
+        read_only_fields = fields
+
+
+class BackupCreateSerializer(serializers.Serializer):
+    # Automatic backups come from the cron job only, never from the API.
+    backup_type = serializers.ChoiceField(choices=[BackupRecord.Type.MANUAL], default=BackupRecord.Type.MANUAL)
+
+
+class BackupListQuerySerializer(serializers.Serializer):
+    backup_type = serializers.ChoiceField(choices=BackupRecord.Type.choices, required=False)
+    status = serializers.ChoiceField(choices=BackupRecord.Status.choices, required=False)
+    limit = serializers.IntegerField(min_value=1, max_value=500, required=False)
+    offset = serializers.IntegerField(min_value=0, required=False)
+
+
+class BackupCreatedSerializer(serializers.Serializer):
+    success = serializers.BooleanField()
+    message = serializers.CharField()
+    backup = BackupRecordSerializer()

@@ -1,0 +1,180 @@
+"""Backups of a clinic's schema: create, download, delete, verify. Every call is audited."""
+from __future__ import annotations
+
+import hashlib
+import logging
+import tempfile
+from typing import BinaryIO
+
+from django.conf import settings
+from django.core.files import File
+from django.db import connection
+from django.utils import timezone
+
+from backups.errors import BackupFailedError, BackupNotCompletedError, StorageObjectMissingError
+from backups.models import BackupRecord
+from backups.pg_tools import PgBinaries, PgConnectionParams, dump_schema, find_binaries
+from backups.selectors import backup_get
+from backups.storage import backup_storage, storage_open
+from bitacora.services import AuditContext, audit_failure, record
+from core.exceptions import DomainError
+from core.locks import tenant_operation_lock
+from core.selectors import migration_state
+
+logger = logging.getLogger(__name__)
+
+MANIFEST_FORMAT_VERSION = 1
+TARGET_TYPE = "backup"
+HASH_CHUNK_SIZE = 1024 * 1024
+
+
+def pg_binaries() -> PgBinaries:
+    """pg_dump/psql matching the server's major version, or a clear error before any work."""
+    return find_binaries(server_major=connection.pg_version // 10000, configured_dir=settings.PG_BIN_DIR)
+
+
+def database_params() -> PgConnectionParams:
+    return PgConnectionParams.from_settings(connection.settings_dict)
+
+
+def _server_version() -> str:
+    with connection.cursor() as cursor:
+        cursor.execute("SHOW server_version")
+        return cursor.fetchone()[0]
+
+
+def _unused_path(schema: str, backup_type: str) -> tuple[str, str]:
+    """backup_<schema>_<YYYY-MM-DD_HH-MM-SS>.sql.gz under <schema>/<type>/, never an existing one.
+
+    Choosing the name here (rather than letting the storage add a random suffix)
+    means a failed upload always knows which object to remove.
+    """
+    stamp = timezone.now().strftime("%Y-%m-%d_%H-%M-%S")
+    storage = backup_storage()
+    for attempt in range(100):
+        suffix = f"-{attempt}" if attempt else ""
+        file_name = f"backup_{schema}_{stamp}{suffix}.sql.gz"
+        file_path = f"{schema}/{backup_type}/{file_name}"
+        if not storage.exists(file_path) and not BackupRecord.objects.filter(file_path=file_path).exists():
+            return file_name, file_path
+    raise BackupFailedError(details={"reason": "no free file name"})
+
+
+def _remove_partial_object(file_path: str) -> None:
+    try:
+        storage = backup_storage()
+        if storage.exists(file_path):
+            storage.delete(file_path)
+    except Exception:  # noqa: BLE001 - the original failure matters more; this one is logged
+        logger.exception("no se pudo borrar el objeto parcial %s", file_path)
+
+
+def backup_create(*, context: AuditContext, backup_type: str = BackupRecord.Type.MANUAL, created_by=None) -> BackupRecord:
+    """Dump this clinic's schema (pg_dump → gzip → sha256 → storage) and record it.
+
+    Memory stays bounded: the dump streams through a temporary file. The record is
+    `completed` only once the object is stored and its checksum recorded; on any
+    failure the object is removed and the record is `failed` with the reason.
+    """
+    schema = connection.schema_name
+    with audit_failure(context=context, action="backup.create"):
+        binaries = pg_binaries()
+        with tenant_operation_lock(schema):
+            file_name, file_path = _unused_path(schema, backup_type)
+            backup = BackupRecord.objects.create(
+                file_name=file_name,
+                file_path=file_path,
+                backup_type=backup_type,
+                created_by=created_by,
+                status=BackupRecord.Status.RUNNING,
+                manifest={
+                    "format_version": MANIFEST_FORMAT_VERSION,
+                    "tenant_schema": schema,
+                    "server_version": _server_version(),
+                    "pg_dump_version": binaries.version,
+                    "compression": "gzip",
+                    "migrations": migration_state(),
+                },
+            )
+            try:
+                with tempfile.NamedTemporaryFile(prefix=f"backup_{schema}_", suffix=".sql.gz") as spool:
+                    result = dump_schema(binaries=binaries, params=database_params(), schema=schema, destination=spool)
+                    spool.flush()
+                    spool.seek(0)
+                    backup_storage().save(file_path, File(spool, name=file_name))
+            except Exception as exc:
+                _remove_partial_object(file_path)
+                backup.status = BackupRecord.Status.FAILED
+                backup.error = str(exc.message) if isinstance(exc, DomainError) else f"{type(exc).__name__}: {exc}"
+                backup.finished_at = timezone.now()
+                backup.save(update_fields=["status", "error", "finished_at"])
+                logger.exception("backup %s de %s falló", file_name, schema)
+                if isinstance(exc, DomainError):
+                    raise
+                raise BackupFailedError(details={"id": backup.pk}) from exc
+
+            backup.file_size = result.size
+            backup.sha256 = result.sha256
+            backup.status = BackupRecord.Status.COMPLETED
+            backup.finished_at = timezone.now()
+            backup.save(update_fields=["file_size", "sha256", "status", "finished_at"])
+    record(
+        context=context,
+        action="backup.create",
+        target_type=TARGET_TYPE,
+        target_id=backup.pk,
+        details={"file_name": backup.file_name, "file_size": backup.file_size, "backup_type": backup.backup_type},
+    )
+    return backup
+
+
+def backup_open(*, context: AuditContext, backup_id: int) -> tuple[BackupRecord, BinaryIO]:
+    """A completed backup and its stored file, opened for streaming."""
+    with audit_failure(context=context, action="backup.download", target_type=TARGET_TYPE, target_id=backup_id):
+        backup = backup_get(backup_id=backup_id)
+        if backup.status != BackupRecord.Status.COMPLETED:
+            raise BackupNotCompletedError(details={"id": backup.pk, "status": backup.status})
+        stored_file = storage_open(backup.file_path)
+    record(context=context, action="backup.download", target_type=TARGET_TYPE, target_id=backup.pk, details={"file_name": backup.file_name})
+    return backup, stored_file
+
+
+def backup_delete(*, context: AuditContext, backup_id: int) -> None:
+    """Delete the stored object, then the record (an object already gone still deletes the record)."""
+    with audit_failure(context=context, action="backup.delete", target_type=TARGET_TYPE, target_id=backup_id):
+        backup = backup_get(backup_id=backup_id)
+        if backup.status == BackupRecord.Status.RUNNING:
+            raise BackupNotCompletedError(details={"id": backup.pk, "status": backup.status})
+        backup_storage().delete(backup.file_path)
+        backup.delete()
+    record(context=context, action="backup.delete", target_type=TARGET_TYPE, target_id=backup_id, details={"file_name": backup.file_name})
+
+
+def stored_sha256(file_path: str) -> str:
+    """Re-read a stored object and hash it, streaming."""
+    digest = hashlib.sha256()
+    with storage_open(file_path) as stored_file:
+        while chunk := stored_file.read(HASH_CHUNK_SIZE):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def backup_verify(*, context: AuditContext, backup: BackupRecord) -> str:
+    """Compare the stored object's sha256 with the record's; mark and audit the result."""
+    try:
+        actual = stored_sha256(backup.file_path)
+        integrity = BackupRecord.Integrity.OK if actual == backup.sha256 else BackupRecord.Integrity.MISMATCH
+    except StorageObjectMissingError:
+        actual, integrity = "", BackupRecord.Integrity.MISSING
+    backup.integrity = integrity
+    backup.verified_at = timezone.now()
+    backup.save(update_fields=["integrity", "verified_at"])
+    record(
+        context=context,
+        action="backup.verify",
+        outcome="ok" if integrity == BackupRecord.Integrity.OK else "error",
+        target_type=TARGET_TYPE,
+        target_id=backup.pk,
+        details={"integrity": integrity, "expected_sha256": backup.sha256, "actual_sha256": actual},
+    )
+    return integrity

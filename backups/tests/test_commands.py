@@ -1,0 +1,53 @@
+import pytest
+from django.core.management import CommandError, call_command
+
+from backups.models import BackupRecord
+from bitacora.models import Bitacora
+
+
+@pytest.fixture
+def backups_dir(settings, tmp_path):
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "backups": {"BACKEND": "django.core.files.storage.FileSystemStorage", "OPTIONS": {"location": tmp_path}},
+    }
+    return tmp_path
+
+
+def test_create_all_tenants_automatic_then_list_download_verify_delete(tenants, backups_dir, tmp_path, capsys):
+    # when the cron job's command runs
+    call_command("create_backup", "--all-tenants", "--type", "automatic")
+    # then each clinic has an automatic backup without creator
+    from django_tenants.utils import schema_context
+
+    with schema_context("test_b"):
+        backup_b = BackupRecord.objects.filter(backup_type="automatic").order_by("-id").first()
+        assert backup_b.status == "completed" and backup_b.created_by is None
+        assert Bitacora.objects.filter(action="backup.create", target_id=str(backup_b.pk)).exists()
+    call_command("list_backups", "--tenant", "clinica-b")
+    assert backup_b.file_name in capsys.readouterr().out
+    output = tmp_path / "descargado.sql.gz"
+    call_command("download_backup", "--tenant", "test_b", "--id", str(backup_b.pk), "-o", str(output))
+    assert output.stat().st_size == backup_b.file_size
+    call_command("verify_backups", "--tenant", "test_b")
+    # a flipped byte is found and marked
+    stored = backups_dir / backup_b.file_path
+    data = bytearray(stored.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    stored.write_bytes(bytes(data))
+    with pytest.raises(CommandError, match="dañado"):
+        call_command("verify_backups", "--tenant", "test_b")
+    with schema_context("test_b"):
+        assert BackupRecord.objects.get(pk=backup_b.pk).integrity == "mismatch"
+    call_command("delete_backup", "--tenant", "test_b", "--id", str(backup_b.pk))
+    with schema_context("test_b"):
+        assert not BackupRecord.objects.filter(pk=backup_b.pk).exists()
+
+
+def test_unknown_tenant_and_unknown_id_are_one_clear_line(tenants, backups_dir):
+    with pytest.raises(CommandError, match="no existe"):
+        call_command("list_backups", "--tenant", "no_existe")
+    with pytest.raises(CommandError, match="public"):
+        call_command("list_backups", "--tenant", "public")
+    with pytest.raises(CommandError, match="Backup no encontrado"):
+        call_command("delete_backup", "--tenant", "test_a", "--id", "999999999")

@@ -1,0 +1,81 @@
+from django.http import FileResponse
+from django.utils.translation import gettext as _
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiResponse, extend_schema
+from rest_framework import status
+from rest_framework.pagination import LimitOffsetPagination
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from backups.selectors import backup_get, backup_list
+from backups.serializers import (
+    BackupCreatedSerializer,
+    BackupCreateSerializer,
+    BackupListQuerySerializer,
+    BackupRecordSerializer,
+)
+from backups.services import backup_create, backup_delete, backup_open
+from bitacora.services import AuditContext
+from usuarios.permissions import IsAdminOrPropietario
+
+CHECKSUM_HEADER = "X-Checksum-SHA256"
+
+
+class BackupHistoryListView(APIView):
+    """GET /api/backups/history/: an array, newest first; paginated only when ?limit= is given."""
+
+    permission_classes = [IsAdminOrPropietario]
+
+    @extend_schema(parameters=[BackupListQuerySerializer], responses=BackupRecordSerializer(many=True))
+    def get(self, request):
+        query = BackupListQuerySerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        records = backup_list(backup_type=query.validated_data.get("backup_type"), status=query.validated_data.get("status"))
+        if "limit" not in query.validated_data:
+            return Response(BackupRecordSerializer(records, many=True).data)
+        paginator = LimitOffsetPagination()
+        page = paginator.paginate_queryset(records, request, view=self)
+        return paginator.get_paginated_response(BackupRecordSerializer(page, many=True).data)
+
+
+class BackupCreateView(APIView):
+    permission_classes = [IsAdminOrPropietario]
+
+    @extend_schema(request=BackupCreateSerializer, responses={201: BackupCreatedSerializer})
+    def post(self, request):
+        payload = BackupCreateSerializer(data=request.data)
+        payload.is_valid(raise_exception=True)
+        backup = backup_create(
+            context=AuditContext.from_request(request),
+            backup_type=payload.validated_data["backup_type"],
+            created_by=request.user,
+        )
+        body = {"success": True, "message": _("Backup creado exitosamente"), "backup": BackupRecordSerializer(backup).data}
+        return Response(body, status=status.HTTP_201_CREATED)
+
+
+class BackupDetailView(APIView):
+    permission_classes = [IsAdminOrPropietario]
+
+    @extend_schema(responses=BackupRecordSerializer)
+    def get(self, request, backup_id: int):
+        return Response(BackupRecordSerializer(backup_get(backup_id=backup_id)).data)
+
+    @extend_schema(responses={204: None})
+    def delete(self, request, backup_id: int):
+        backup_delete(context=AuditContext.from_request(request), backup_id=backup_id)
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class BackupDownloadView(APIView):
+    permission_classes = [IsAdminOrPropietario]
+
+    @extend_schema(responses={(200, "application/octet-stream"): OpenApiResponse(OpenApiTypes.BINARY)})
+    def get(self, request, backup_id: int):
+        backup, stored_file = backup_open(context=AuditContext.from_request(request), backup_id=backup_id)
+        response = FileResponse(
+            stored_file, as_attachment=True, filename=backup.file_name, content_type="application/octet-stream"
+        )
+        response["Content-Length"] = str(backup.file_size)
+        response[CHECKSUM_HEADER] = backup.sha256
+        return response

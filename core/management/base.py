@@ -1,0 +1,62 @@
+"""The base of every per-clinic manage.py command: --tenant X | --all-tenants."""
+from __future__ import annotations
+
+from django.core.management.base import BaseCommand, CommandError
+from django_tenants.utils import get_public_schema_name, tenant_context
+
+from core.exceptions import DomainError
+from core.models import Tenant
+
+
+def tenant_resolve(name: str) -> Tenant:
+    """A clinic by schema name or slug; never the public schema."""
+    tenant = (
+        Tenant.objects.exclude(schema_name=get_public_schema_name()).filter(schema_name=name).first()
+        or Tenant.objects.exclude(schema_name=get_public_schema_name()).filter(slug=name).first()
+    )
+    if tenant is None:
+        raise CommandError(f"La clínica «{name}» no existe.")
+    return tenant
+
+
+class TenantCommand(BaseCommand):
+    """Runs handle_tenant() inside each selected clinic's schema.
+
+    With --all-tenants a failing clinic does not stop the others: each is reported
+    and the command exits non-zero if any failed. Domain errors become one clear line.
+    """
+
+    allow_all_tenants = True
+
+    def add_arguments(self, parser):
+        group = parser.add_mutually_exclusive_group(required=True)
+        group.add_argument("--tenant", help="Esquema o slug de la clínica.")
+        if self.allow_all_tenants:
+            group.add_argument("--all-tenants", action="store_true", help="Todas las clínicas activas.")
+        self.add_tenant_arguments(parser)
+
+    def add_tenant_arguments(self, parser) -> None:
+        """Arguments of the command itself."""
+
+    def handle_tenant(self, tenant: Tenant, **options) -> None:
+        raise NotImplementedError
+
+    def handle(self, *args, tenant=None, all_tenants=False, **options):
+        if all_tenants:
+            tenants = list(Tenant.objects.exclude(schema_name=get_public_schema_name()).filter(is_active=True).order_by("schema_name"))
+        else:
+            tenants = [tenant_resolve(tenant)]
+        failed = []
+        for index, current in enumerate(tenants, start=1):
+            if len(tenants) > 1:
+                self.stdout.write(f"[{index}/{len(tenants)}] {current.schema_name}")
+            try:
+                with tenant_context(current):
+                    self.handle_tenant(current, **options)
+            except DomainError as exc:
+                failed.append(current.schema_name)
+                if len(tenants) == 1:
+                    raise CommandError(f"{current.schema_name}: {exc.message}") from exc
+                self.stderr.write(f"  error en {current.schema_name}: {exc.message}")
+        if failed:
+            raise CommandError(f"Fallaron {len(failed)} de {len(tenants)} clínicas: {', '.join(failed)}")

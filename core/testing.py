@@ -1,0 +1,66 @@
+"""Helpers for tests that look at the database from outside Django's test transaction."""
+from __future__ import annotations
+
+import uuid
+from contextlib import contextmanager
+from typing import Iterator
+
+import psycopg2
+from django.db import connection
+
+
+def _connect(dbname: str | None = None):
+    settings = connection.settings_dict
+    raw = psycopg2.connect(
+        dbname=dbname or settings["NAME"],
+        user=settings["USER"] or None,
+        password=settings["PASSWORD"] or None,
+        host=settings["HOST"] or None,
+        port=settings["PORT"] or None,
+    )
+    raw.autocommit = True
+    return raw
+
+
+@contextmanager
+def scratch_database() -> Iterator[str]:
+    """An empty database on the same server, dropped afterwards."""
+    name = f"scratch_{uuid.uuid4().hex[:12]}"
+    admin = _connect()
+    try:
+        with admin.cursor() as cursor:
+            cursor.execute(f'CREATE DATABASE "{name}"')
+        yield name
+    finally:
+        with admin.cursor() as cursor:
+            cursor.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.close()
+
+
+def committed_tables(schema: str, *, dbname: str | None = None, exclude: tuple[str, ...] = ()) -> dict[str, list[tuple]]:
+    """Every table of a schema, every row, ordered, as committed (seen from a fresh connection)."""
+    raw = _connect(dbname)
+    try:
+        with raw.cursor() as cursor:
+            cursor.execute(
+                "SELECT table_name FROM information_schema.tables WHERE table_schema = %s AND table_type = 'BASE TABLE' ORDER BY 1",
+                [schema],
+            )
+            tables = [name for (name,) in cursor.fetchall() if name not in exclude]
+            rows = {}
+            for table in tables:
+                cursor.execute(f'SELECT * FROM "{schema}"."{table}" ORDER BY 1')
+                rows[table] = cursor.fetchall()
+            return rows
+    finally:
+        raw.close()
+
+
+def committed_sequences(schema: str, *, dbname: str | None = None) -> dict[str, int]:
+    raw = _connect(dbname)
+    try:
+        with raw.cursor() as cursor:
+            cursor.execute("SELECT sequencename, last_value FROM pg_sequences WHERE schemaname = %s ORDER BY 1", [schema])
+            return dict(cursor.fetchall())
+    finally:
+        raw.close()

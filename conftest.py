@@ -17,14 +17,17 @@ TEST_PASSWORD = "clave-de-prueba-123"
 TENANTS = {
     "test_a": ("clinica-a", "Clínica A", "clinica-a.localhost"),
     "test_b": ("clinica-b", "Clínica B", "clinica-b.localhost"),
+    # For tests that must commit (a schema swap cannot happen inside the test's transaction).
+    "test_restore": ("clinica-r", "Clínica R", "clinica-r.localhost"),
 }
 ROLES = [Rol.ADMIN, Rol.PROPIETARIO, Rol.ODONTOLOGO, Rol.RECEPCION]
 
 
 def pytest_collection_modifyitems(items):
-    # Every test may touch a clinic's schema; each runs in a rolled-back transaction.
+    # Every test may touch a clinic's schema; each runs in a rolled-back transaction,
+    # except those marked `committed` (see the committed_db fixture).
     for item in items:
-        if item.get_closest_marker("django_db") is None:
+        if item.get_closest_marker("django_db") is None and item.get_closest_marker("committed") is None:
             item.add_marker(pytest.mark.django_db)
 
 
@@ -62,6 +65,25 @@ def clinic_data(tenants, django_db_blocker) -> None:
     with django_db_blocker.unblock(), schema_context("test_a"):
         if not Paciente.objects.exists():
             clinic_fill(scale=0.1, usuarios=Usuario.objects.all())
+
+
+@pytest.fixture
+def committed_db(tenants, clinic_data, django_db_blocker):
+    """Database access in autocommit, outside any test transaction, for tests marked
+    `committed`: what they write stays, so they work in the test_restore clinic and
+    assert relative to the state they find."""
+    from clinica.demo import clinic_fill
+    from clinica.models import Paciente
+
+    with django_db_blocker.unblock():
+        with schema_context("test_restore"):
+            if not Paciente.objects.exists():
+                clinic_fill(scale=0.05, usuarios=Usuario.objects.all())
+        connection.set_tenant(tenants["test_restore"])
+        try:
+            yield tenants["test_restore"]
+        finally:
+            connection.set_schema_to_public()
 
 
 @pytest.fixture
@@ -105,7 +127,7 @@ class TenantClient(Client):
 
 
 @pytest.fixture
-def client_for(tenants, db):
+def client_for(tenants):
     """client_for("test_a", "admin") → a client logged in as that clinic's admin."""
 
     def make(schema_name: str, rol: str | None = None) -> TenantClient:

@@ -70,3 +70,27 @@ class BackupChecksumMismatchError(DomainError):
     status_code = 409
     code = "backup_checksum_mismatch"
     message = _("El archivo del backup no coincide con su checksum: está dañado.")
+
+
+class RestoreConfirmationError(DomainError):
+    status_code = 400
+    code = "restore_confirmation_mismatch"
+    message = _("Para restaurar, escriba el nombre del esquema de la clínica en «confirm».")
+
+
+class BackupNewerThanCodeError(DomainError):
+    status_code = 409
+    code = "backup_newer_than_code"
+    message = _("El backup tiene migraciones que este código no conoce: actualice el código antes de restaurarlo.")
+
+
+class RestoreBusyError(DomainError):
+    status_code = 409
+    code = "restore_tables_busy"
+    message = _("La clínica tiene operaciones en curso que impiden el cambio de esquema; inténtelo de nuevo en unos minutos.")
+
+
+class RestoreFailedError(DomainError):
+    status_code = 500
+    code = "restore_failed"
+    message = _("La restauración falló; los datos de la clínica no se modificaron.")

@@ -35,3 +35,26 @@ class BackupCreatedSerializer(serializers.Serializer):
     success = serializers.BooleanField()
     message = serializers.CharField()
     backup = BackupRecordSerializer()
+
+
+class StrictBooleanField(serializers.BooleanField):
+    """Only JSON true/false: DRF's BooleanField would also take "yes", "0" or 1."""
+
+    def to_internal_value(self, data):
+        if not isinstance(data, bool):
+            self.fail("invalid", input=data)
+        return data
+
+
+class BackupKeepSerializer(serializers.Serializer):
+    keep = StrictBooleanField(help_text="true: la política de retención nunca borra este backup.")
+
+
+class BackupRestoreSerializer(serializers.Serializer):
+    confirm = serializers.CharField(help_text="El nombre del esquema de la clínica, como confirmación.")
+
+
+class BackupRestoredSerializer(serializers.Serializer):
+    success = serializers.BooleanField()
+    message = serializers.CharField()
+    backup = BackupRecordSerializer()

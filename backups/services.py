@@ -150,6 +150,23 @@ def backup_delete(*, context: AuditContext, backup_id: int) -> None:
     record(context=context, action="backup.delete", target_type=TARGET_TYPE, target_id=backup_id, details={"file_name": backup.file_name})
 
 
+def backup_set_keep(*, context: AuditContext, backup_id: int, keep: bool) -> BackupRecord:
+    """Mark (or unmark) a backup so the retention policy never deletes it."""
+    with audit_failure(context=context, action="backup.keep", target_type=TARGET_TYPE, target_id=backup_id):
+        backup = backup_get(backup_id=backup_id)
+        previous = backup.keep
+        backup.keep = keep
+        backup.save(update_fields=["keep"])
+    record(
+        context=context,
+        action="backup.keep",
+        target_type=TARGET_TYPE,
+        target_id=backup.pk,
+        details={"file_name": backup.file_name, "keep": keep, "previous": previous},
+    )
+    return backup
+
+
 def stored_sha256(file_path: str) -> str:
     """Re-read a stored object and hash it, streaming."""
     digest = hashlib.sha256()

@@ -9,4 +9,5 @@ urlpatterns = [
     path("create/", views.BackupCreateView.as_view(), name="backup_create"),
     path("history/<int:backup_id>/", views.BackupDetailView.as_view(), name="backup_detail"),
     path("history/<int:backup_id>/download/", views.BackupDownloadView.as_view(), name="backup_download"),
+    path("history/<int:backup_id>/restore/", views.BackupRestoreView.as_view(), name="backup_restore"),
 ]

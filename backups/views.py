@@ -11,10 +11,14 @@ from backups.selectors import backup_get, backup_list
 from backups.serializers import (
     BackupCreatedSerializer,
     BackupCreateSerializer,
+    BackupKeepSerializer,
     BackupListQuerySerializer,
     BackupRecordSerializer,
+    BackupRestoredSerializer,
+    BackupRestoreSerializer,
 )
-from backups.services import backup_create, backup_delete, backup_open
+from backups.restore import backup_restore
+from backups.services import backup_create, backup_delete, backup_open, backup_set_keep
 from bitacora.services import AuditContext
 from usuarios.permissions import IsAdminOrPropietario
 
@@ -66,6 +70,15 @@ class BackupDetailView(APIView):
         backup_delete(context=AuditContext.from_request(request), backup_id=backup_id)
         return Response(status=status.HTTP_204_NO_CONTENT)
 
+    @extend_schema(request=BackupKeepSerializer, responses=BackupRecordSerializer)
+    def patch(self, request, backup_id: int):
+        payload = BackupKeepSerializer(data=request.data)
+        payload.is_valid(raise_exception=True)
+        backup = backup_set_keep(
+            context=AuditContext.from_request(request), backup_id=backup_id, keep=payload.validated_data["keep"]
+        )
+        return Response(BackupRecordSerializer(backup).data)
+
 
 class BackupDownloadView(APIView):
     permission_classes = [IsAdminOrPropietario]
@@ -79,3 +92,16 @@ class BackupDownloadView(APIView):
         response["Content-Length"] = str(backup.file_size)
         response[CHECKSUM_HEADER] = backup.sha256
         return response
+
+
+class BackupRestoreView(APIView):
+    """POST /api/backups/history/{id}/restore/ {"confirm": "<schema>"}: put the clinic back to that backup."""
+
+    permission_classes = [IsAdminOrPropietario]
+
+    @extend_schema(request=BackupRestoreSerializer, responses=BackupRestoredSerializer)
+    def post(self, request, backup_id: int):
+        payload = BackupRestoreSerializer(data=request.data)
+        payload.is_valid(raise_exception=True)
+        backup = backup_restore(context=AuditContext.from_request(request), backup_id=backup_id, confirm=payload.validated_data["confirm"])
+        return Response({"success": True, "message": _("Clínica restaurada desde el backup"), "backup": BackupRecordSerializer(backup).data})

@@ -145,6 +145,17 @@ SUPABASE_URL = env("SUPABASE_URL", default="")
 SUPABASE_KEY = env("SUPABASE_KEY", default="")
 SUPABASE_BUCKET = env("SUPABASE_BUCKET", default="backups")
 BACKUPS_LOCAL_ROOT = Path(env("BACKUPS_LOCAL_ROOT", default=str(BASE_DIR / "var" / "backups")))
+# Retention (manage.py prune_backups): the newest N completed backups, plus the newest of
+# each of the last D days, W ISO weeks and M months; never fewer than min_completed.
+BACKUP_RETENTION = {
+    "keep_last": env.int("BACKUP_KEEP_LAST", default=7),
+    "daily": env.int("BACKUP_KEEP_DAILY", default=7),
+    "weekly": env.int("BACKUP_KEEP_WEEKLY", default=4),
+    "monthly": env.int("BACKUP_KEEP_MONTHLY", default=6),
+    "min_completed": env.int("BACKUP_MIN_COMPLETED", default=3),
+}
+# Per clinic, schema name → the keys it changes, e.g. {"clinica_norte": {"monthly": 12}}.
+BACKUP_RETENTION_OVERRIDES = env.json("BACKUP_RETENTION_OVERRIDES", default={})
 
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
@@ -160,6 +171,9 @@ STORAGES = {
         else {"BACKEND": "django.core.files.storage.FileSystemStorage", "OPTIONS": {"location": BACKUPS_LOCAL_ROOT}}
     ),
 }
+
+# SQL restore: how long the schema swap waits for the clinic's in-flight transactions.
+BACKUP_RESTORE_LOCK_TIMEOUT = env("BACKUP_RESTORE_LOCK_TIMEOUT", default="10s")
 
 # JSON restore: the largest upload accepted (bytes).
 RESTORE_MAX_UPLOAD_BYTES = env.int("RESTORE_MAX_UPLOAD_BYTES", default=500 * 1024 * 1024)

@@ -1,0 +1,27 @@
+from django.core.management.base import CommandError
+
+from backups.restore import backup_restore
+from backups.selectors import backup_get
+from bitacora.services import AuditContext
+from core.management.base import TenantCommand
+
+
+class Command(TenantCommand):
+    help = "Restaura una clínica al momento de uno de sus backups SQL (reemplaza todos sus datos)."
+    allow_all_tenants = False
+
+    def add_tenant_arguments(self, parser):
+        parser.add_argument("--id", type=int, required=True, dest="backup_id")
+        parser.add_argument("--yes", action="store_true", help="No pedir confirmación.")
+
+    def handle_tenant(self, tenant, *, backup_id, yes, **options):
+        backup = backup_get(backup_id=backup_id)
+        if not yes:
+            self.stdout.write(
+                f"Se reemplazarán TODOS los datos de {tenant.nombre} ({tenant.schema_name}) por los de "
+                f"{backup.file_name} ({backup.created_at:%Y-%m-%d %H:%M:%S}). El historial de backups y la bitácora se conservan."
+            )
+            if input(f"Escriba «{tenant.schema_name}» para confirmar: ").strip() != tenant.schema_name:
+                raise CommandError("Restauración cancelada.")
+        backup_restore(context=AuditContext.system("manage.py restore_backup"), backup_id=backup_id, confirm=tenant.schema_name)
+        self.stdout.write(self.style.SUCCESS(f"  {tenant.schema_name} restaurada desde {backup.file_name}"))

@@ -1,0 +1,186 @@
+"""Restore a clinic from one of its SQL backups: replay into a staging schema, then swap.
+
+1. Check before touching anything: the record is completed, the object exists and
+   its sha256 matches, its migrations are not newer than the code.
+2. Replay the dump in one `psql --single-transaction -v ON_ERROR_STOP=1` run. The
+   dump hard-codes the schema name and editing its text corrupts data, so that run
+   renames the live schema aside, replays the dump (which recreates the live name),
+   renames the result to a staging name and the live schema back. If anything fails
+   the whole run rolls back: the live schema was never touched.
+3. Migrate the staging schema forward if the dump is older than the code.
+4. In one short transaction with a lock timeout: lock the live tables, carry the rows
+   that a restore must not roll back (backup history, audit log) into staging, swap
+   the schemas. Other sessions see the old tenant or the new one, never a mix.
+5. Drop the old schema.
+"""
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import logging
+import secrets
+import tempfile
+from typing import BinaryIO, Iterable
+
+from django.conf import settings
+from django.db import DatabaseError, connection, transaction
+from django.utils import timezone
+
+from backups.errors import (
+    BackupChecksumMismatchError,
+    BackupNewerThanCodeError,
+    BackupNotCompletedError,
+    RestoreBusyError,
+    RestoreConfirmationError,
+    RestoreFailedError,
+    StorageObjectMissingError,
+)
+from backups.models import BackupRecord
+from backups.pg_tools import run_psql
+from backups.selectors import backup_get
+from backups.services import TARGET_TYPE, database_params, pg_binaries
+from backups.storage import storage_open
+from bitacora.models import Bitacora
+from bitacora.services import AuditContext, audit_failure, record
+from core.exceptions import DomainError
+from core.locks import tenant_operation_lock
+from core.schemas import code_migrations, schema_drop, schema_exists, schema_migrate
+from core.selectors import migration_state
+
+logger = logging.getLogger(__name__)
+
+# Rows written after the dump that a restore must keep: who did what, and which backups exist.
+CARRIED_MODELS = (BackupRecord, Bitacora)
+COPY_CHUNK_SIZE = 1024 * 1024
+
+
+class _ConcatenatedReader(io.RawIOBase):
+    """One readable stream made of several: prelude SQL, the dump, postlude SQL."""
+
+    def __init__(self, parts: Iterable[BinaryIO]):
+        self._parts = iter(parts)
+        self._current = next(self._parts, None)
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int = -1) -> bytes:
+        while self._current is not None:
+            chunk = self._current.read(size if size and size > 0 else COPY_CHUNK_SIZE)
+            if chunk:
+                return chunk
+            self._current = next(self._parts, None)
+        return b""
+
+
+def _verified_copy(backup: BackupRecord, destination: BinaryIO) -> None:
+    """Copy the stored object to a local file while hashing it; refuse a mismatch."""
+    digest = hashlib.sha256()
+    try:
+        with storage_open(backup.file_path) as stored_file:
+            while chunk := stored_file.read(COPY_CHUNK_SIZE):
+                digest.update(chunk)
+                destination.write(chunk)
+    except StorageObjectMissingError:
+        backup.integrity, backup.verified_at = BackupRecord.Integrity.MISSING, timezone.now()
+        backup.save(update_fields=["integrity", "verified_at"])
+        raise
+    destination.flush()
+    destination.seek(0)
+    if digest.hexdigest() != backup.sha256:
+        backup.integrity, backup.verified_at = BackupRecord.Integrity.MISMATCH, timezone.now()
+        backup.save(update_fields=["integrity", "verified_at"])
+        raise BackupChecksumMismatchError(details={"id": backup.pk, "expected": backup.sha256, "actual": digest.hexdigest()})
+
+
+def _check_migrations(backup: BackupRecord) -> bool:
+    """Refuse a dump from a newer migration state; tell whether it is older than the code."""
+    dumped = backup.manifest.get("migrations", {})
+    known = code_migrations()
+    unknown = sorted(f"{app}.{name}" for app, name in dumped.items() if (app, name) not in known)
+    if unknown:
+        raise BackupNewerThanCodeError(details={"unknown_migrations": unknown})
+    return dumped != migration_state()
+
+
+def _replay_into_staging(*, schema: str, staging: str, aside: str, dump_file: BinaryIO) -> None:
+    prelude = f'ALTER SCHEMA "{schema}" RENAME TO "{aside}";\n'.encode()
+    postlude = (
+        f'\n;ALTER SCHEMA "{schema}" RENAME TO "{staging}";\n'
+        f'ALTER SCHEMA "{aside}" RENAME TO "{schema}";\n'
+    ).encode()
+    with gzip.GzipFile(fileobj=dump_file, mode="rb") as dump_sql:
+        script = _ConcatenatedReader([io.BytesIO(prelude), dump_sql, io.BytesIO(postlude)])
+        # --single-transaction: the renames and the replay commit together or not at all.
+        run_psql(binaries=pg_binaries(), params=database_params(), script=script, extra_args=("--single-transaction",))
+
+
+def _columns(schema: str, table: str) -> list[str]:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT column_name FROM information_schema.columns WHERE table_schema = %s AND table_name = %s ORDER BY ordinal_position",
+            [schema, table],
+        )
+        return [name for (name,) in cursor.fetchall()]
+
+
+def _swap(*, schema: str, staging: str, old: str) -> None:
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute("SET LOCAL lock_timeout = %s", [settings.BACKUP_RESTORE_LOCK_TIMEOUT])
+        cursor.execute("SELECT tablename FROM pg_tables WHERE schemaname = %s", [schema])
+        live_tables = [name for (name,) in cursor.fetchall()]
+        # Wait for in-flight transactions on the live tables and hold new ones until the
+        # swap commits; blocked queries then look the names up again and find the new schema.
+        if live_tables:
+            qualified = ", ".join(f'"{schema}"."{table}"' for table in live_tables)
+            cursor.execute(f"LOCK TABLE {qualified} IN ACCESS EXCLUSIVE MODE")
+        for model in CARRIED_MODELS:
+            table = model._meta.db_table
+            columns = ", ".join(f'"{column}"' for column in _columns(schema, table))
+            cursor.execute(f'DELETE FROM "{staging}"."{table}"')
+            cursor.execute(f'INSERT INTO "{staging}"."{table}" ({columns}) SELECT {columns} FROM "{schema}"."{table}"')
+            cursor.execute(
+                f"SELECT setval(pg_get_serial_sequence(%s, 'id'), COALESCE((SELECT max(id) FROM \"{staging}\".\"{table}\"), 0) + 1, false)",
+                [f'"{staging}"."{table}"'],
+            )
+        cursor.execute(f'ALTER SCHEMA "{schema}" RENAME TO "{old}"')
+        cursor.execute(f'ALTER SCHEMA "{staging}" RENAME TO "{schema}"')
+
+
+def backup_restore(*, context: AuditContext, backup_id: int, confirm: str) -> BackupRecord:
+    """Put this clinic back to the moment of one of its backups, atomically."""
+    schema = connection.schema_name
+    token = secrets.token_hex(4)
+    staging, aside, old = f"{schema}__staging_{token}", f"{schema}__aside_{token}", f"{schema}__old_{token}"
+    with audit_failure(context=context, action="backup.restore", target_type=TARGET_TYPE, target_id=backup_id):
+        if confirm != schema:
+            raise RestoreConfirmationError(details={"expected": schema})
+        backup = backup_get(backup_id=backup_id)
+        if backup.status != BackupRecord.Status.COMPLETED:
+            raise BackupNotCompletedError(details={"id": backup.pk, "status": backup.status})
+        pg_binaries()
+        with tenant_operation_lock(schema), tempfile.TemporaryFile() as dump_file:
+            _verified_copy(backup, dump_file)
+            older_than_code = _check_migrations(backup)
+            record(context=context, action="backup.restore.start", target_type=TARGET_TYPE, target_id=backup.pk,
+                   details={"file_name": backup.file_name})
+            try:
+                _replay_into_staging(schema=schema, staging=staging, aside=aside, dump_file=dump_file)
+                if older_than_code:
+                    schema_migrate(staging)
+                _swap(schema=schema, staging=staging, old=old)
+            except DatabaseError as exc:
+                schema_drop(staging)
+                if "lock timeout" in str(exc):
+                    raise RestoreBusyError() from exc
+                raise RestoreFailedError(details={"exception": type(exc).__name__}) from exc
+            except DomainError:
+                schema_drop(staging)
+                raise
+            if schema_exists(old):
+                schema_drop(old)
+    backup = backup_get(backup_id=backup_id)
+    record(context=context, action="backup.restore", target_type=TARGET_TYPE, target_id=backup.pk,
+           details={"file_name": backup.file_name, "migrated_forward": older_than_code})
+    return backup

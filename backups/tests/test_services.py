@@ -3,7 +3,7 @@ import threading
 import pytest
 from django.db import connection
 
-from backups.errors import BackupFailedError
+from backups.errors import BackupFailedError, StorageError
 from backups.models import BackupRecord
 from backups.pg_tools import DumpError, PgVersionMismatchError
 from backups.services import backup_create, pg_binaries
@@ -145,3 +145,42 @@ def test_unexpected_failure_is_wrapped_and_recorded(tenant_a, backups_dir, setti
         backup_create(context=CONTEXT)
     backup = BackupRecord.objects.order_by("-id").first()
     assert backup.status == "failed" and backup.error
+
+
+def test_storage_failing_mid_upload_leaves_a_failed_record_and_no_object(tenant_a, settings, supabase_server, clinic_data):
+    # given Supabase Storage that hangs up after the first 4 KiB of the upload
+    # (the real server behind a proxy that drops the connection)
+    supabase_server.fail_upload_after = 4096
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "backups": {
+            "BACKEND": "backups.supabase_storage.SupabaseStorage",
+            "OPTIONS": {"url": supabase_server.url, "key": supabase_server.key, "bucket": "backups"},
+        },
+    }
+    # when
+    with pytest.raises(StorageError):
+        backup_create(context=CONTEXT)
+    # then
+    backup = BackupRecord.objects.order_by("-id").first()
+    assert backup.status == "failed" and backup.error and backup.sha256 == ""
+    assert supabase_server.objects == {}
+    entry = Bitacora.objects.filter(action="backup.create").order_by("-id").first()
+    assert entry.outcome == "error" and entry.details["code"] == "storage_unavailable"
+    assert supabase_server.key not in backup.error
+
+
+def test_backup_round_trip_through_supabase_storage(tenant_a, settings, supabase_server, clinic_data):
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "backups": {
+            "BACKEND": "backups.supabase_storage.SupabaseStorage",
+            "OPTIONS": {"url": supabase_server.url, "key": supabase_server.key, "bucket": "backups"},
+        },
+    }
+    backup = backup_create(context=CONTEXT)
+    stored = supabase_server.read("backups", backup.file_path)
+    assert len(stored) == backup.file_size
+    import hashlib
+
+    assert hashlib.sha256(stored).hexdigest() == backup.sha256

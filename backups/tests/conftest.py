@@ -42,3 +42,14 @@ def supabase_storage(supabase_storage_for) -> SupabaseStorage:
 def down_url() -> str:
     """A Supabase URL whose port is closed: every connection is refused."""
     return closed_port_url()
+
+
+@pytest.fixture
+def backups_dir(settings, tmp_path):
+    """Backups stored on the local file system, in a folder of this test's own."""
+    location = tmp_path / "backups"
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "backups": {"BACKEND": "django.core.files.storage.FileSystemStorage", "OPTIONS": {"location": location}},
+    }
+    return location

@@ -14,15 +14,6 @@ from core.testing import committed_tables, scratch_database
 SEED_FIELDS = {"id", "file_name", "file_path", "file_size", "file_size_mb", "backup_type", "created_by", "created_at"}
 
 
-@pytest.fixture
-def backups_dir(settings, tmp_path):
-    settings.STORAGES = {
-        **settings.STORAGES,
-        "backups": {"BACKEND": "django.core.files.storage.FileSystemStorage", "OPTIONS": {"location": tmp_path}},
-    }
-    return tmp_path
-
-
 def _create(client) -> dict:
     response = client.post("/api/backups/create/", {"backup_type": "manual"}, content_type="application/json")
     assert response.status_code == 201, response.content

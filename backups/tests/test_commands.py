@@ -5,15 +5,6 @@ from backups.models import BackupRecord
 from bitacora.models import Bitacora
 
 
-@pytest.fixture
-def backups_dir(settings, tmp_path):
-    settings.STORAGES = {
-        **settings.STORAGES,
-        "backups": {"BACKEND": "django.core.files.storage.FileSystemStorage", "OPTIONS": {"location": tmp_path}},
-    }
-    return tmp_path
-
-
 def test_create_all_tenants_automatic_then_list_download_verify_delete(tenants, backups_dir, tmp_path, capsys):
     # when the cron job's command runs
     call_command("create_backup", "--all-tenants", "--type", "automatic")

@@ -21,15 +21,6 @@ CONTEXT = AuditContext.system("prueba-restore")
 CARRIED = ("bitacora_bitacora", "backups_backuprecord")
 
 
-@pytest.fixture
-def backups_dir(settings, tmp_path):
-    settings.STORAGES = {
-        **settings.STORAGES,
-        "backups": {"BACKEND": "django.core.files.storage.FileSystemStorage", "OPTIONS": {"location": tmp_path}},
-    }
-    return tmp_path
-
-
 def _restored_data() -> dict:
     return committed_tables("test_restore", exclude=CARRIED)
 

@@ -14,16 +14,6 @@ from core.locks import OperationInProgressError, tenant_operation_lock
 CONTEXT = AuditContext.system("prueba")
 
 
-@pytest.fixture
-def backups_dir(settings, tmp_path):
-    location = tmp_path / "backups"
-    settings.STORAGES = {
-        **settings.STORAGES,
-        "backups": {"BACKEND": "django.core.files.storage.FileSystemStorage", "OPTIONS": {"location": location}},
-    }
-    return location
-
-
 def _fake_bin_dir(tmp_path, *, version_script: str, dump_script: str):
     """A bin directory whose pg_dump is a script: what a broken or wrong client looks like from outside."""
     bin_dir = tmp_path / "bin"

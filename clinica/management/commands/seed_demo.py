@@ -45,7 +45,20 @@ class Command(BaseCommand):
                 expected = DemoCounts.for_scale(scale).total
                 self.stdout.write(f"  generando ~{expected:,} filas…")
                 clinic_fill(scale=scale, usuarios=usuarios, progress=self._progress)
-        self.stdout.write(self.style.SUCCESS(f"Listo. Contraseña de los usuarios de demostración: {password}"))
+        self.stdout.write(self.style.SUCCESS(f"\nListo. Contraseña de todos los usuarios de demostración: {password}"))
+        for schema_name, _slug, nombre, domain, mail_domain in DEMO_TENANTS:
+            users = ", ".join(f"{rol}@{mail_domain}" for rol, _n, _a in DEMO_USERS)
+            self.stdout.write(f"  {nombre}: X-Tenant-ID {schema_name} (o http://{domain}:8000) — {users}")
+        self.stdout.write("  Admin de la plataforma: http://localhost:8000/admin/ — operador@plataforma.local")
+        self.stdout.write(
+            "\nProbar la API:\n"
+            "  ACCESS=$(curl -s -X POST http://127.0.0.1:8000/api/auth/token/ -H 'X-Tenant-ID: clinica_demo' "
+            "-H 'Content-Type: application/json' "
+            f"-d '{{\"email\":\"admin@clinicademo1.com\",\"password\":\"{password}\"}}' "
+            "| python3 -c 'import json,sys; print(json.load(sys.stdin)[\"access\"])')\n"
+            "  curl -s http://127.0.0.1:8000/api/auth/me/ -H 'X-Tenant-ID: clinica_demo' -H \"Authorization: Bearer $ACCESS\"\n"
+            "  Documentación: http://127.0.0.1:8000/api/docs/"
+        )
 
     @staticmethod
     def _ensure_user(email: str, password: str, rol: str, nombre: str, apellido: str) -> Usuario:

@@ -1,0 +1,78 @@
+"""Shared pieces of the benchmarks: Django set-up, a bench clinic of a given size,
+and running a command as a child process to read its wall time and peak RSS."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "core.settings")
+os.environ.setdefault("DEBUG", "1")
+
+
+def django_setup() -> None:
+    import django
+
+    django.setup()
+
+
+@dataclass
+class Measured:
+    label: str
+    seconds: float
+    peak_rss_mb: float
+
+
+def measure(label: str, command: list[str] | str, *, env: dict | None = None) -> Measured:
+    """Run a command in its own process (a shell pipeline when given a string) and report
+    wall time and the largest peak RSS among the processes it waited for."""
+    wrapper = [
+        sys.executable, "-c",
+        "import resource, subprocess, sys, json;"
+        "cmd = json.loads(sys.argv[1]);"
+        "rc = subprocess.call(cmd, shell=isinstance(cmd, str));"
+        "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, file=sys.stderr);"
+        "sys.exit(rc)",
+        __import__("json").dumps(command),
+    ]
+    started = time.perf_counter()
+    result = subprocess.run(wrapper, env={**os.environ, **(env or {})}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    seconds = time.perf_counter() - started
+    if result.returncode != 0:
+        raise SystemExit(f"{label} falló:\n{result.stderr[-3000:]}")
+    peak_kb = int(result.stderr.strip().splitlines()[-1])
+    return Measured(label, seconds, peak_kb / 1024)
+
+
+def ensure_bench_tenant(schema_name: str, *, rows: int, log=print):
+    """A clinic holding about `rows` rows of demo data (created once, reused after)."""
+    from django_tenants.utils import schema_context
+
+    from clinica.demo import DemoCounts, clinic_fill
+    from clinica.models import Paciente
+    from core.services import tenant_ensure
+
+    scale = rows / DemoCounts.for_scale(1).total
+    tenant, _ = tenant_ensure(schema_name=schema_name, slug=schema_name.replace("_", "-"), nombre=f"Bench {schema_name}", domains=[])
+    with schema_context(schema_name):
+        if not Paciente.objects.exists():
+            log(f"llenando {schema_name} con ~{rows:,} filas (escala {scale:.1f})…")
+            started = time.perf_counter()
+            clinic_fill(scale=scale)
+            log(f"  {time.perf_counter() - started:.1f} s")
+    return tenant
+
+
+def table(rows: list[tuple], headers: tuple) -> str:
+    widths = [max(len(str(value)) for value in column) for column in zip(headers, *rows)]
+    lines = ["  ".join(str(value).ljust(width) for value, width in zip(headers, widths))]
+    lines.append("  ".join("-" * width for width in widths))
+    lines += ["  ".join(str(value).ljust(width) for value, width in zip(row, widths)) for row in rows]
+    return "\n".join(lines)
+
+

@@ -9,5 +9,6 @@ urlpatterns = [
     path("api/auth/", include("usuarios.urls")),
     path("api/bitacora/", include("bitacora.urls")),
     path("api/backups/", include("backups.urls")),
+    path("api/", include("backup_restore.urls")),
     *common_urlpatterns,
 ]

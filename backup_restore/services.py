@@ -1,0 +1,153 @@
+"""Export and restore of a clinic's data: the lock, the audit entry, the file name around utils."""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any, BinaryIO, Callable, Iterator
+
+from django.db import connection
+from django.utils import timezone
+
+from backup_restore import utils
+from bitacora.models import Outcome
+from bitacora.services import AuditContext, record
+from core.exceptions import DomainError
+from core.locks import tenant_operation_lock
+from core.models import Tenant
+
+logger = logging.getLogger(__name__)
+
+EXPORT_ACTION = "tenant_data.export"
+RESTORE_ACTION = "tenant_data.restore"
+
+
+def _error_details(exc: BaseException) -> dict[str, Any]:
+    if isinstance(exc, DomainError):
+        return {"code": exc.code, "message": str(exc.message), "error": exc.details}
+    return {"code": "server_error", "message": f"{type(exc).__name__}: {exc}"[:500]}
+
+
+@dataclass
+class TenantExport:
+    file_name: str
+    content_type: str
+    chunks: "_AuditedExport"
+
+
+class _AuditedExport:
+    """The export's chunks; holds the clinic's lock until the last one is sent (or the client leaves)
+    and then writes the audit entry. `close()` is called by StreamingHttpResponse."""
+
+    def __init__(self, *, chunks: Iterator[bytes], release: Callable[[], None], finish: Callable[[BaseException | None], None]):
+        self._chunks = chunks
+        self._release = release
+        self._finish = finish
+        self._done = False
+
+    def __iter__(self) -> Iterator[bytes]:
+        try:
+            yield from self._chunks
+        except BaseException as exc:
+            self._end(exc)
+            raise
+        self._end(None)
+
+    def _end(self, exc: BaseException | None) -> None:
+        if self._done:
+            return
+        self._done = True
+        close = getattr(self._chunks, "close", None)
+        if close:
+            close()  # leaves the snapshot transaction before the lock is released
+        self._release()
+        self._finish(exc)
+
+    def close(self) -> None:
+        if not self._done:
+            self._end(ConnectionAbortedError("La descarga se interrumpió antes de terminar."))
+
+
+def _tenant_name(schema_name: str) -> str:
+    # schema_context() leaves a FakeTenant on the connection: read the real name.
+    nombre = Tenant.objects.filter(schema_name=schema_name).values_list("nombre", flat=True).first()
+    return nombre or schema_name
+
+
+def tenant_data_export_file_name(*, schema_name: str, compress: bool) -> str:
+    stamp = timezone.localtime().strftime("%Y-%m-%d_%H-%M-%S")
+    return f"backup_{schema_name}_{stamp}.json{'.gz' if compress else ''}"
+
+
+def tenant_data_export(
+    *, context: AuditContext, compress: bool = False, progress: utils.ProgressCallback | None = None
+) -> TenantExport:
+    """Start a streamed export of the current clinic (409 if a backup or restore is running)."""
+    tenant = connection.tenant
+    schema_name = tenant.schema_name
+    file_name = tenant_data_export_file_name(schema_name=schema_name, compress=compress)
+    lock = tenant_operation_lock(schema_name)
+    try:
+        lock.__enter__()
+    except DomainError as exc:
+        record(context=context, action=EXPORT_ACTION, outcome=Outcome.ERROR, target_type="tenant",
+               target_id=schema_name, details={"file_name": file_name, **_error_details(exc)})
+        raise
+    stats: dict[str, Any] = {}
+    chunks = utils.tenant_data_export_chunks(
+        schema_name=schema_name, tenant_name=_tenant_name(schema_name), progress=progress, stats=stats
+    )
+    if compress:
+        chunks = utils.gzip_chunks(chunks)
+
+    def finish(exc: BaseException | None) -> None:
+        details = {"file_name": file_name, "compress": compress, "models": stats.get("models", {}), "bytes": stats.get("bytes")}
+        if exc is None:
+            record(context=context, action=EXPORT_ACTION, target_type="tenant", target_id=schema_name, details=details)
+        else:
+            logger.warning("export of %s failed: %s", schema_name, exc)
+            record(context=context, action=EXPORT_ACTION, outcome=Outcome.ERROR, target_type="tenant",
+                   target_id=schema_name, details={**details, **_error_details(exc)})
+
+    return TenantExport(
+        file_name=file_name,
+        content_type="application/gzip" if compress else "application/json",
+        chunks=_AuditedExport(chunks=chunks, release=lambda: lock.__exit__(None, None, None), finish=finish),
+    )
+
+
+def tenant_data_restore(
+    *,
+    context: AuditContext,
+    source: BinaryIO,
+    file_name: str = "",
+    replace: bool = False,
+    dry_run: bool = False,
+    allow_other_tenant: bool = False,
+    progress: utils.ProgressCallback | None = None,
+) -> utils.RestoreResult:
+    """Restore a backup file into the current clinic, all or nothing; always audited."""
+    schema_name = connection.schema_name
+    details: dict[str, Any] = {"file_name": file_name, "replace": replace, "dry_run": dry_run,
+                               "allow_other_tenant": allow_other_tenant}
+    try:
+        with tenant_operation_lock(schema_name):
+            result = utils.tenant_data_import(
+                source=source, schema_name=schema_name, replace=replace, dry_run=dry_run,
+                allow_other_tenant=allow_other_tenant, progress=progress,
+            )
+    except Exception as exc:
+        # bitacora.record writes on its own connection: this entry survives the rollback.
+        record(context=context, action=RESTORE_ACTION, outcome=Outcome.ERROR, target_type="tenant",
+               target_id=schema_name, details={**details, **_error_details(exc)})
+        raise
+    summary = result.as_dict()
+    record(context=context, action=RESTORE_ACTION, target_type="tenant", target_id=schema_name,
+           details={**details, "source_tenant": result.source_tenant, "models": summary["models"],
+                    "skipped_models": summary["skipped_models"], "duration_ms": result.duration_ms})
+    return result
+
+
+def tenant_data_restore_rejected(*, context: AuditContext, error: BaseException, file_name: str = "") -> None:
+    """Audit a restore refused before it started (no file, too large, not allowed)."""
+    record(context=context, action=RESTORE_ACTION, outcome=Outcome.ERROR, target_type="tenant",
+           target_id=connection.schema_name, details={"file_name": file_name, **_error_details(error)})

@@ -1,0 +1,268 @@
+import gzip
+import json
+
+import pytest
+from django.db import connection
+
+from backup_restore import errors, utils
+from backup_restore.tests.conftest import export_bytes, file_edit, restorable_snapshot, restore, section
+from backup_restore.tests.factories import PacienteFactory, clinic_data_create
+from clinica.models import Cita, Paciente, Pago, Tratamiento
+
+
+def test_export_writes_the_header_then_every_exported_model_in_order(tenant_a, clinic_admin):
+    # given a clinic with data
+    clinic_data_create(usuario=clinic_admin)
+
+    # when it is exported
+    document = json.loads(export_bytes())
+
+    # then the header describes the file, and rows match the header's counts
+    assert document["format"] == utils.FORMAT_NAME
+    assert document["version"] == utils.FORMAT_VERSION
+    assert document["tenant"]["schema"] == "test_a"
+    assert document["migrations"]["clinica"] == "0001_initial"
+    labels = [s["model"] for s in document["data"]]
+    assert labels.index("clinica.paciente") < labels.index("clinica.cita")
+    for s in document["data"]:
+        assert len(s["rows"]) == document["models"][s["model"]]["count"]
+    assert "sessions.session" in document["excluded"]
+    assert "sessions.session" not in labels
+
+
+def test_export_never_contains_a_password_hash(tenant_a, clinic_admin):
+    # given users with (MD5, in tests) password hashes
+    clinic_data_create(usuario=clinic_admin)
+    hashes = [h.encode() for h in clinic_admin.__class__.objects.values_list("password", flat=True)]
+
+    # when exported, plain and gzipped
+    data = export_bytes()
+    compressed = gzip.decompress(b"".join(utils.gzip_chunks(iter([data]))))
+
+    # then no hash, nor a password column, appears anywhere
+    assert hashes
+    for blob in (data, compressed):
+        assert not any(h in blob for h in hashes)
+        assert b"md5$" not in blob and b"pbkdf2" not in blob
+    users = section(json.loads(data), "usuarios.usuario")
+    assert "password" not in users["fields"] and users["rows"]
+
+
+def test_round_trip_with_replace_restores_every_table_exactly_and_sequences_move_on(tenant_a, clinic_admin):
+    # given a clinic, its export, and then damage: deletions, changes, additions
+    data = clinic_data_create(usuario=clinic_admin)
+    original = restorable_snapshot()
+    file = export_bytes()
+    Pago.objects.all().delete()
+    Paciente.objects.filter(pk=data["referente"].pk).update(nombre="Cambiado", alergias={"x": 1})
+    Tratamiento.objects.update(precio="1.00")
+    PacienteFactory()
+    pacientes_before = Paciente.objects.count()
+
+    # when the file is restored with replace=true (gzipped, as the API can serve it)
+    result = restore(gzip.compress(file), replace=True)
+
+    # then every restorable table equals the original row by row
+    assert restorable_snapshot() == original
+    assert result.models["clinica.pago"].created == len(original["clinica.pago"])
+    assert result.models["clinica.paciente"].deleted == pacientes_before
+    assert result.models["clinica.paciente"].created == len(original["clinica.paciente"])
+    assert set(result.skipped_models) >= {"usuarios.usuario", "bitacora.bitacora"}
+    # and the next insert does not collide with a restored key
+    nuevo = PacienteFactory()
+    assert nuevo.pk > max(row[0] for row in original["clinica.paciente"])
+
+
+def test_merge_brings_deleted_rows_back_keeps_added_rows_and_reverts_changed_ones(tenant_a, clinic_admin):
+    # given an export, then a deleted cita, a changed paciente and a new paciente
+    data = clinic_data_create(usuario=clinic_admin)
+    file = export_bytes()
+    original = restorable_snapshot()
+    deleted = data["citas"][1]
+    Cita.objects.filter(pk=deleted.pk).delete()
+    Paciente.objects.filter(pk=data["paciente"].pk).update(nombre="Cambiado")
+    added = PacienteFactory()
+
+    # when restored with replace=false
+    result = restore(file, replace=False)
+
+    # then the deleted row is back, the change reverted and the new row kept
+    assert Cita.objects.filter(pk=deleted.pk).exists()
+    assert Paciente.objects.get(pk=data["paciente"].pk).nombre == data["paciente"].nombre
+    assert Paciente.objects.filter(pk=added.pk).exists()
+    assert result.models["clinica.cita"].created == 1
+    assert result.models["clinica.cita"].updated == len(original["clinica.cita"]) - 1
+    assert result.models["clinica.paciente"].deleted == 0
+    snapshot = restorable_snapshot()
+    snapshot["clinica.paciente"] = [r for r in snapshot["clinica.paciente"] if r[0] != added.pk]
+    assert snapshot == original
+
+
+def test_a_reference_to_a_user_missing_here_becomes_null(tenant_a, clinic_admin):
+    # given a file whose cita and odontologo point to a user this clinic does not have
+    data = clinic_data_create(usuario=clinic_admin)
+    cita = data["citas"][0]
+
+    def ghost_user(document):
+        s = section(document, "clinica.cita")
+        i = s["fields"].index("registrada_por_id")
+        for row in s["rows"]:
+            row[i] = 987654321 if row[0] == cita.pk else row[i]
+
+    file = file_edit(export_bytes(), ghost_user)
+
+    # when restored
+    restore(file, replace=True)
+
+    # then the reference is dropped, the row kept; existing users are kept
+    assert Cita.objects.get(pk=cita.pk).registrada_por_id is None
+    assert data["odontologo"].__class__.objects.get(pk=data["odontologo"].pk).usuario_id == clinic_admin.pk
+
+
+def test_dry_run_reports_the_summary_and_changes_nothing(tenant_a, clinic_admin):
+    # given a clinic and its export, then a deletion
+    clinic_data_create(usuario=clinic_admin)
+    file = export_bytes()
+    pagos_in_file = Pago.objects.count()
+    Pago.objects.all().delete()
+    before = restorable_snapshot()
+
+    # when a dry run restores it
+    result = restore(file, replace=True, dry_run=True)
+
+    # then the summary is computed but nothing changed
+    assert result.dry_run is True
+    assert result.models["clinica.pago"].created == pagos_in_file
+    assert result.models["clinica.pago"].deleted == 0
+    assert result.models["clinica.paciente"].created == len(before["clinica.paciente"])
+    assert restorable_snapshot() == before
+
+
+def _set(label, field, value, pk_of=lambda rows: rows[0][0]):
+    def edit(document):
+        s = section(document, label)
+        i = s["fields"].index(field)
+        target = pk_of(s["rows"])
+        for row in s["rows"]:
+            if row[0] == target:
+                row[i] = value
+    return edit
+
+
+def _rename(document, label, new_label):
+    section(document, label)["model"] = new_label
+
+
+def _add_field(document):
+    s = section(document, "clinica.paciente")
+    s["fields"].append("color_favorito")
+    for row in s["rows"]:
+        row.append("azul")
+
+
+def _drop_field(document):
+    s = section(document, "clinica.paciente")
+    i = s["fields"].index("nombre")
+    del s["fields"][i]
+    for row in s["rows"]:
+        del row[i]
+
+
+def _duplicate_row(document):
+    s = section(document, "clinica.paciente")
+    s["rows"].append(list(s["rows"][0]))
+
+
+def _duplicate_documento(document):
+    s = section(document, "clinica.paciente")
+    i = s["fields"].index("documento")
+    s["rows"][1][i] = s["rows"][0][i]
+
+
+BAD_FILES = {
+    "not_json": (lambda f: b"esto no es JSON", errors.InvalidJSONError),
+    "truncated_json": (lambda f: f[: len(f) * 2 // 3], errors.InvalidJSONError),
+    "gzip_garbage": (lambda f: b"\x1f\x8b\x08\x00" + b"basura" * 50, errors.InvalidJSONError),
+    "wrong_format_name": (lambda f: file_edit(f, lambda d: d.update(format="otro-formato")), errors.WrongFormatError),
+    "future_version": (lambda f: file_edit(f, lambda d: d.update(version=99)), errors.UnsupportedVersionError),
+    "another_tenant": (lambda f: file_edit(f, lambda d: d["tenant"].update(schema="test_b")), errors.OtherTenantError),
+    "newer_migrations": (
+        lambda f: file_edit(f, lambda d: d["migrations"].update(clinica="0999_futura")), errors.MigrationsNewerError),
+    "unknown_model": (lambda f: file_edit(f, lambda d: _rename(d, "clinica.pago", "clinica.cobro")), errors.UnknownModelError),
+    "unknown_field": (lambda f: file_edit(f, _add_field), errors.UnknownFieldError),
+    "wrong_type": (lambda f: file_edit(f, _set("clinica.cita", "inicio", "no-es-fecha")), errors.InvalidValueError),
+    "wrong_type_integer": (lambda f: file_edit(f, _set("clinica.cita", "duracion_minutos", "mucho")), errors.InvalidValueError),
+    "too_long": (lambda f: file_edit(f, _set("clinica.paciente", "telefono", "9" * 31)), errors.InvalidValueError),
+    "missing_required_field": (lambda f: file_edit(f, _drop_field), errors.MissingFieldError),
+    "null_required_value": (lambda f: file_edit(f, _set("clinica.factura", "numero", None)), errors.MissingFieldError),
+    "dangling_foreign_key": (lambda f: file_edit(f, _set("clinica.cita", "paciente_id", 987654321)), errors.DanglingForeignKeyError),
+    "duplicate_primary_key": (lambda f: file_edit(f, _duplicate_row), errors.DuplicatePrimaryKeyError),
+    "unique_violation": (lambda f: file_edit(f, _duplicate_documento), errors.UniqueViolationError),
+    "negative_positive_integer": (lambda f: file_edit(f, _set("clinica.lineafactura", "cantidad", -1)), errors.ConstraintViolationError),
+}
+
+
+@pytest.fixture
+def exported_clinic(tenant_a, clinic_admin):
+    clinic_data_create(usuario=clinic_admin)
+    return export_bytes()
+
+
+@pytest.mark.parametrize("replace", [True, False], ids=["replace", "merge"])
+@pytest.mark.parametrize("case", list(BAD_FILES))
+def test_a_bad_file_is_refused_with_a_clear_error_and_changes_nothing(exported_clinic, case, replace):
+    # given a clinic and a broken file
+    make, error = BAD_FILES[case]
+    bad = make(exported_clinic)
+    before = restorable_snapshot()
+
+    # when it is restored
+    with pytest.raises(errors.RestoreError) as raised:
+        restore(bad, replace=replace)
+
+    # then the error names what is wrong, and every table is unchanged
+    assert isinstance(raised.value, error), raised.value.details
+    assert raised.value.status_code == 400
+    assert str(raised.value.message)
+    assert restorable_snapshot() == before
+    if error in (errors.InvalidValueError, errors.DuplicatePrimaryKeyError, errors.UniqueViolationError,
+                 errors.DanglingForeignKeyError, errors.UnknownFieldError, errors.MissingFieldError):
+        assert raised.value.details["model"].startswith("clinica.")
+    if error in (errors.InvalidValueError, errors.DuplicatePrimaryKeyError, errors.UniqueViolationError,
+                 errors.DanglingForeignKeyError) or case == "null_required_value":
+        assert raised.value.details["pk"] is not None, raised.value.details
+        assert raised.value.details["reason"]
+
+
+def test_a_file_of_another_clinic_is_accepted_when_explicitly_allowed(tenant_a, clinic_admin):
+    # given a file that says it comes from another clinic
+    clinic_data_create(usuario=clinic_admin)
+    original = restorable_snapshot()
+    file = file_edit(export_bytes(), lambda d: d["tenant"].update(schema="test_b"))
+
+    # when restored with allow_other_tenant
+    restore(file, replace=True, allow_other_tenant=True)
+
+    # then it is restored
+    assert restorable_snapshot() == original
+
+
+def test_an_older_file_without_an_optional_field_is_accepted(tenant_a, clinic_admin):
+    # given a file without a nullable field (as an older version would write it)
+    data = clinic_data_create(usuario=clinic_admin)
+
+    def drop(document):
+        s = section(document, "clinica.paciente")
+        i = s["fields"].index("fecha_nacimiento")
+        del s["fields"][i]
+        for row in s["rows"]:
+            del row[i]
+
+    file = file_edit(export_bytes(), drop)
+
+    # when restored
+    restore(file, replace=True)
+
+    # then the missing field is null
+    assert Paciente.objects.get(pk=data["referente"].pk).fecha_nacimiento is None
+    assert connection.schema_name == "test_a"

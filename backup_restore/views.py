@@ -1,0 +1,71 @@
+"""GET /api/backup/ (streamed JSON download) and POST /api/restore/ (multipart upload)."""
+from __future__ import annotations
+
+from django.conf import settings
+from django.http import StreamingHttpResponse
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiResponse, extend_schema
+from rest_framework.exceptions import ValidationError
+from rest_framework.parsers import FormParser, MultiPartParser
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from backup_restore import errors, services
+from backup_restore.serializers import ExportQuerySerializer, RestoreRequestSerializer, RestoreResultSerializer
+from bitacora.services import AuditContext
+from core.exceptions import DomainError
+from usuarios.models import Rol
+from usuarios.permissions import IsAdminOrPropietario
+
+
+class TenantDataExportView(APIView):
+    """Download every tenant app's data as one JSON file (`?compress=gzip` for .json.gz)."""
+
+    permission_classes = [IsAdminOrPropietario]
+
+    @extend_schema(parameters=[ExportQuerySerializer], responses={200: OpenApiResponse(OpenApiTypes.BINARY)})
+    def get(self, request):
+        query = ExportQuerySerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        export = services.tenant_data_export(
+            context=AuditContext.from_request(request), compress=query.validated_data["compress"] == "gzip"
+        )
+        response = StreamingHttpResponse(export.chunks, content_type=export.content_type)
+        response["Content-Disposition"] = f'attachment; filename="{export.file_name}"'
+        response["Cache-Control"] = "no-store"
+        return response
+
+
+class TenantDataRestoreView(APIView):
+    """Restore a file from GET /api/backup/ into this clinic, in one transaction."""
+
+    permission_classes = [IsAdminOrPropietario]
+    parser_classes = [MultiPartParser, FormParser]
+
+    @extend_schema(request=RestoreRequestSerializer, responses={200: RestoreResultSerializer})
+    def post(self, request):
+        context = AuditContext.from_request(request)
+        limit = settings.RESTORE_MAX_UPLOAD_BYTES
+        try:
+            # Refuse before reading the body when the client announces its size.
+            if int(request.META.get("CONTENT_LENGTH") or 0) > limit + 64 * 1024:
+                raise errors.UploadTooLargeError(details={"max_bytes": limit})
+            params = RestoreRequestSerializer(data=request.data)
+            params.is_valid(raise_exception=True)
+            upload = params.validated_data["backup_file"]
+            if upload.size > limit:
+                raise errors.UploadTooLargeError(details={"max_bytes": limit, "size": upload.size})
+            if params.validated_data["allow_other_tenant"] and request.user.rol != Rol.ADMIN:
+                raise errors.OtherTenantNotAllowedError()
+        except (DomainError, ValidationError) as exc:
+            services.tenant_data_restore_rejected(context=context, error=exc)
+            raise
+        result = services.tenant_data_restore(
+            context=context,
+            source=upload.open("rb"),
+            file_name=upload.name,
+            replace=params.validated_data["replace"],
+            dry_run=params.validated_data["dry_run"],
+            allow_other_tenant=params.validated_data["allow_other_tenant"],
+        )
+        return Response(RestoreResultSerializer(result.as_dict()).data)

@@ -101,6 +101,23 @@ def models_plan() -> list[ModelPlan]:
     return plans
 
 
+_INPUT_IS_VALID_FUNCTION = r"""
+CREATE OR REPLACE FUNCTION pg_temp.input_is_valid(value text, type_name text) RETURNS boolean
+LANGUAGE plpgsql AS $$
+BEGIN
+    -- An explicit cast to varchar(n) truncates instead of failing, so lengths are compared.
+    IF type_name ~ '^varchar\(\d+\)$' THEN
+        RETURN length(value) <= substring(type_name FROM '\((\d+)\)')::int;
+    END IF;
+    EXECUTE format('SELECT %L::%s', value, type_name);
+    RETURN true;
+EXCEPTION WHEN others THEN
+    RETURN false;
+END
+$$
+"""
+
+
 # --------------------------------------------------------------------------- export
 
 
@@ -636,14 +653,20 @@ class _Restorer:
             return errors.UniqueViolationError(details=details)
         if pgcode.startswith("23"):
             return errors.ConstraintViolationError(details={**base, "constraint": getattr(diag, "constraint_name", None)})
-        if pgcode.startswith("22") and connection.pg_version >= 160000:
+        if pgcode.startswith("22"):
+            validator = "pg_input_is_valid"
+            if connection.pg_version < 160000:
+                # pg_input_is_valid arrived in PostgreSQL 16; before it, a function of our own
+                # (in pg_temp: it disappears with the session) does the same for diagnosis.
+                self.execute(_INPUT_IS_VALID_FUNCTION)
+                validator = "pg_temp.input_is_valid"
             for i, f in enumerate(fields):
                 if isinstance(f, models.JSONField):
                     continue
                 db_type = f.db_type(connection)
                 row = self.execute(
                     f"SELECT s.j->>{pk_index}, s.j->>{i} FROM {STAGE} s "
-                    f"WHERE s.j->>{i} IS NOT NULL AND NOT pg_input_is_valid(s.j->>{i}, %s) LIMIT 1",
+                    f"WHERE s.j->>{i} IS NOT NULL AND NOT {validator}(s.j->>{i}, %s) LIMIT 1",
                     [db_type],
                 ).fetchone()
                 if row:

@@ -37,7 +37,7 @@ from backups.errors import (
     StorageObjectMissingError,
 )
 from backups.models import BackupRecord
-from backups.pg_tools import run_psql
+from backups.pg_tools import PgBinaries, run_psql
 from backups.selectors import backup_get
 from backups.services import TARGET_TYPE, database_params, pg_binaries
 from backups.storage import storage_open
@@ -45,7 +45,7 @@ from bitacora.models import Bitacora
 from bitacora.services import AuditContext, audit_failure, record
 from core.exceptions import DomainError
 from core.locks import tenant_operation_lock
-from core.schemas import code_migrations, schema_drop, schema_exists, schema_migrate
+from core.schemas import code_migrations, schema_drop, schema_migrate
 from core.selectors import migration_state
 
 logger = logging.getLogger(__name__)
@@ -104,7 +104,7 @@ def _check_migrations(backup: BackupRecord) -> bool:
     return dumped != migration_state()
 
 
-def _replay_into_staging(*, schema: str, staging: str, aside: str, dump_file: BinaryIO) -> None:
+def _replay_into_staging(*, binaries: PgBinaries, schema: str, staging: str, aside: str, dump_file: BinaryIO) -> None:
     prelude = f'ALTER SCHEMA "{schema}" RENAME TO "{aside}";\n'.encode()
     postlude = (
         f'\n;ALTER SCHEMA "{schema}" RENAME TO "{staging}";\n'
@@ -113,7 +113,7 @@ def _replay_into_staging(*, schema: str, staging: str, aside: str, dump_file: Bi
     with gzip.GzipFile(fileobj=dump_file, mode="rb") as dump_sql:
         script = _ConcatenatedReader([io.BytesIO(prelude), dump_sql, io.BytesIO(postlude)])
         # --single-transaction: the renames and the replay commit together or not at all.
-        run_psql(binaries=pg_binaries(), params=database_params(), script=script, extra_args=("--single-transaction",))
+        run_psql(binaries=binaries, params=database_params(), script=script, extra_args=("--single-transaction",))
 
 
 def _columns(schema: str, table: str) -> list[str]:
@@ -159,14 +159,14 @@ def backup_restore(*, context: AuditContext, backup_id: int, confirm: str) -> Ba
         backup = backup_get(backup_id=backup_id)
         if backup.status != BackupRecord.Status.COMPLETED:
             raise BackupNotCompletedError(details={"id": backup.pk, "status": backup.status})
-        pg_binaries()
+        binaries = pg_binaries()
         with tenant_operation_lock(schema), tempfile.TemporaryFile() as dump_file:
             _verified_copy(backup, dump_file)
             older_than_code = _check_migrations(backup)
             record(context=context, action="backup.restore.start", target_type=TARGET_TYPE, target_id=backup.pk,
                    details={"file_name": backup.file_name})
             try:
-                _replay_into_staging(schema=schema, staging=staging, aside=aside, dump_file=dump_file)
+                _replay_into_staging(binaries=binaries, schema=schema, staging=staging, aside=aside, dump_file=dump_file)
                 if older_than_code:
                     schema_migrate(staging)
                 _swap(schema=schema, staging=staging, old=old)
@@ -178,8 +178,7 @@ def backup_restore(*, context: AuditContext, backup_id: int, confirm: str) -> Ba
             except DomainError:
                 schema_drop(staging)
                 raise
-            if schema_exists(old):
-                schema_drop(old)
+            schema_drop(old)
     backup = backup_get(backup_id=backup_id)
     record(context=context, action="backup.restore", target_type=TARGET_TYPE, target_id=backup.pk,
            details={"file_name": backup.file_name, "migrated_forward": older_than_code})

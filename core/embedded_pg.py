@@ -11,7 +11,6 @@ without importing the wheel, and so that pg_dump/psql match the server's major.
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 import warnings
 from pathlib import Path

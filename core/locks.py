@@ -25,15 +25,17 @@ def _lock_key(schema_name: str) -> int:
 
 
 @contextmanager
-def tenant_operation_lock(schema_name: str | None = None) -> Iterator[None]:
+def tenant_operation_lock(schema_name: str | None = None, *, on=None) -> Iterator[None]:
     """Hold the clinic's operation lock, or raise OperationInProgressError (409) at once.
 
     Session-level, not transaction-level: a backup holds it across a long dump
     without holding a transaction open, and a restore across its transaction.
+    `on` is the connection (session) that holds it; the default one unless given.
     """
-    schema_name = schema_name or connection.schema_name
+    session = on or connection
+    schema_name = schema_name or session.schema_name
     key = _lock_key(schema_name)
-    with connection.cursor() as cursor:
+    with session.cursor() as cursor:
         cursor.execute("SELECT pg_try_advisory_lock(%s, %s)", [_LOCK_NAMESPACE, key])
         (acquired,) = cursor.fetchone()
     if not acquired:
@@ -41,5 +43,5 @@ def tenant_operation_lock(schema_name: str | None = None) -> Iterator[None]:
     try:
         yield
     finally:
-        with connection.cursor() as cursor:
+        with session.cursor() as cursor:
             cursor.execute("SELECT pg_advisory_unlock(%s, %s)", [_LOCK_NAMESPACE, key])

@@ -26,8 +26,3 @@ def schema_drop(schema_name: str) -> None:
     with connection.cursor() as cursor:
         cursor.execute(f'DROP SCHEMA IF EXISTS "{schema_name}" CASCADE')
 
-
-def schema_exists(schema_name: str) -> bool:
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", [schema_name])
-        return cursor.fetchone() is not None

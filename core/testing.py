@@ -9,6 +9,19 @@ import psycopg2
 from django.db import connection
 
 
+@contextmanager
+def operation_lock_held_elsewhere(schema_name: str) -> Iterator[None]:
+    """Another session holding the clinic's operation lock, as a running backup would."""
+    from core.locks import tenant_operation_lock
+
+    other = connection.copy()
+    try:
+        with tenant_operation_lock(schema_name, on=other):
+            yield
+    finally:
+        other.close()
+
+
 def _connect(dbname: str | None = None):
     settings = connection.settings_dict
     raw = psycopg2.connect(

@@ -4,14 +4,13 @@ import re
 
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
-from django.db import connection
 from django.test import override_settings
 
 from backup_restore.tests.conftest import export_bytes, file_edit, restorable_snapshot
 from backup_restore.tests.factories import clinic_data_create
 from bitacora.models import Bitacora
 from clinica.models import Pago
-from core import locks
+from core.testing import operation_lock_held_elsewhere
 
 
 def _entries(action: str):
@@ -153,17 +152,12 @@ def test_only_an_admin_may_restore_another_clinics_file(tenant_a, client_for):
 
 def test_a_second_operation_on_the_same_clinic_gets_409(tenant_a, client_for):
     # given another session holding the clinic's operation lock
-    other = connection.copy()
-    try:
-        with other.cursor() as cursor:
-            cursor.execute("SELECT pg_advisory_lock(%s, %s)", [locks._LOCK_NAMESPACE, locks._lock_key("test_a")])
+    with operation_lock_held_elsewhere("test_a"):
         client = client_for("test_a", "admin")
 
         # when an export and a restore are attempted
         export = client.get("/api/backup/")
         restore = client.post("/api/restore/", {"backup_file": _upload(export_bytes())})
-    finally:
-        other.close()
 
     # then both get 409
     assert export.status_code == 409 and export.json()["code"] == "backup_in_progress"

@@ -3,6 +3,7 @@ import hashlib
 import io
 
 import pytest
+from django.db import connection
 from django.urls import reverse
 
 from backups.models import BackupRecord
@@ -32,19 +33,13 @@ def test_backup_round_trip_restores_every_row(client_for, clinic_data, backups_d
     # then gunzip | psql into an empty database recreates every table, row by row
     assert hashlib.sha256(dump).hexdigest() == response["X-Checksum-SHA256"]
     with scratch_database() as scratch:
-        params = PgConnectionParams.from_settings({**tenant_a_settings(), "NAME": scratch})
+        params = PgConnectionParams.from_settings({**connection.settings_dict, "NAME": scratch})
         run_psql(binaries=pg_binaries(), params=params, script=io.BytesIO(gzip.decompress(dump)))
         restored = committed_tables("test_a", dbname=scratch)
     assert restored.keys() == source.keys()
     assert sum(len(rows) for rows in source.values()) > 400
     for table, rows in source.items():
         assert restored[table] == rows, table
-
-
-def tenant_a_settings() -> dict:
-    from django.db import connection
-
-    return connection.settings_dict
 
 
 def test_create_answers_the_seed_shape_and_stores_a_gzip_sql_dump(client_for, backups_dir, tenant_a):

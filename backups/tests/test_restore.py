@@ -1,6 +1,7 @@
 """Restore drills. These commit for real (marker `committed`): the schema swap and the
 psql replay run in other sessions and transactions than the test's."""
 import gzip
+import hashlib
 import uuid
 
 import pytest
@@ -72,8 +73,6 @@ def test_a_failure_during_the_replay_leaves_the_live_schema_unchanged(committed_
     sql = gzip.decompress(stored.read_bytes())
     broken = sql.replace(b"CREATE INDEX", b"SELECT 1/0;\nCREATE INDEX", 1)
     stored.write_bytes(gzip.compress(broken))
-    import hashlib
-
     BackupRecord.objects.filter(pk=backup.pk).update(sha256=hashlib.sha256(stored.read_bytes()).hexdigest(), file_size=stored.stat().st_size)
     _mutate()
     before = _restored_data()

@@ -1,4 +1,4 @@
-import threading
+import hashlib
 
 import pytest
 from django.db import connection
@@ -10,6 +10,7 @@ from backups.services import backup_create, pg_binaries
 from bitacora.models import Bitacora
 from bitacora.services import AuditContext
 from core.locks import OperationInProgressError, tenant_operation_lock
+from core.testing import operation_lock_held_elsewhere
 
 CONTEXT = AuditContext.system("prueba")
 
@@ -70,27 +71,9 @@ def test_pg_dump_of_another_major_version_is_refused_before_any_work(tenant_a, b
 
 def test_a_second_backup_while_one_runs_gets_409(client_for, tenant_a, backups_dir):
     # given another session holding clinic A's operation lock (a backup in progress)
-    held, release, done = threading.Event(), threading.Event(), threading.Event()
-
-    def hold_lock():
-        connection.set_tenant(tenant_a)
-        try:
-            with tenant_operation_lock("test_a"):
-                held.set()
-                release.wait(timeout=30)
-        finally:
-            connection.close()
-            done.set()
-
-    holder = threading.Thread(target=hold_lock)
-    holder.start()
-    assert held.wait(timeout=30)
-    try:
+    with operation_lock_held_elsewhere("test_a"):
         # when a backup is requested
         response = client_for("test_a", "admin").post("/api/backups/create/", {}, content_type="application/json")
-    finally:
-        release.set()
-        holder.join()
     # then
     assert response.status_code == 409
     assert response.json()["code"] == "backup_in_progress"
@@ -100,27 +83,14 @@ def test_a_second_backup_while_one_runs_gets_409(client_for, tenant_a, backups_d
 
 
 def test_the_lock_is_per_clinic(tenant_a):
-    # given clinic A's lock held by this session
-    outcomes = {}
-
-    def try_both():
-        try:
-            for schema in ("test_b", "test_a"):
-                try:
-                    with tenant_operation_lock(schema):
-                        outcomes[schema] = "acquired"
-                except OperationInProgressError:
-                    outcomes[schema] = "busy"
-        finally:
-            connection.close()
-
-    with tenant_operation_lock("test_a"):
-        # when another session tries both clinics
-        other = threading.Thread(target=try_both)
-        other.start()
-        other.join()
-    # then only A is busy
-    assert outcomes == {"test_b": "acquired", "test_a": "busy"}
+    # given clinic A's lock held by another session
+    with operation_lock_held_elsewhere("test_a"):
+        # when this session tries both clinics, then only A is busy
+        with tenant_operation_lock("test_b"):
+            pass
+        with pytest.raises(OperationInProgressError):
+            with tenant_operation_lock("test_a"):
+                pass
 
 
 def test_unexpected_failure_is_wrapped_and_recorded(tenant_a, backups_dir, settings):
@@ -171,6 +141,4 @@ def test_backup_round_trip_through_supabase_storage(tenant_a, settings, supabase
     backup = backup_create(context=CONTEXT)
     stored = supabase_server.read("backups", backup.file_path)
     assert len(stored) == backup.file_size
-    import hashlib
-
     assert hashlib.sha256(stored).hexdigest() == backup.sha256

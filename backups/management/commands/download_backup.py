@@ -1,5 +1,4 @@
 import hashlib
-import shutil
 
 from django.core.management.base import CommandError
 

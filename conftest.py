@@ -11,6 +11,7 @@ from django.test import Client
 from django_tenants.utils import schema_context
 
 from core.models import Domain, Tenant
+from core.schemas import schema_migrate
 from usuarios.models import Rol, Usuario
 
 TEST_PASSWORD = "clave-de-prueba-123"
@@ -37,6 +38,9 @@ def _ensure_tenant(schema_name: str) -> Tenant:
     if tenant is None:
         tenant = Tenant.objects.create(schema_name=schema_name, slug=slug, nombre=nombre)
         Domain.objects.create(tenant=tenant, domain=domain, is_primary=True)
+    else:
+        # --reuse-db keeps schemas from earlier runs: bring them to the code's migrations.
+        schema_migrate(schema_name)
     with schema_context(schema_name):
         # Created in the same order in both clinics so that user ids collide,
         # which is exactly what makes cross-tenant tokens dangerous.

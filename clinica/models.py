@@ -74,6 +74,8 @@ class Cita(models.Model):
 
     class Meta:
         ordering = ["-inicio"]
+        # The agenda: a dentist's appointments by time.
+        indexes = [models.Index(fields=["odontologo", "inicio"], name="cita_agenda_idx")]
 
 
 class Factura(models.Model):

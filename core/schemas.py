@@ -11,13 +11,13 @@ def code_migrations() -> set[tuple[str, str]]:
     return set(MigrationLoader(None, ignore_no_migrations=True).disk_migrations)
 
 
-def schema_migrate(schema_name: str) -> None:
-    """Apply the code's migrations to a schema that is not (yet) a clinic's live one."""
+def schema_migrate(schema_name: str, targets: list[tuple[str, str]] | None = None) -> None:
+    """Migrate one schema to the code's latest migrations (or to the given targets)."""
     tenant = connection.tenant
     connection.set_schema(schema_name)
     try:
         executor = MigrationExecutor(connection)
-        executor.migrate(executor.loader.graph.leaf_nodes())
+        executor.migrate(targets or executor.loader.graph.leaf_nodes())
     finally:
         connection.set_tenant(tenant)
 

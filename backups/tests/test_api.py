@@ -10,6 +10,7 @@ from backups.models import BackupRecord
 from backups.pg_tools import PgConnectionParams, run_psql
 from backups.services import pg_binaries
 from bitacora.models import Bitacora
+from core.selectors import migration_state
 from core.testing import committed_tables, scratch_database
 
 SEED_FIELDS = {"id", "file_name", "file_path", "file_size", "file_size_mb", "backup_type", "created_by", "created_at"}
@@ -54,7 +55,7 @@ def test_create_answers_the_seed_shape_and_stores_a_gzip_sql_dump(client_for, ba
     assert backup["file_path"] == f"test_a/manual/{backup['file_name']}"
     assert backup["created_by"]["email"] == "propietario@clinica-a.test"
     assert backup["manifest"]["tenant_schema"] == "test_a"
-    assert backup["manifest"]["migrations"]["clinica"] == "0001_initial"
+    assert backup["manifest"]["migrations"] == migration_state()
     stored = (backups_dir / backup["file_path"]).read_bytes()
     assert len(stored) == backup["file_size"]
     assert hashlib.sha256(stored).hexdigest() == backup["sha256"]

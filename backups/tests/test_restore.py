@@ -15,6 +15,8 @@ from backups.services import backup_create
 from bitacora.models import Bitacora
 from bitacora.services import AuditContext
 from clinica.models import Cita, Factura, Paciente
+from core.schemas import schema_migrate
+from core.selectors import migration_state
 from core.testing import committed_tables
 
 pytestmark = pytest.mark.committed
@@ -153,3 +155,28 @@ def test_restore_command(committed_db, backups_dir):
     call_command("restore_backup", "--tenant", "test_restore", "--id", str(backup.pk), "--yes")
     connection.set_tenant(committed_db)
     assert _restored_data() == at_backup_time
+
+
+def test_a_backup_from_an_older_migration_state_is_migrated_forward(committed_db, backups_dir):
+    # given a backup taken while the clinic was one clinica migration behind
+    latest = migration_state()["clinica"]
+    previous = "0001_initial"
+    assert latest != previous
+    schema_migrate("test_restore", targets=[("clinica", previous)])
+    try:
+        backup = backup_create(context=CONTEXT)
+    finally:
+        schema_migrate("test_restore")
+    assert backup.manifest["migrations"]["clinica"] == previous
+    at_backup_time = _restored_data()
+    _mutate()
+    # when it is restored by code that is one migration ahead
+    backup_restore(context=CONTEXT, backup_id=backup.pk, confirm="test_restore")
+    # then the clinic holds the backup's data on the code's schema
+    assert migration_state()["clinica"] == latest
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT 1 FROM pg_indexes WHERE schemaname = 'test_restore' AND indexname = 'cita_agenda_idx'")
+        assert cursor.fetchone() is not None
+    restored = _restored_data()
+    assert [table for table in at_backup_time if table != "django_migrations" and restored[table] != at_backup_time[table]] == []
+    assert _leftover_schemas() == []

@@ -1,3 +1,4 @@
+from django.core.exceptions import DisallowedHost
 from django.db import connection
 from django.http import JsonResponse
 from django.utils.translation import gettext as _
@@ -18,6 +19,11 @@ class TenantMiddleware(TenantMainMiddleware):
     """
 
     def process_request(self, request):
+        try:
+            request.get_host()
+        except DisallowedHost:
+            # Django and django-tenants would answer in HTML; the API answers in its own shape.
+            return JsonResponse(error_body("host_not_allowed", _("Host no permitido.")), status=400)
         requested = next((request.headers[h].strip() for h in TENANT_HEADERS if request.headers.get(h)), None)
         if requested is None:
             return super().process_request(request)

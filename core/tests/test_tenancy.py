@@ -101,3 +101,10 @@ def test_cors_preflight_from_an_unlisted_origin_is_not_allowed(client, tenants, 
         HTTP_ACCESS_CONTROL_REQUEST_HEADERS="x-tenant-id",
     )
     assert "Access-Control-Allow-Origin" not in response
+
+
+@pytest.mark.parametrize("headers", [{}, {"HTTP_X_TENANT_ID": "test_a"}])
+def test_a_host_outside_allowed_hosts_gets_a_json_400(client, tenants, headers):
+    response = client.get("/api/health/", HTTP_HOST="evil.example", **headers)
+    assert response.status_code == 400
+    assert response.json()["code"] == "host_not_allowed"

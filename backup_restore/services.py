@@ -10,7 +10,7 @@ from django.utils import timezone
 
 from backup_restore import utils
 from bitacora.models import Outcome
-from bitacora.services import AuditContext, record
+from bitacora.services import AuditContext, audit_failure, failure_details, record
 from core.exceptions import DomainError
 from core.locks import tenant_operation_lock
 from core.models import Tenant
@@ -19,12 +19,6 @@ logger = logging.getLogger(__name__)
 
 EXPORT_ACTION = "tenant_data.export"
 RESTORE_ACTION = "tenant_data.restore"
-
-
-def _error_details(exc: BaseException) -> dict[str, Any]:
-    if isinstance(exc, DomainError):
-        return {"code": exc.code, "message": str(exc.message), "error": exc.details}
-    return {"code": "server_error", "message": f"{type(exc).__name__}: {exc}"[:500]}
 
 
 @dataclass
@@ -90,7 +84,7 @@ def tenant_data_export(
         lock.__enter__()
     except DomainError as exc:
         record(context=context, action=EXPORT_ACTION, outcome=Outcome.ERROR, target_type="tenant",
-               target_id=schema_name, details={"file_name": file_name, **_error_details(exc)})
+               target_id=schema_name, details={"file_name": file_name, **failure_details(exc)})
         raise
     stats: dict[str, Any] = {}
     chunks = utils.tenant_data_export_chunks(
@@ -106,7 +100,7 @@ def tenant_data_export(
         else:
             logger.warning("export of %s failed: %s", schema_name, exc)
             record(context=context, action=EXPORT_ACTION, outcome=Outcome.ERROR, target_type="tenant",
-                   target_id=schema_name, details={**details, **_error_details(exc)})
+                   target_id=schema_name, details={**details, **failure_details(exc)})
 
     return TenantExport(
         file_name=file_name,
@@ -129,17 +123,13 @@ def tenant_data_restore(
     schema_name = connection.schema_name
     details: dict[str, Any] = {"file_name": file_name, "replace": replace, "dry_run": dry_run,
                                "allow_other_tenant": allow_other_tenant}
-    try:
+    # bitacora writes on its own connection: the entry of a failed restore survives the rollback.
+    with audit_failure(context=context, action=RESTORE_ACTION, target_type="tenant", target_id=schema_name, details=details):
         with tenant_operation_lock(schema_name):
             result = utils.tenant_data_import(
                 source=source, schema_name=schema_name, replace=replace, dry_run=dry_run,
                 allow_other_tenant=allow_other_tenant, progress=progress,
             )
-    except Exception as exc:
-        # bitacora.record writes on its own connection: this entry survives the rollback.
-        record(context=context, action=RESTORE_ACTION, outcome=Outcome.ERROR, target_type="tenant",
-               target_id=schema_name, details={**details, **_error_details(exc)})
-        raise
     summary = result.as_dict()
     record(context=context, action=RESTORE_ACTION, target_type="tenant", target_id=schema_name,
            details={**details, "source_tenant": result.source_tenant, "models": summary["models"],
@@ -150,4 +140,4 @@ def tenant_data_restore(
 def tenant_data_restore_rejected(*, context: AuditContext, error: BaseException, file_name: str = "") -> None:
     """Audit a restore refused before it started (no file, too large, not allowed)."""
     record(context=context, action=RESTORE_ACTION, outcome=Outcome.ERROR, target_type="tenant",
-           target_id=connection.schema_name, details={"file_name": file_name, **_error_details(error)})
+           target_id=connection.schema_name, details={"file_name": file_name, **failure_details(error)})

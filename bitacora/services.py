@@ -101,19 +101,27 @@ def record(
     return entry
 
 
-@contextmanager
-def audit_failure(*, context: AuditContext, action: str, target_type: str = "", target_id: Any = "") -> Iterator[None]:
-    """Record an `error` entry for whatever escapes the block, then let it propagate.
+def failure_details(exc: BaseException) -> dict[str, Any]:
+    """What an audit entry keeps of a failure.
 
-    A DomainError's code and message are safe to keep; of any other exception only
-    its class is written, since its text may carry connection strings or paths.
+    A DomainError's code, message and details are ours and safe to keep; of any
+    other exception only its class, since its text may carry connection strings or paths.
     """
+    if isinstance(exc, DomainError):
+        return {"code": exc.code, "message": str(exc.message), **({"error": exc.details} if exc.details else {})}
+    return {"code": "server_error", "exception": type(exc).__name__}
+
+
+@contextmanager
+def audit_failure(
+    *, context: AuditContext, action: str, target_type: str = "", target_id: Any = "", details: dict | None = None
+) -> Iterator[None]:
+    """Record an `error` entry for whatever escapes the block, then let it propagate."""
     try:
         yield
     except Exception as exc:
-        if isinstance(exc, DomainError):
-            details = {"code": exc.code, "message": str(exc.message)}
-        else:
-            details = {"code": "server_error", "exception": type(exc).__name__}
-        record(context=context, action=action, outcome=Outcome.ERROR, target_type=target_type, target_id=target_id, details=details)
+        record(
+            context=context, action=action, outcome=Outcome.ERROR, target_type=target_type, target_id=target_id,
+            details={**(details or {}), **failure_details(exc)},
+        )
         raise

@@ -215,6 +215,18 @@ SPECTACULAR_SETTINGS = {
     ),
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    # The clinic header as an API key, so Swagger UI's "Authorize" sends it with the token.
+    "APPEND_COMPONENTS": {
+        "securitySchemes": {
+            "tenantHeader": {
+                "type": "apiKey",
+                "in": "header",
+                "name": "X-Tenant-ID",
+                "description": "Esquema o slug de la clínica (también se acepta X-Tenant).",
+            }
+        }
+    },
+    "SECURITY": [{"tenantJWT": [], "tenantHeader": []}],
 }
 
 CORS_ALLOWED_ORIGINS = env.list("CORS_ALLOWED_ORIGINS", default=["http://localhost:5173", "http://localhost:3000"])

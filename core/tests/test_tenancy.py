@@ -75,6 +75,10 @@ def test_openapi_schema_describes_the_tenant_bound_jwt(client_for):
     assert response.status_code == 200
     schema = response.json()
     assert schema["components"]["securitySchemes"]["tenantJWT"]["scheme"] == "bearer"
+    assert schema["components"]["securitySchemes"]["tenantHeader"] == {
+        "type": "apiKey", "in": "header", "name": "X-Tenant-ID",
+        "description": "Esquema o slug de la clínica (también se acepta X-Tenant).",
+    }
     assert "/api/auth/me/" in schema["paths"]
 
 

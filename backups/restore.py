@@ -45,7 +45,9 @@ from bitacora.models import Bitacora
 from bitacora.services import AuditContext, audit_failure, record
 from core.exceptions import DomainError
 from core.locks import tenant_operation_lock
+from core.models import Tenant
 from core.schemas import code_migrations, schema_drop, schema_migrate
+from core.services import tenant_name_check, tenant_register_schema
 from core.selectors import migration_state
 
 logger = logging.getLogger(__name__)
@@ -148,6 +150,13 @@ def _swap(*, schema: str, staging: str, old: str) -> None:
         cursor.execute(f'ALTER SCHEMA "{staging}" RENAME TO "{schema}"')
 
 
+def _restorable_backup(backup_id: int) -> BackupRecord:
+    backup = backup_get(backup_id=backup_id)
+    if backup.status != BackupRecord.Status.COMPLETED:
+        raise BackupNotCompletedError(details={"id": backup.pk, "status": backup.status})
+    return backup
+
+
 def backup_restore(*, context: AuditContext, backup_id: int, confirm: str) -> BackupRecord:
     """Put this clinic back to the moment of one of its backups, atomically."""
     schema = connection.schema_name
@@ -156,9 +165,7 @@ def backup_restore(*, context: AuditContext, backup_id: int, confirm: str) -> Ba
     with audit_failure(context=context, action="backup.restore", target_type=TARGET_TYPE, target_id=backup_id):
         if confirm != schema:
             raise RestoreConfirmationError(details={"expected": schema})
-        backup = backup_get(backup_id=backup_id)
-        if backup.status != BackupRecord.Status.COMPLETED:
-            raise BackupNotCompletedError(details={"id": backup.pk, "status": backup.status})
+        backup = _restorable_backup(backup_id)
         binaries = pg_binaries()
         with tenant_operation_lock(schema), tempfile.TemporaryFile() as dump_file:
             _verified_copy(backup, dump_file)
@@ -183,3 +190,32 @@ def backup_restore(*, context: AuditContext, backup_id: int, confirm: str) -> Ba
     record(context=context, action="backup.restore", target_type=TARGET_TYPE, target_id=backup.pk,
            details={"file_name": backup.file_name, "migrated_forward": older_than_code})
     return backup
+
+
+def backup_restore_as_new_tenant(*, context: AuditContext, backup_id: int, schema_name: str, nombre: str) -> Tenant:
+    """A new clinic holding this clinic's data as of one backup; the live clinic is not touched.
+
+    Clinics use it to look at an old state. The replay is the one of an in-place
+    restore, with the new clinic's schema as the staging name; nothing is swapped.
+    """
+    schema = connection.schema_name
+    aside = f"{schema}__aside_{secrets.token_hex(4)}"
+    with audit_failure(context=context, action="backup.restore_as_new_tenant", target_type=TARGET_TYPE, target_id=backup_id,
+                       details={"new_tenant": schema_name}):
+        tenant_name_check(schema_name)
+        backup = _restorable_backup(backup_id)
+        binaries = pg_binaries()
+        with tenant_operation_lock(schema), tempfile.TemporaryFile() as dump_file:
+            _verified_copy(backup, dump_file)
+            older_than_code = _check_migrations(backup)
+            try:
+                _replay_into_staging(binaries=binaries, schema=schema, staging=schema_name, aside=aside, dump_file=dump_file)
+                if older_than_code:
+                    schema_migrate(schema_name)
+                tenant = tenant_register_schema(schema_name=schema_name, nombre=nombre)
+            except Exception:
+                schema_drop(schema_name)
+                raise
+    record(context=context, action="backup.restore_as_new_tenant", target_type=TARGET_TYPE, target_id=backup.pk,
+           details={"file_name": backup.file_name, "new_tenant": schema_name, "migrated_forward": older_than_code})
+    return tenant

@@ -55,10 +55,10 @@ def ensure_bench_tenant(schema_name: str, *, rows: int, log=print):
 
     from clinica.demo import DemoCounts, clinic_fill
     from clinica.models import Paciente
-    from core.services import tenant_ensure
+    from core.services import tenant_ensure, tenant_slug
 
     scale = rows / DemoCounts.for_scale(1).total
-    tenant, _ = tenant_ensure(schema_name=schema_name, slug=schema_name.replace("_", "-"), nombre=f"Bench {schema_name}", domains=[])
+    tenant, _ = tenant_ensure(schema_name=schema_name, slug=tenant_slug(schema_name), nombre=f"Bench {schema_name}", domains=[])
     with schema_context(schema_name):
         if not Paciente.objects.exists():
             log(f"llenando {schema_name} con ~{rows:,} filas (escala {scale:.1f})…")

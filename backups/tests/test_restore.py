@@ -10,12 +10,14 @@ from django.db import connection
 
 from backups.errors import BackupChecksumMismatchError, RestoreBusyError, StorageObjectMissingError
 from backups.models import BackupRecord
-from backups.restore import backup_restore
+from backups.restore import backup_restore, backup_restore_as_new_tenant
 from backups.services import backup_create
 from bitacora.models import Bitacora
 from bitacora.services import AuditContext
 from clinica.models import Cita, Factura, Paciente
-from core.schemas import schema_migrate
+from core.models import Tenant
+from core.schemas import schema_drop, schema_migrate
+from core.services import InvalidTenantNameError, TenantExistsError
 from core.selectors import migration_state
 from core.testing import committed_tables
 
@@ -180,3 +182,36 @@ def test_a_backup_from_an_older_migration_state_is_migrated_forward(committed_db
     restored = _restored_data()
     assert [table for table in at_backup_time if table != "django_migrations" and restored[table] != at_backup_time[table]] == []
     assert _leftover_schemas() == []
+
+
+def test_restore_as_a_new_tenant_leaves_the_live_clinic_alone(committed_db, backups_dir):
+    # given a backup, and later changes to the live clinic
+    backup = backup_create(context=CONTEXT)
+    at_backup_time = _restored_data()
+    _mutate()
+    live_now = _restored_data()
+    new_schema = f"test_restore_copia_{uuid.uuid4().hex[:6]}"
+    try:
+        # when it is restored as a new clinic
+        call_command("restore_backup", "--tenant", "test_restore", "--id", str(backup.pk), "--as-new-tenant", new_schema)
+        connection.set_tenant(committed_db)
+        # then the new clinic holds the backup's data, the live one keeps its changes
+        copy = committed_tables(new_schema, exclude=CARRIED)
+        assert [table for table in at_backup_time if copy[table] != at_backup_time[table]] == []
+        assert _restored_data() == live_now
+        assert Tenant.objects.filter(schema_name=new_schema, slug=new_schema.replace("_", "-")).exists()
+        assert _leftover_schemas() == []
+        # and the new name cannot be taken twice
+        with pytest.raises(TenantExistsError):
+            backup_restore_as_new_tenant(context=CONTEXT, backup_id=backup.pk, schema_name=new_schema, nombre="otra")
+    finally:
+        connection.set_schema_to_public()
+        Tenant.objects.filter(schema_name=new_schema).delete()
+        schema_drop(new_schema)
+        connection.set_tenant(committed_db)
+
+
+@pytest.mark.parametrize("name", ["Mayusculas", "1empieza", "public", "test_restore", "con__doble"])
+def test_restore_as_a_new_tenant_refuses_bad_or_taken_names(committed_db, name):
+    with pytest.raises((InvalidTenantNameError, TenantExistsError)):
+        backup_restore_as_new_tenant(context=CONTEXT, backup_id=0, schema_name=name, nombre="x")

@@ -1,6 +1,6 @@
 from django.core.management.base import CommandError
 
-from backups.restore import backup_restore
+from backups.restore import backup_restore, backup_restore_as_new_tenant
 from backups.selectors import backup_get
 from bitacora.services import AuditContext
 from core.management.base import TenantCommand
@@ -13,9 +13,23 @@ class Command(TenantCommand):
     def add_tenant_arguments(self, parser):
         parser.add_argument("--id", type=int, required=True, dest="backup_id")
         parser.add_argument("--yes", action="store_true", help="No pedir confirmación.")
+        parser.add_argument(
+            "--as-new-tenant", metavar="ESQUEMA",
+            help="Restaurar en una clínica nueva con este esquema, sin tocar la actual (para consultar un estado viejo).",
+        )
 
-    def handle_tenant(self, tenant, *, backup_id, yes, **options):
+    def handle_tenant(self, tenant, *, backup_id, yes, as_new_tenant=None, **options):
         backup = backup_get(backup_id=backup_id)
+        if as_new_tenant:
+            new_tenant = backup_restore_as_new_tenant(
+                context=AuditContext.system("manage.py restore_backup --as-new-tenant"), backup_id=backup_id,
+                schema_name=as_new_tenant, nombre=f"{tenant.nombre} ({backup.created_at:%Y-%m-%d %H:%M})",
+            )
+            self.stdout.write(self.style.SUCCESS(
+                f"  {backup.file_name} restaurado como la clínica nueva {new_tenant.schema_name} (slug {new_tenant.slug}); "
+                f"{tenant.schema_name} no se modificó"
+            ))
+            return
         if not yes:
             self.stdout.write(
                 f"Se reemplazarán TODOS los datos de {tenant.nombre} ({tenant.schema_name}) por los de "

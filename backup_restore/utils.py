@@ -17,6 +17,7 @@ import json
 import re
 import time
 import zlib
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, BinaryIO, Callable, Iterator
@@ -453,6 +454,8 @@ class _Restorer:
         self.restorable = [p for p in self.plans.values() if p.policy is Policy.RESTORE]
         self.restorable_models = {p.model for p in self.restorable}
         self.cursor = connection.cursor()
+        self.suspended_foreign_keys: list[tuple[str, str, str]] = []
+        self.suspended_indexes: list[tuple[str, str]] = []
 
     def table(self, plan_or_model) -> str:
         model = plan_or_model.model if isinstance(plan_or_model, ModelPlan) else plan_or_model
@@ -471,6 +474,7 @@ class _Restorer:
         self.execute(f"CREATE TEMP TABLE IF NOT EXISTS {STAGE.split('.')[1]} (j jsonb) ON COMMIT DROP")
         for plan in self.restorable:
             summary.models[plan.label] = ModelSummary()
+        self._suspend_foreign_keys()
         if not self.replace:
             return
         for plan in self.restorable:
@@ -483,6 +487,23 @@ class _Restorer:
             # Another (non-restored) table references one of ours: delete row by row, children first.
             for plan in reversed(self.restorable):
                 self.execute(f"DELETE FROM {self.table(plan)}")
+        self._suspend_secondary_indexes()
+
+    def _suspend_secondary_indexes(self) -> None:
+        """With the tables emptied, drop their non-unique indexes; check_foreign_keys builds them again.
+
+        One build over the loaded rows is cheaper than updating every index on every
+        insert. Unique indexes stay: they are what reports a repeated key.
+        """
+        tables = [self.table(plan) for plan in self.restorable]
+        self.suspended_indexes = self.execute(
+            "SELECT i.indexrelid::regclass::text, pg_get_indexdef(i.indexrelid) FROM pg_index i "
+            "WHERE i.indrelid = ANY(%s::regclass[]) AND NOT i.indisunique AND NOT i.indisprimary "
+            "AND NOT EXISTS (SELECT 1 FROM pg_constraint c WHERE c.conindid = i.indexrelid)",
+            [tables],
+        ).fetchall()
+        for index, _definition in self.suspended_indexes:
+            self.execute(f"DROP INDEX {_qualified(self.schema, index)}")
 
     # -- one section
 
@@ -678,10 +699,41 @@ class _Restorer:
 
     # -- finish
 
+    def _suspend_foreign_keys(self) -> None:
+        """Drop the foreign keys between restored tables for the load; check_foreign_keys adds them back.
+
+        Checked row by row, a million rows queue a million trigger events; added back,
+        each key is validated by one join, as psql does with a pg_dump file. Only keys
+        between restored tables: dropping one that points at the users table would lock
+        that table, and every request of the clinic with it, for the whole restore.
+        """
+        tables = [self.table(plan) for plan in self.restorable]
+        self.suspended_foreign_keys = self.execute(
+            "SELECT c.conrelid::regclass::text, c.conname, pg_get_constraintdef(c.oid) FROM pg_constraint c "
+            "WHERE c.contype = 'f' AND c.conrelid = ANY(%s::regclass[]) AND c.confrelid = ANY(%s::regclass[])",
+            [tables, tables],
+        ).fetchall()
+        for table, name, _definition in self.suspended_foreign_keys:
+            self.execute(f"ALTER TABLE {_qualified(self.schema, table)} DROP CONSTRAINT {_qn(name)}")
+
     def check_foreign_keys(self) -> None:
+        """Run the checks still queued (keys to users), rebuild the dropped indexes, add the
+        dropped keys back: each refuses the restore, naming the row, if a key points nowhere."""
+        with self._dangling_key_reported():
+            self.execute("SET CONSTRAINTS ALL IMMEDIATE")
+        # Only now: CREATE INDEX and ALTER TABLE refuse a table with checks still queued.
+        for _index, definition in self.suspended_indexes:
+            self.execute(definition)
+        with self._dangling_key_reported():
+            for table, name, definition in self.suspended_foreign_keys:
+                self.execute(f"ALTER TABLE {_qualified(self.schema, table)} ADD CONSTRAINT {_qn(name)} {definition}")
+        self.execute("SET CONSTRAINTS ALL DEFERRED")
+
+    @contextmanager
+    def _dangling_key_reported(self) -> Iterator[None]:
         try:
             with transaction.atomic():
-                self.execute("SET CONSTRAINTS ALL IMMEDIATE")
+                yield
         except DatabaseError as exc:
             cause = exc.__cause__
             diag = getattr(cause, "diag", None)
@@ -702,7 +754,6 @@ class _Restorer:
                         details["pk"] = row[0] if row else None
                         details["reason"] = f"{details['field']}={match.group(2)} apunta a un registro que no existe."
             raise errors.DanglingForeignKeyError(details=details) from None
-        self.execute("SET CONSTRAINTS ALL DEFERRED")
 
     def reset_sequences(self) -> None:
         """Move each sequence past the largest key; never back (a concurrent insert may hold a higher id)."""
@@ -717,6 +768,11 @@ class _Restorer:
             (last,) = self.execute("SELECT pg_sequence_last_value(%s::regclass)", [sequence]).fetchone()
             if top is not None and (last is None or top > last):
                 self.execute("SELECT setval(%s::regclass, %s, true)", [sequence, top])
+
+
+def _qualified(schema: str, regclass_text: str) -> str:
+    """A table named as regclass prints it (unqualified inside the search_path), qualified."""
+    return regclass_text if "." in regclass_text else f"{_qn(schema)}.{_qn(regclass_text)}"
 
 
 def _pg_message(exc: Exception) -> str:

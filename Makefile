@@ -35,7 +35,7 @@ demo: seed serve
 test: db
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-bench: db
+bench: migrate
 	$(PY) bench/run.py $(BENCH_ARGS)
 
 stop-db: install

@@ -79,7 +79,7 @@ def model_classification(model: type[models.Model]) -> Classification:
         return Classification(*MODEL_POLICIES[label])
     if model._meta.app_label in APP_POLICIES:
         return Classification(*APP_POLICIES[model._meta.app_label])
-    logger.warning("backup_restore: %s no está clasificado; no se exporta.", label)
+    logger.warning("backup_restore: %s is not classified; it is not exported.", label)
     return Classification(Policy.EXCLUDED, UNCLASSIFIED, classified=False)
 
 

@@ -6,19 +6,14 @@ from dataclasses import dataclass
 from typing import Any, BinaryIO, Callable, Iterator
 
 from django.db import connection
-from django.utils import timezone
 
 from backup_restore import utils
-from bitacora.models import Outcome
-from bitacora.services import AuditContext, audit_failure, failure_details, record
-from core.exceptions import DomainError
+from backup_restore.actions import TenantDataAction
+from bitacora.services import AuditContext, audit_failure, record, record_failure
+from core.files import file_name_timestamp
 from core.locks import tenant_operation_lock
-from core.models import Tenant
 
 logger = logging.getLogger(__name__)
-
-EXPORT_ACTION = "tenant_data.export"
-RESTORE_ACTION = "tenant_data.restore"
 
 
 @dataclass
@@ -61,14 +56,8 @@ class _AuditedExport:
             self._end(ConnectionAbortedError("La descarga se interrumpió antes de terminar."))
 
 
-def _tenant_name(schema_name: str) -> str:
-    # schema_context() leaves a FakeTenant on the connection: read the real name.
-    nombre = Tenant.objects.filter(schema_name=schema_name).values_list("nombre", flat=True).first()
-    return nombre or schema_name
-
-
 def tenant_data_export_file_name(*, schema_name: str, compress: bool) -> str:
-    stamp = timezone.localtime().strftime("%Y-%m-%d_%H-%M-%S")
+    stamp = file_name_timestamp()
     return f"backup_{schema_name}_{stamp}.json{'.gz' if compress else ''}"
 
 
@@ -80,27 +69,22 @@ def tenant_data_export(
     schema_name = tenant.schema_name
     file_name = tenant_data_export_file_name(schema_name=schema_name, compress=compress)
     lock = tenant_operation_lock(schema_name)
-    try:
+    with audit_failure(context=context, action=TenantDataAction.EXPORT, target_type="tenant", target_id=schema_name,
+                       details={"file_name": file_name}):
         lock.__enter__()
-    except DomainError as exc:
-        record(context=context, action=EXPORT_ACTION, outcome=Outcome.ERROR, target_type="tenant",
-               target_id=schema_name, details={"file_name": file_name, **failure_details(exc)})
-        raise
     stats: dict[str, Any] = {}
-    chunks = utils.tenant_data_export_chunks(
-        schema_name=schema_name, tenant_name=_tenant_name(schema_name), progress=progress, stats=stats
-    )
+    chunks = utils.tenant_data_export_chunks(schema_name=schema_name, tenant_name=tenant.nombre, progress=progress, stats=stats)
     if compress:
         chunks = utils.gzip_chunks(chunks)
 
     def finish(exc: BaseException | None) -> None:
         details = {"file_name": file_name, "compress": compress, "models": stats.get("models", {}), "bytes": stats.get("bytes")}
         if exc is None:
-            record(context=context, action=EXPORT_ACTION, target_type="tenant", target_id=schema_name, details=details)
+            record(context=context, action=TenantDataAction.EXPORT, target_type="tenant", target_id=schema_name, details=details)
         else:
-            logger.warning("export of %s failed: %s", schema_name, exc)
-            record(context=context, action=EXPORT_ACTION, outcome=Outcome.ERROR, target_type="tenant",
-                   target_id=schema_name, details={**details, **failure_details(exc)})
+            logger.warning("export of %s failed: %s", schema_name, type(exc).__name__)
+            record_failure(context=context, action=TenantDataAction.EXPORT, error=exc, target_type="tenant",
+                           target_id=schema_name, details=details)
 
     return TenantExport(
         file_name=file_name,
@@ -124,20 +108,20 @@ def tenant_data_restore(
     details: dict[str, Any] = {"file_name": file_name, "replace": replace, "dry_run": dry_run,
                                "allow_other_tenant": allow_other_tenant}
     # bitacora writes on its own connection: the entry of a failed restore survives the rollback.
-    with audit_failure(context=context, action=RESTORE_ACTION, target_type="tenant", target_id=schema_name, details=details):
+    with tenant_data_restore_audited(context=context, details=details):
         with tenant_operation_lock(schema_name):
             result = utils.tenant_data_import(
                 source=source, schema_name=schema_name, replace=replace, dry_run=dry_run,
                 allow_other_tenant=allow_other_tenant, progress=progress,
             )
     summary = result.as_dict()
-    record(context=context, action=RESTORE_ACTION, target_type="tenant", target_id=schema_name,
+    record(context=context, action=TenantDataAction.RESTORE, target_type="tenant", target_id=schema_name,
            details={**details, "source_tenant": result.source_tenant, "models": summary["models"],
                     "skipped_models": summary["skipped_models"], "duration_ms": result.duration_ms})
     return result
 
 
-def tenant_data_restore_rejected(*, context: AuditContext, error: BaseException, file_name: str = "") -> None:
-    """Audit a restore refused before it started (no file, too large, not allowed)."""
-    record(context=context, action=RESTORE_ACTION, outcome=Outcome.ERROR, target_type="tenant",
-           target_id=connection.schema_name, details={"file_name": file_name, **failure_details(error)})
+def tenant_data_restore_audited(*, context: AuditContext, details: dict | None = None):
+    """Audit whatever refuses or fails a restore of the current clinic, from the upload's checks on."""
+    return audit_failure(context=context, action=TenantDataAction.RESTORE, target_type="tenant",
+                         target_id=connection.schema_name, details=details)

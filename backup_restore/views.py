@@ -5,7 +5,6 @@ from django.conf import settings
 from django.http import StreamingHttpResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiResponse, extend_schema
-from rest_framework.exceptions import ValidationError
 from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -13,7 +12,6 @@ from rest_framework.views import APIView
 from backup_restore import errors, services
 from backup_restore.serializers import ExportQuerySerializer, RestoreRequestSerializer, RestoreResultSerializer
 from bitacora.services import AuditContext
-from core.exceptions import DomainError
 from usuarios.models import Rol
 from usuarios.permissions import IsAdminOrPropietario
 
@@ -46,7 +44,7 @@ class TenantDataRestoreView(APIView):
     def post(self, request):
         context = AuditContext.from_request(request)
         limit = settings.RESTORE_MAX_UPLOAD_BYTES
-        try:
+        with services.tenant_data_restore_audited(context=context, details={"file_name": ""}):
             # Refuse before reading the body when the client announces its size.
             if int(request.META.get("CONTENT_LENGTH") or 0) > limit + 64 * 1024:
                 raise errors.UploadTooLargeError(details={"max_bytes": limit})
@@ -57,9 +55,6 @@ class TenantDataRestoreView(APIView):
                 raise errors.UploadTooLargeError(details={"max_bytes": limit, "size": upload.size})
             if params.validated_data["allow_other_tenant"] and request.user.rol != Rol.ADMIN:
                 raise errors.OtherTenantNotAllowedError()
-        except (DomainError, ValidationError) as exc:
-            services.tenant_data_restore_rejected(context=context, error=exc)
-            raise
         result = services.tenant_data_restore(
             context=context,
             source=upload.open("rb"),

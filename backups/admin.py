@@ -1,11 +1,12 @@
 from django.contrib import admin, messages
-from django.http import FileResponse, HttpResponseNotAllowed
+from django.http import HttpResponseNotAllowed
 from django.shortcuts import redirect
 from django.urls import path, reverse
 from django.utils.html import format_html
 
 from backups.models import BackupRecord
-from backups.services import backup_create, backup_delete, backup_open
+from backups.services import backup_create, backup_delete, backup_open, backup_set_keep
+from backups.views import backup_download_response
 from bitacora.services import AuditContext
 from core.exceptions import DomainError
 
@@ -56,9 +57,12 @@ class BackupRecordAdmin(admin.ModelAdmin):
         except DomainError as exc:
             self.message_user(request, f"No se pudo descargar: {exc.message}", messages.ERROR)
             return redirect("admin:backups_backuprecord_changelist")
-        response = FileResponse(stored_file, as_attachment=True, filename=backup.file_name, content_type="application/octet-stream")
-        response["Content-Length"] = str(backup.file_size)
-        return response
+        return backup_download_response(backup, stored_file)
+
+    def save_model(self, request, obj, form, change):
+        # `keep` is the one editable field: through the service, so the change is audited as the API's is.
+        if "keep" in form.changed_data:
+            backup_set_keep(context=AuditContext.from_request(request), backup_id=obj.pk, keep=obj.keep)
 
     def delete_model(self, request, obj):
         # Through the service: the stored object goes too, and the deletion is audited.

@@ -94,3 +94,33 @@ class RestoreFailedError(DomainError):
     status_code = 500
     code = "restore_failed"
     message = _("La restauración falló; los datos de la clínica no se modificaron.")
+
+
+class PgVersionMismatchError(DomainError):
+    status_code = 503
+    code = "pg_dump_version_mismatch"
+    message = _("No se encontró pg_dump/psql de la misma versión mayor que el servidor PostgreSQL.")
+
+
+class DumpError(DomainError):
+    status_code = 500
+    code = "backup_dump_failed"
+    message = _("pg_dump falló al generar el backup.")
+
+
+class PsqlError(DomainError):
+    status_code = 500
+    code = "psql_failed"
+    message = _("psql falló al ejecutar el script.")
+
+
+class RetentionPolicyError(DomainError):
+    status_code = 500
+    code = "retention_policy_invalid"
+    message = _("La política de retención de backups está mal configurada.")
+
+
+class BackupPruneError(DomainError):
+    status_code = 502
+    code = "backup_prune_incomplete"
+    message = _("No se pudieron borrar algunos backups; los demás se borraron.")

@@ -20,28 +20,10 @@ from typing import BinaryIO
 
 from django.utils.translation import gettext_lazy as _
 
-from core.exceptions import DomainError
+from backups.errors import DumpError, PgVersionMismatchError, PsqlError
 
 CHUNK_SIZE = 1024 * 1024
 STDERR_TAIL_CHARS = 2000
-
-
-class PgVersionMismatchError(DomainError):
-    status_code = 503
-    code = "pg_dump_version_mismatch"
-    message = _("No se encontró pg_dump/psql de la misma versión mayor que el servidor PostgreSQL.")
-
-
-class DumpError(DomainError):
-    status_code = 500
-    code = "backup_dump_failed"
-    message = _("pg_dump falló al generar el backup.")
-
-
-class PsqlError(DomainError):
-    status_code = 500
-    code = "psql_failed"
-    message = _("psql falló al ejecutar el script.")
 
 
 @dataclass(frozen=True)

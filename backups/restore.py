@@ -16,7 +16,6 @@
 from __future__ import annotations
 
 import gzip
-import hashlib
 import io
 import logging
 import secrets
@@ -25,12 +24,11 @@ from typing import BinaryIO, Iterable
 
 from django.conf import settings
 from django.db import DatabaseError, connection, transaction
-from django.utils import timezone
 
+from backups.actions import BackupAction
 from backups.errors import (
     BackupChecksumMismatchError,
     BackupNewerThanCodeError,
-    BackupNotCompletedError,
     RestoreBusyError,
     RestoreConfirmationError,
     RestoreFailedError,
@@ -38,9 +36,9 @@ from backups.errors import (
 )
 from backups.models import BackupRecord
 from backups.pg_tools import PgBinaries, run_psql
-from backups.selectors import backup_get
-from backups.services import TARGET_TYPE, database_params, pg_binaries
-from backups.storage import storage_open
+from backups.selectors import backup_get, backup_get_completed
+from backups.services import TARGET_TYPE, backup_mark_integrity, database_params, pg_binaries
+from backups.storage import COPY_CHUNK_SIZE, storage_copy
 from bitacora.models import Bitacora
 from bitacora.services import AuditContext, audit_failure, record
 from core.exceptions import DomainError
@@ -54,7 +52,6 @@ logger = logging.getLogger(__name__)
 
 # Rows written after the dump that a restore must keep: who did what, and which backups exist.
 CARRIED_MODELS = (BackupRecord, Bitacora)
-COPY_CHUNK_SIZE = 1024 * 1024
 
 
 class _ConcatenatedReader(io.RawIOBase):
@@ -78,22 +75,15 @@ class _ConcatenatedReader(io.RawIOBase):
 
 def _verified_copy(backup: BackupRecord, destination: BinaryIO) -> None:
     """Copy the stored object to a local file while hashing it; refuse a mismatch."""
-    digest = hashlib.sha256()
     try:
-        with storage_open(backup.file_path) as stored_file:
-            while chunk := stored_file.read(COPY_CHUNK_SIZE):
-                digest.update(chunk)
-                destination.write(chunk)
+        copied = storage_copy(backup.file_path, destination)
     except StorageObjectMissingError:
-        backup.integrity, backup.verified_at = BackupRecord.Integrity.MISSING, timezone.now()
-        backup.save(update_fields=["integrity", "verified_at"])
+        backup_mark_integrity(backup=backup, integrity=BackupRecord.Integrity.MISSING)
         raise
-    destination.flush()
     destination.seek(0)
-    if digest.hexdigest() != backup.sha256:
-        backup.integrity, backup.verified_at = BackupRecord.Integrity.MISMATCH, timezone.now()
-        backup.save(update_fields=["integrity", "verified_at"])
-        raise BackupChecksumMismatchError(details={"id": backup.pk, "expected": backup.sha256, "actual": digest.hexdigest()})
+    if copied.sha256 != backup.sha256:
+        backup_mark_integrity(backup=backup, integrity=BackupRecord.Integrity.MISMATCH)
+        raise BackupChecksumMismatchError(details={"id": backup.pk, "expected": backup.sha256, "actual": copied.sha256})
 
 
 def _check_migrations(backup: BackupRecord) -> bool:
@@ -150,27 +140,20 @@ def _swap(*, schema: str, staging: str, old: str) -> None:
         cursor.execute(f'ALTER SCHEMA "{staging}" RENAME TO "{schema}"')
 
 
-def _restorable_backup(backup_id: int) -> BackupRecord:
-    backup = backup_get(backup_id=backup_id)
-    if backup.status != BackupRecord.Status.COMPLETED:
-        raise BackupNotCompletedError(details={"id": backup.pk, "status": backup.status})
-    return backup
-
-
-def backup_restore(*, context: AuditContext, backup_id: int, confirm: str) -> BackupRecord:
+def backup_restore_in_place(*, context: AuditContext, backup_id: int, confirm: str) -> BackupRecord:
     """Put this clinic back to the moment of one of its backups, atomically."""
     schema = connection.schema_name
     token = secrets.token_hex(4)
     staging, aside, old = f"{schema}__staging_{token}", f"{schema}__aside_{token}", f"{schema}__old_{token}"
-    with audit_failure(context=context, action="backup.restore", target_type=TARGET_TYPE, target_id=backup_id):
+    with audit_failure(context=context, action=BackupAction.RESTORE, target_type=TARGET_TYPE, target_id=backup_id):
         if confirm != schema:
             raise RestoreConfirmationError(details={"expected": schema})
-        backup = _restorable_backup(backup_id)
+        backup = backup_get_completed(backup_id=backup_id)
         binaries = pg_binaries()
         with tenant_operation_lock(schema), tempfile.TemporaryFile() as dump_file:
             _verified_copy(backup, dump_file)
             older_than_code = _check_migrations(backup)
-            record(context=context, action="backup.restore.start", target_type=TARGET_TYPE, target_id=backup.pk,
+            record(context=context, action=BackupAction.RESTORE_START, target_type=TARGET_TYPE, target_id=backup.pk,
                    details={"file_name": backup.file_name})
             try:
                 _replay_into_staging(binaries=binaries, schema=schema, staging=staging, aside=aside, dump_file=dump_file)
@@ -187,7 +170,7 @@ def backup_restore(*, context: AuditContext, backup_id: int, confirm: str) -> Ba
                 raise
             schema_drop(old)
     backup = backup_get(backup_id=backup_id)
-    record(context=context, action="backup.restore", target_type=TARGET_TYPE, target_id=backup.pk,
+    record(context=context, action=BackupAction.RESTORE, target_type=TARGET_TYPE, target_id=backup.pk,
            details={"file_name": backup.file_name, "migrated_forward": older_than_code})
     return backup
 
@@ -200,10 +183,10 @@ def backup_restore_as_new_tenant(*, context: AuditContext, backup_id: int, schem
     """
     schema = connection.schema_name
     aside = f"{schema}__aside_{secrets.token_hex(4)}"
-    with audit_failure(context=context, action="backup.restore_as_new_tenant", target_type=TARGET_TYPE, target_id=backup_id,
+    with audit_failure(context=context, action=BackupAction.RESTORE_AS_NEW_TENANT, target_type=TARGET_TYPE, target_id=backup_id,
                        details={"new_tenant": schema_name}):
         tenant_name_check(schema_name)
-        backup = _restorable_backup(backup_id)
+        backup = backup_get_completed(backup_id=backup_id)
         binaries = pg_binaries()
         with tenant_operation_lock(schema), tempfile.TemporaryFile() as dump_file:
             _verified_copy(backup, dump_file)
@@ -216,6 +199,6 @@ def backup_restore_as_new_tenant(*, context: AuditContext, backup_id: int, schem
             except Exception:
                 schema_drop(schema_name)
                 raise
-    record(context=context, action="backup.restore_as_new_tenant", target_type=TARGET_TYPE, target_id=backup.pk,
+    record(context=context, action=BackupAction.RESTORE_AS_NEW_TENANT, target_type=TARGET_TYPE, target_id=backup.pk,
            details={"file_name": backup.file_name, "new_tenant": schema_name, "migrated_forward": older_than_code})
     return tenant

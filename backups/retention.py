@@ -15,8 +15,9 @@ from typing import Any, Iterable, Mapping
 from django.conf import settings
 from django.db import connection
 from django.utils import timezone
-from django.utils.translation import gettext_lazy as _
+from django.utils.translation import gettext, gettext_lazy as _
 
+from backups.errors import BackupPruneError, RetentionPolicyError
 from backups.models import BackupRecord
 from backups.services import backup_delete
 from bitacora.services import AuditContext
@@ -28,18 +29,6 @@ logger = logging.getLogger(__name__)
 COMPLETED = BackupRecord.Status.COMPLETED.value
 FAILED = BackupRecord.Status.FAILED.value
 RUNNING = BackupRecord.Status.RUNNING.value
-
-
-class RetentionPolicyError(DomainError):
-    status_code = 500
-    code = "retention_policy_invalid"
-    message = _("La política de retención de backups está mal configurada.")
-
-
-class BackupPruneError(DomainError):
-    status_code = 502
-    code = "backup_prune_incomplete"
-    message = _("No se pudieron borrar algunos backups; los demás se borraron.")
 
 
 @dataclass(frozen=True)
@@ -135,26 +124,26 @@ def retention_plan(*, backups: Iterable[BackupRow], policy: RetentionPolicy, now
     completed: list[BackupRow] = []
     for row in rows:
         if row.keep:
-            reasons[row.id].append("marcado keep")
+            reasons[row.id].append(gettext("marcado keep"))
         if row.status == COMPLETED:
             completed.append(row)
         elif row.status == RUNNING:
-            reasons[row.id].append("en curso")
+            reasons[row.id].append(gettext("en curso"))
         elif row.status == FAILED:
             if now - row.created_at < policy.failed_max_age:
-                reasons[row.id].append("fallido reciente")
+                reasons[row.id].append(gettext("fallido reciente"))
         else:
             # A status this code does not know: deleting it would be a guess.
-            reasons[row.id].append(f"estado {row.status!r}")
+            reasons[row.id].append(gettext("estado %(status)r") % {"status": row.status})
 
     for row in completed[: policy.keep_last]:
-        reasons[row.id].append(f"últimos {policy.keep_last}")
+        reasons[row.id].append(gettext("últimos %(count)s") % {"count": policy.keep_last})
 
     today = now.date()
     tiers = [
-        ("diario", lambda at: at.date(), _last_days(today, policy.daily), lambda key: key.isoformat()),
-        ("semanal", lambda at: tuple(at.isocalendar())[:2], _last_iso_weeks(today, policy.weekly), lambda key: f"{key[0]}-W{key[1]:02d}"),
-        ("mensual", lambda at: (at.year, at.month), _last_months(today, policy.monthly), lambda key: f"{key[0]}-{key[1]:02d}"),
+        (gettext("diario"), lambda at: at.date(), _last_days(today, policy.daily), lambda key: key.isoformat()),
+        (gettext("semanal"), lambda at: tuple(at.isocalendar())[:2], _last_iso_weeks(today, policy.weekly), lambda key: f"{key[0]}-W{key[1]:02d}"),
+        (gettext("mensual"), lambda at: (at.year, at.month), _last_months(today, policy.monthly), lambda key: f"{key[0]}-{key[1]:02d}"),
     ]
     for label, bucket_of, wanted, show in tiers:
         seen = set()
@@ -170,7 +159,7 @@ def retention_plan(*, backups: Iterable[BackupRow], policy: RetentionPolicy, now
         if surviving >= policy.min_completed:
             break
         if not reasons[row.id]:
-            reasons[row.id].append(f"mínimo {policy.min_completed} completados")
+            reasons[row.id].append(gettext("mínimo %(count)s completados") % {"count": policy.min_completed})
             surviving += 1
 
     keep = {row.id: ", ".join(reasons[row.id]) for row in rows if reasons[row.id]}
@@ -206,7 +195,7 @@ def backup_prune(
                 backup_delete(context=context, backup_id=backup_id)
             except DomainError:
                 # Already audited by backup_delete; the rest still go.
-                logger.exception("no se pudo borrar el backup %s de %s", backup_id, connection.schema_name)
+                logger.exception("could not delete backup %s of %s", backup_id, connection.schema_name)
                 failed.append(backup_id)
     if failed:
         raise BackupPruneError(details={"failed": failed, "planned": len(plan.delete)})

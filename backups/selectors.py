@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from django.db.models import QuerySet
 
-from backups.errors import BackupNotFoundError
+from backups.errors import BackupNotCompletedError, BackupNotFoundError
 from backups.models import BackupRecord
 
 
@@ -22,3 +22,11 @@ def backup_get(*, backup_id: int) -> BackupRecord:
     if record is None:
         raise BackupNotFoundError(details={"id": backup_id})
     return record
+
+
+def backup_get_completed(*, backup_id: int) -> BackupRecord:
+    """One backup of this clinic that can be downloaded or restored (409 while running or failed)."""
+    backup = backup_get(backup_id=backup_id)
+    if backup.status != BackupRecord.Status.COMPLETED:
+        raise BackupNotCompletedError(details={"id": backup.pk, "status": backup.status})
+    return backup

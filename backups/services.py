@@ -1,7 +1,6 @@
 """Backups of a clinic's schema: create, download, delete, verify. Every call is audited."""
 from __future__ import annotations
 
-import hashlib
 import logging
 import tempfile
 from typing import BinaryIO
@@ -11,13 +10,16 @@ from django.core.files import File
 from django.db import connection
 from django.utils import timezone
 
+from backups.actions import BackupAction
 from backups.errors import BackupFailedError, BackupNotCompletedError, StorageObjectMissingError
 from backups.models import BackupRecord
 from backups.pg_tools import PgBinaries, PgConnectionParams, dump_schema, find_binaries
-from backups.selectors import backup_get
-from backups.storage import backup_storage, storage_open
+from backups.selectors import backup_get, backup_get_completed
+from backups.storage import backup_storage, storage_copy, storage_open
+from bitacora.models import Outcome
 from bitacora.services import AuditContext, audit_failure, record
 from core.exceptions import DomainError
+from core.files import file_name_timestamp
 from core.locks import tenant_operation_lock
 from core.selectors import migration_state
 
@@ -25,7 +27,6 @@ logger = logging.getLogger(__name__)
 
 MANIFEST_FORMAT_VERSION = 1
 TARGET_TYPE = "backup"
-HASH_CHUNK_SIZE = 1024 * 1024
 
 
 def pg_binaries() -> PgBinaries:
@@ -49,7 +50,7 @@ def _unused_path(schema: str, backup_type: str) -> tuple[str, str]:
     Choosing the name here (rather than letting the storage add a random suffix)
     means a failed upload always knows which object to remove.
     """
-    stamp = timezone.now().strftime("%Y-%m-%d_%H-%M-%S")
+    stamp = file_name_timestamp()
     storage = backup_storage()
     for attempt in range(100):
         suffix = f"-{attempt}" if attempt else ""
@@ -66,7 +67,7 @@ def _remove_partial_object(file_path: str) -> None:
         if storage.exists(file_path):
             storage.delete(file_path)
     except Exception:  # noqa: BLE001 - the original failure matters more; this one is logged
-        logger.exception("no se pudo borrar el objeto parcial %s", file_path)
+        logger.exception("could not remove the partial object %s", file_path)
 
 
 def backup_create(*, context: AuditContext, backup_type: str = BackupRecord.Type.MANUAL, created_by=None) -> BackupRecord:
@@ -77,7 +78,7 @@ def backup_create(*, context: AuditContext, backup_type: str = BackupRecord.Type
     failure the object is removed and the record is `failed` with the reason.
     """
     schema = connection.schema_name
-    with audit_failure(context=context, action="backup.create"):
+    with audit_failure(context=context, action=BackupAction.CREATE):
         binaries = pg_binaries()
         with tenant_operation_lock(schema):
             file_name, file_path = _unused_path(schema, backup_type)
@@ -108,7 +109,7 @@ def backup_create(*, context: AuditContext, backup_type: str = BackupRecord.Type
                 backup.error = str(exc.message) if isinstance(exc, DomainError) else f"{type(exc).__name__}: {exc}"
                 backup.finished_at = timezone.now()
                 backup.save(update_fields=["status", "error", "finished_at"])
-                logger.exception("backup %s de %s falló", file_name, schema)
+                logger.exception("backup %s of %s failed", file_name, schema)
                 if isinstance(exc, DomainError):
                     raise
                 raise BackupFailedError(details={"id": backup.pk}) from exc
@@ -120,7 +121,7 @@ def backup_create(*, context: AuditContext, backup_type: str = BackupRecord.Type
             backup.save(update_fields=["file_size", "sha256", "status", "finished_at"])
     record(
         context=context,
-        action="backup.create",
+        action=BackupAction.CREATE,
         target_type=TARGET_TYPE,
         target_id=backup.pk,
         details={"file_name": backup.file_name, "file_size": backup.file_size, "backup_type": backup.backup_type},
@@ -130,36 +131,34 @@ def backup_create(*, context: AuditContext, backup_type: str = BackupRecord.Type
 
 def backup_open(*, context: AuditContext, backup_id: int) -> tuple[BackupRecord, BinaryIO]:
     """A completed backup and its stored file, opened for streaming."""
-    with audit_failure(context=context, action="backup.download", target_type=TARGET_TYPE, target_id=backup_id):
-        backup = backup_get(backup_id=backup_id)
-        if backup.status != BackupRecord.Status.COMPLETED:
-            raise BackupNotCompletedError(details={"id": backup.pk, "status": backup.status})
+    with audit_failure(context=context, action=BackupAction.DOWNLOAD, target_type=TARGET_TYPE, target_id=backup_id):
+        backup = backup_get_completed(backup_id=backup_id)
         stored_file = storage_open(backup.file_path)
-    record(context=context, action="backup.download", target_type=TARGET_TYPE, target_id=backup.pk, details={"file_name": backup.file_name})
+    record(context=context, action=BackupAction.DOWNLOAD, target_type=TARGET_TYPE, target_id=backup.pk, details={"file_name": backup.file_name})
     return backup, stored_file
 
 
 def backup_delete(*, context: AuditContext, backup_id: int) -> None:
     """Delete the stored object, then the record (an object already gone still deletes the record)."""
-    with audit_failure(context=context, action="backup.delete", target_type=TARGET_TYPE, target_id=backup_id):
+    with audit_failure(context=context, action=BackupAction.DELETE, target_type=TARGET_TYPE, target_id=backup_id):
         backup = backup_get(backup_id=backup_id)
         if backup.status == BackupRecord.Status.RUNNING:
             raise BackupNotCompletedError(details={"id": backup.pk, "status": backup.status})
         backup_storage().delete(backup.file_path)
         backup.delete()
-    record(context=context, action="backup.delete", target_type=TARGET_TYPE, target_id=backup_id, details={"file_name": backup.file_name})
+    record(context=context, action=BackupAction.DELETE, target_type=TARGET_TYPE, target_id=backup_id, details={"file_name": backup.file_name})
 
 
 def backup_set_keep(*, context: AuditContext, backup_id: int, keep: bool) -> BackupRecord:
     """Mark (or unmark) a backup so the retention policy never deletes it."""
-    with audit_failure(context=context, action="backup.keep", target_type=TARGET_TYPE, target_id=backup_id):
+    with audit_failure(context=context, action=BackupAction.KEEP, target_type=TARGET_TYPE, target_id=backup_id):
         backup = backup_get(backup_id=backup_id)
         previous = backup.keep
         backup.keep = keep
         backup.save(update_fields=["keep"])
     record(
         context=context,
-        action="backup.keep",
+        action=BackupAction.KEEP,
         target_type=TARGET_TYPE,
         target_id=backup.pk,
         details={"file_name": backup.file_name, "keep": keep, "previous": previous},
@@ -167,29 +166,25 @@ def backup_set_keep(*, context: AuditContext, backup_id: int, keep: bool) -> Bac
     return backup
 
 
-def stored_sha256(file_path: str) -> str:
-    """Re-read a stored object and hash it, streaming."""
-    digest = hashlib.sha256()
-    with storage_open(file_path) as stored_file:
-        while chunk := stored_file.read(HASH_CHUNK_SIZE):
-            digest.update(chunk)
-    return digest.hexdigest()
+def backup_mark_integrity(*, backup: BackupRecord, integrity: str) -> None:
+    """Record what the last re-read of the stored object found."""
+    backup.integrity = integrity
+    backup.verified_at = timezone.now()
+    backup.save(update_fields=["integrity", "verified_at"])
 
 
 def backup_verify(*, context: AuditContext, backup: BackupRecord) -> str:
     """Compare the stored object's sha256 with the record's; mark and audit the result."""
     try:
-        actual = stored_sha256(backup.file_path)
+        actual = storage_copy(backup.file_path).sha256
         integrity = BackupRecord.Integrity.OK if actual == backup.sha256 else BackupRecord.Integrity.MISMATCH
     except StorageObjectMissingError:
         actual, integrity = "", BackupRecord.Integrity.MISSING
-    backup.integrity = integrity
-    backup.verified_at = timezone.now()
-    backup.save(update_fields=["integrity", "verified_at"])
+    backup_mark_integrity(backup=backup, integrity=integrity)
     record(
         context=context,
-        action="backup.verify",
-        outcome="ok" if integrity == BackupRecord.Integrity.OK else "error",
+        action=BackupAction.VERIFY,
+        outcome=Outcome.OK if integrity == BackupRecord.Integrity.OK else Outcome.ERROR,
         target_type=TARGET_TYPE,
         target_id=backup.pk,
         details={"integrity": integrity, "expected_sha256": backup.sha256, "actual_sha256": actual},

@@ -1,9 +1,15 @@
 """The storage backups live in: Django's Storage API under STORAGES["backups"]."""
 from __future__ import annotations
 
+import hashlib
+from dataclasses import dataclass
+from typing import BinaryIO
+
 from django.core.files.storage import Storage, storages
 
 from backups.errors import StorageObjectMissingError
+
+COPY_CHUNK_SIZE = 1024 * 1024
 
 
 def backup_storage() -> Storage:
@@ -16,3 +22,29 @@ def storage_open(name: str):
         return backup_storage().open(name, "rb")
     except FileNotFoundError as exc:
         raise StorageObjectMissingError(details={"file_path": name}) from exc
+
+
+@dataclass(frozen=True)
+class StoredCopy:
+    sha256: str
+    size: int
+
+
+def copy_hashed(source: BinaryIO, destination: BinaryIO | None = None) -> StoredCopy:
+    """Stream source into destination (or only through the hash), with bounded memory."""
+    digest = hashlib.sha256()
+    size = 0
+    while chunk := source.read(COPY_CHUNK_SIZE):
+        digest.update(chunk)
+        size += len(chunk)
+        if destination is not None:
+            destination.write(chunk)
+    if destination is not None:
+        destination.flush()
+    return StoredCopy(sha256=digest.hexdigest(), size=size)
+
+
+def storage_copy(name: str, destination: BinaryIO | None = None) -> StoredCopy:
+    """A stored object copied (or only hashed) by copy_hashed."""
+    with storage_open(name) as stored_file:
+        return copy_hashed(stored_file, destination)

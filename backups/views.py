@@ -7,6 +7,7 @@ from rest_framework.pagination import LimitOffsetPagination
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from backups.models import BackupRecord
 from backups.selectors import backup_get, backup_list
 from backups.serializers import (
     BackupCreatedSerializer,
@@ -17,12 +18,20 @@ from backups.serializers import (
     BackupRestoredSerializer,
     BackupRestoreSerializer,
 )
-from backups.restore import backup_restore
+from backups.restore import backup_restore_in_place
 from backups.services import backup_create, backup_delete, backup_open, backup_set_keep
 from bitacora.services import AuditContext
 from usuarios.permissions import IsAdminOrPropietario
 
 CHECKSUM_HEADER = "X-Checksum-SHA256"
+
+
+def backup_download_response(backup: BackupRecord, stored_file) -> FileResponse:
+    """The stored file as an attachment, streamed, with its size and checksum (API and admin alike)."""
+    response = FileResponse(stored_file, as_attachment=True, filename=backup.file_name, content_type="application/octet-stream")
+    response["Content-Length"] = str(backup.file_size)
+    response[CHECKSUM_HEADER] = backup.sha256
+    return response
 
 
 class BackupHistoryListView(APIView):
@@ -86,12 +95,7 @@ class BackupDownloadView(APIView):
     @extend_schema(responses={(200, "application/octet-stream"): OpenApiResponse(OpenApiTypes.BINARY)})
     def get(self, request, backup_id: int):
         backup, stored_file = backup_open(context=AuditContext.from_request(request), backup_id=backup_id)
-        response = FileResponse(
-            stored_file, as_attachment=True, filename=backup.file_name, content_type="application/octet-stream"
-        )
-        response["Content-Length"] = str(backup.file_size)
-        response[CHECKSUM_HEADER] = backup.sha256
-        return response
+        return backup_download_response(backup, stored_file)
 
 
 class BackupRestoreView(APIView):
@@ -103,5 +107,5 @@ class BackupRestoreView(APIView):
     def post(self, request, backup_id: int):
         payload = BackupRestoreSerializer(data=request.data)
         payload.is_valid(raise_exception=True)
-        backup = backup_restore(context=AuditContext.from_request(request), backup_id=backup_id, confirm=payload.validated_data["confirm"])
+        backup = backup_restore_in_place(context=AuditContext.from_request(request), backup_id=backup_id, confirm=payload.validated_data["confirm"])
         return Response({"success": True, "message": _("Clínica restaurada desde el backup"), "backup": BackupRecordSerializer(backup).data})

@@ -78,7 +78,7 @@ def record(
     entry = Bitacora(
         actor_id=context.actor_id,
         actor_email=context.actor_email,
-        action=action,
+        action=str(action),  # an app's StrEnum member is stored as its plain value
         outcome=outcome,
         target_type=target_type,
         target_id="" if target_id is None else str(target_id),
@@ -112,6 +112,17 @@ def failure_details(exc: BaseException) -> dict[str, Any]:
     return {"code": "server_error", "exception": type(exc).__name__}
 
 
+def record_failure(
+    *, context: AuditContext, action: str, error: BaseException, target_type: str = "", target_id: Any = "",
+    details: dict | None = None,
+) -> Bitacora:
+    """Append an `error` entry for a failed operation, keeping what failure_details allows."""
+    return record(
+        context=context, action=action, outcome=Outcome.ERROR, target_type=target_type, target_id=target_id,
+        details={**(details or {}), **failure_details(error)},
+    )
+
+
 @contextmanager
 def audit_failure(
     *, context: AuditContext, action: str, target_type: str = "", target_id: Any = "", details: dict | None = None
@@ -120,8 +131,5 @@ def audit_failure(
     try:
         yield
     except Exception as exc:
-        record(
-            context=context, action=action, outcome=Outcome.ERROR, target_type=target_type, target_id=target_id,
-            details={**(details or {}), **failure_details(exc)},
-        )
+        record_failure(context=context, action=action, error=exc, target_type=target_type, target_id=target_id, details=details)
         raise

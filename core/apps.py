@@ -6,4 +6,4 @@ class CoreConfig(AppConfig):
     verbose_name = "Plataforma"
 
     def ready(self):
-        from core import schema  # noqa: F401  registers the OpenAPI extensions
+        from core import openapi  # noqa: F401  registers the OpenAPI extensions

@@ -6,18 +6,12 @@ from contextlib import contextmanager
 from typing import Iterator
 
 from django.db import connection
-from django.utils.translation import gettext_lazy as _
 
-from core.exceptions import ConflictError
+from core.errors import OperationInProgressError
 
 # Arbitrary constant: the first half of the two-int advisory-lock key, so our
 # locks never collide with another application's on the same database.
 _LOCK_NAMESPACE = 0x0C11
-
-
-class OperationInProgressError(ConflictError):
-    code = "backup_in_progress"
-    message = _("Ya hay un backup o una restauración en curso para esta clínica.")
 
 
 def _lock_key(schema_name: str) -> int:

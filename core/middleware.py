@@ -3,10 +3,9 @@ from django.db import connection
 from django.http import JsonResponse
 from django.utils.translation import gettext as _
 from django_tenants.middleware.main import TenantMainMiddleware
-from django_tenants.utils import get_public_schema_name
 
 from core.exceptions import error_body
-from core.models import Tenant
+from core.selectors import tenant_find
 
 TENANT_HEADERS = ("X-Tenant-ID", "X-Tenant")
 
@@ -29,17 +28,7 @@ class TenantMiddleware(TenantMainMiddleware):
             return super().process_request(request)
 
         connection.set_schema_to_public()
-        tenant = None
-        if requested != get_public_schema_name():
-            tenant = (
-                Tenant.objects.filter(is_active=True)
-                .exclude(schema_name=get_public_schema_name())
-                .filter(schema_name=requested)
-                .first()
-                or Tenant.objects.filter(is_active=True, slug=requested)
-                .exclude(schema_name=get_public_schema_name())
-                .first()
-            )
+        tenant = tenant_find(requested, active_only=True)
         if tenant is None:
             return self._not_found(requested)
         request.tenant = tenant

@@ -4,24 +4,13 @@ import re
 
 from django.db import transaction
 from django.utils.text import slugify
-from django.utils.translation import gettext_lazy as _
 from django_tenants.utils import schema_context, schema_exists
 
-from core.exceptions import ConflictError, DomainError
+from core.errors import InvalidTenantNameError, TenantExistsError
 from core.models import Domain, Tenant
 
 
 _SCHEMA_NAME = re.compile(r"[a-z][a-z0-9_]{2,62}")
-
-
-class InvalidTenantNameError(DomainError):
-    code = "invalid_tenant_name"
-    message = _("El nombre de esquema no es válido: minúsculas, números y guiones bajos, empezando por una letra.")
-
-
-class TenantExistsError(ConflictError):
-    code = "tenant_exists"
-    message = _("Ya existe una clínica o un esquema con ese nombre.")
 
 
 def tenant_ensure(*, schema_name: str, slug: str, nombre: str, domains: list[str]) -> tuple[Tenant, bool]:

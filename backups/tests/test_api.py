@@ -1,6 +1,7 @@
 import gzip
 import hashlib
 import io
+from datetime import timedelta
 
 import pytest
 from django.db import connection
@@ -9,6 +10,7 @@ from django.urls import reverse
 from backups.models import BackupRecord
 from backups.pg_tools import PgConnectionParams, run_psql
 from backups.services import pg_binaries
+from backups.tests.factories import stored_backup
 from bitacora.models import Bitacora
 from core.selectors import migration_state
 from core.testing import committed_tables, scratch_database
@@ -206,3 +208,40 @@ def test_another_clinic_cannot_see_download_or_delete_a_backup(client_for, backu
     # then A's backup is untouched
     assert BackupRecord.objects.filter(pk=backup["id"]).exists()
     assert (backups_dir / backup["file_path"]).exists()
+
+
+def test_patch_keep_marks_a_backup_for_admins_and_owners_only(client_for, tenant_a, backups_dir):
+    # given a backup
+    backup = stored_backup(age=timedelta(days=2))
+    url = f"/api/backups/history/{backup.pk}/"
+    admin = client_for("test_a", "admin")
+    # when an admin marks it keep
+    response = admin.patch(url, {"keep": True}, content_type="application/json")
+    # then it answers the record, stores the mark and audits it
+    assert response.status_code == 200, response.content
+    assert response.json()["id"] == backup.pk and response.json()["keep"] is True
+    assert BackupRecord.objects.get(pk=backup.pk).keep is True
+    entry = Bitacora.objects.get(action="backup.keep", target_id=str(backup.pk))
+    assert entry.outcome == "ok" and entry.actor_email == "admin@clinica-a.test" and entry.details["keep"] is True
+
+    # when the owner unmarks it
+    response = client_for("test_a", "propietario").patch(url, {"keep": False}, content_type="application/json")
+    # then
+    assert response.status_code == 200 and response.json()["keep"] is False
+    assert BackupRecord.objects.get(pk=backup.pk).keep is False
+
+    # when a staff member tries, then it is forbidden and nothing changes
+    response = client_for("test_a", "odontologo").patch(url, {"keep": True}, content_type="application/json")
+    assert response.status_code == 403 and response.json()["code"] == "permission_denied"
+    assert BackupRecord.objects.get(pk=backup.pk).keep is False
+
+    # when the id is unknown, then 404
+    response = admin.patch("/api/backups/history/999999999/", {"keep": True}, content_type="application/json")
+    assert response.status_code == 404 and response.json()["code"] == "backup_not_found"
+
+    # when keep is not a boolean (or missing), then 400 and nothing changes
+    for body in ({"keep": "quizás"}, {"keep": "true"}, {"keep": 1}, {"keep": None}, {}):
+        response = admin.patch(url, body, content_type="application/json")
+        assert response.status_code == 400, body
+        assert response.json()["code"] == "invalid" and "keep" in response.json()["details"]["fields"]
+    assert BackupRecord.objects.get(pk=backup.pk).keep is False

@@ -10,7 +10,7 @@ from django.db import connection
 
 from backups.errors import BackupChecksumMismatchError, RestoreBusyError, StorageObjectMissingError
 from backups.models import BackupRecord
-from backups.restore import backup_restore, backup_restore_as_new_tenant
+from backups.restore import backup_restore_as_new_tenant, backup_restore_in_place
 from backups.services import backup_create
 from bitacora.models import Bitacora
 from bitacora.services import AuditContext
@@ -82,7 +82,7 @@ def test_a_failure_during_the_replay_leaves_the_live_schema_unchanged(committed_
     before = _restored_data()
     # when
     with pytest.raises(Exception) as raised:
-        backup_restore(context=CONTEXT, backup_id=backup.pk, confirm="test_restore")
+        backup_restore_in_place(context=CONTEXT, backup_id=backup.pk, confirm="test_restore")
     # then
     assert "division by zero" in str(getattr(raised.value, "message", raised.value)) or raised.value.code == "psql_failed"
     assert _restored_data() == before
@@ -104,7 +104,7 @@ def test_a_failure_during_the_swap_leaves_the_live_schema_unchanged(committed_db
         try:
             # when
             with pytest.raises(RestoreBusyError):
-                backup_restore(context=CONTEXT, backup_id=backup.pk, confirm="test_restore")
+                backup_restore_in_place(context=CONTEXT, backup_id=backup.pk, confirm="test_restore")
         finally:
             cursor.execute("ROLLBACK")
     other.close()
@@ -129,7 +129,7 @@ def test_a_corrupted_or_missing_object_is_refused_and_nothing_changes(committed_
         stored.unlink()
         expected_error, expected_integrity = StorageObjectMissingError, "missing"
     with pytest.raises(expected_error):
-        backup_restore(context=CONTEXT, backup_id=backup.pk, confirm="test_restore")
+        backup_restore_in_place(context=CONTEXT, backup_id=backup.pk, confirm="test_restore")
     assert _restored_data() == before
     assert BackupRecord.objects.get(pk=backup.pk).integrity == expected_integrity
 
@@ -173,7 +173,7 @@ def test_a_backup_from_an_older_migration_state_is_migrated_forward(committed_db
     at_backup_time = _restored_data()
     _mutate()
     # when it is restored by code that is one migration ahead
-    backup_restore(context=CONTEXT, backup_id=backup.pk, confirm="test_restore")
+    backup_restore_in_place(context=CONTEXT, backup_id=backup.pk, confirm="test_restore")
     # then the clinic holds the backup's data on the code's schema
     assert migration_state()["clinica"] == latest
     with connection.cursor() as cursor:

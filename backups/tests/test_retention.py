@@ -2,7 +2,6 @@ from datetime import datetime, timedelta, timezone as dt_timezone
 from zoneinfo import ZoneInfo
 
 import pytest
-from django.core.files.base import ContentFile
 from django.core.management import call_command
 from django.utils import timezone
 
@@ -15,7 +14,7 @@ from backups.retention import (
     retention_plan,
     retention_policy_for,
 )
-from backups.storage import backup_storage
+from backups.tests.factories import stored_backup
 from bitacora.models import Bitacora
 from bitacora.services import AuditContext
 
@@ -186,29 +185,14 @@ def test_policy_comes_from_settings_with_the_clinic_s_override(settings):
         retention_policy_for("test_c")
 
 
-def _backup(*, age: timedelta, status: str = "completed", keep: bool = False, stored: bool = True) -> BackupRecord:
-    """A record created `age` ago, with its object in the backups storage when `stored`."""
-    created_at = timezone.now() - age
-    file_name = f"backup_test_a_{created_at:%Y-%m-%d_%H-%M-%S}.sql.gz"
-    file_path = f"test_a/automatic/{file_name}"
-    if stored:
-        backup_storage().save(file_path, ContentFile(b"dump"))
-    backup = BackupRecord.objects.create(
-        file_name=file_name, file_path=file_path, backup_type="automatic", status=status, keep=keep
-    )
-    # created_at is auto_now_add: set the recorded moment afterwards
-    BackupRecord.objects.filter(pk=backup.pk).update(created_at=created_at)
-    return backup
-
-
 def test_prune_command_dry_run_lists_and_apply_deletes_objects_and_records(tenant_a, backups_dir, settings, capsys):
     # given a clinic with only these backups, and a policy keeping the newest two
     settings.BACKUP_RETENTION = {**ONLY, "keep_last": 2}
     settings.BACKUP_RETENTION_OVERRIDES = {}
     BackupRecord.objects.all().delete()
-    newest, second, third, fourth = (_backup(age=timedelta(days=days, hours=1)) for days in range(1, 5))
-    pinned = _backup(age=timedelta(days=30), keep=True)
-    stuck = _backup(age=timedelta(days=40), status="running", stored=False)
+    newest, second, third, fourth = (stored_backup(age=timedelta(days=days, hours=1)) for days in range(1, 5))
+    pinned = stored_backup(age=timedelta(days=30), keep=True)
+    stuck = stored_backup(age=timedelta(days=40), status="running", stored=False)
     doomed = [third, fourth]
     survivors = [newest, second, pinned, stuck]
     # when the command runs without --apply
@@ -239,49 +223,12 @@ def test_prune_command_dry_run_lists_and_apply_deletes_objects_and_records(tenan
 def test_prune_removes_failed_records_older_than_a_day_and_keeps_younger_ones(tenant_a, backups_dir):
     # given one completed backup and two failed ones without objects, one old and one recent
     BackupRecord.objects.all().delete()
-    completed = _backup(age=timedelta(days=3))
-    old_failure = _backup(age=timedelta(days=1, minutes=5), status="failed", stored=False)
-    young_failure = _backup(age=timedelta(hours=23), status="failed", stored=False)
+    completed = stored_backup(age=timedelta(days=3))
+    old_failure = stored_backup(age=timedelta(days=1, minutes=5), status="failed", stored=False)
+    young_failure = stored_backup(age=timedelta(hours=23), status="failed", stored=False)
     # when pruning is applied
     plan = backup_prune(context=AuditContext.system("test"), apply=True, policy=RetentionPolicy())
     # then only the old failure is gone, its deletion audited
     assert plan.delete == [old_failure.pk]
     assert set(BackupRecord.objects.values_list("pk", flat=True)) == {completed.pk, young_failure.pk}
     assert Bitacora.objects.filter(action="backup.delete", target_id=str(old_failure.pk), outcome="ok").exists()
-
-
-def test_patch_keep_marks_a_backup_for_admins_and_owners_only(client_for, tenant_a, backups_dir):
-    # given a backup
-    backup = _backup(age=timedelta(days=2))
-    url = f"/api/backups/history/{backup.pk}/"
-    admin = client_for("test_a", "admin")
-    # when an admin marks it keep
-    response = admin.patch(url, {"keep": True}, content_type="application/json")
-    # then it answers the record, stores the mark and audits it
-    assert response.status_code == 200, response.content
-    assert response.json()["id"] == backup.pk and response.json()["keep"] is True
-    assert BackupRecord.objects.get(pk=backup.pk).keep is True
-    entry = Bitacora.objects.get(action="backup.keep", target_id=str(backup.pk))
-    assert entry.outcome == "ok" and entry.actor_email == "admin@clinica-a.test" and entry.details["keep"] is True
-
-    # when the owner unmarks it
-    response = client_for("test_a", "propietario").patch(url, {"keep": False}, content_type="application/json")
-    # then
-    assert response.status_code == 200 and response.json()["keep"] is False
-    assert BackupRecord.objects.get(pk=backup.pk).keep is False
-
-    # when a staff member tries, then it is forbidden and nothing changes
-    response = client_for("test_a", "odontologo").patch(url, {"keep": True}, content_type="application/json")
-    assert response.status_code == 403 and response.json()["code"] == "permission_denied"
-    assert BackupRecord.objects.get(pk=backup.pk).keep is False
-
-    # when the id is unknown, then 404
-    response = admin.patch("/api/backups/history/999999999/", {"keep": True}, content_type="application/json")
-    assert response.status_code == 404 and response.json()["code"] == "backup_not_found"
-
-    # when keep is not a boolean (or missing), then 400 and nothing changes
-    for body in ({"keep": "quizás"}, {"keep": "true"}, {"keep": 1}, {"keep": None}, {}):
-        response = admin.patch(url, body, content_type="application/json")
-        assert response.status_code == 400, body
-        assert response.json()["code"] == "invalid" and "keep" in response.json()["details"]["fields"]
-    assert BackupRecord.objects.get(pk=backup.pk).keep is False

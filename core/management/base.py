@@ -6,14 +6,11 @@ from django_tenants.utils import get_public_schema_name, tenant_context
 
 from core.exceptions import DomainError
 from core.models import Tenant
+from core.selectors import tenant_find
 
 
 def tenant_resolve(name: str) -> Tenant:
-    """A clinic by schema name or slug; never the public schema."""
-    tenant = (
-        Tenant.objects.exclude(schema_name=get_public_schema_name()).filter(schema_name=name).first()
-        or Tenant.objects.exclude(schema_name=get_public_schema_name()).filter(slug=name).first()
-    )
+    tenant = tenant_find(name)
     if tenant is None:
         raise CommandError(f"La clínica «{name}» no existe.")
     return tenant

@@ -4,8 +4,11 @@ from __future__ import annotations
 import ast
 import gettext
 import re
+import shutil
+import subprocess
 from pathlib import Path
 
+import pytest
 from django.conf import settings
 
 LC_MESSAGES = Path(settings.BASE_DIR) / "locale" / "en" / "LC_MESSAGES"
@@ -76,6 +79,26 @@ def test_the_catalog_has_messages():
 def test_every_message_is_translated():
     untranslated = [e["msgid"] for e in messages() if not e["msgstr"].replace("\0", "").strip()]
     assert untranslated == []
+
+
+SOURCE_DIRS = ("core", "usuarios", "bitacora", "clinica", "backups", "backup_restore")
+
+
+@pytest.mark.skipif(shutil.which("xgettext") is None, reason="xgettext (GNU gettext) is not installed")
+def test_every_message_in_the_code_is_in_the_catalog(tmp_path):
+    # The .po is only as complete as the last makemessages: read the code's messages afresh.
+    base = Path(settings.BASE_DIR)
+    sources = sorted(str(path.relative_to(base)) for folder in SOURCE_DIRS for path in (base / folder).rglob("*.py")
+                     if "tests" not in path.parts and "migrations" not in path.parts)
+    pot = tmp_path / "code.pot"
+    subprocess.run(
+        ["xgettext", "--language=Python", "--from-code=UTF-8", "--keyword=_", "--keyword=gettext", "--keyword=gettext_lazy",
+         "--keyword=ngettext:1,2", "--keyword=ngettext_lazy:1,2", "-o", str(pot), *sources],
+        cwd=base, check=True,
+    )
+    in_code = {e["msgid"] for e in parse_po(pot) if e["msgid"]} if pot.exists() else set()
+    missing = sorted(in_code - {e["msgid"] for e in messages()})
+    assert missing == [], "run: DEBUG=1 python manage.py makemessages -l en -i .venv, translate, compilemessages"
 
 
 def test_no_fuzzy_entries():

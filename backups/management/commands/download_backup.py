@@ -1,8 +1,7 @@
-import hashlib
-
 from django.core.management.base import CommandError
 
 from backups.services import backup_open
+from backups.storage import copy_hashed
 from bitacora.services import AuditContext
 from core.management.base import TenantCommand
 
@@ -17,11 +16,8 @@ class Command(TenantCommand):
 
     def handle_tenant(self, tenant, *, backup_id, output, **options):
         backup, stored_file = backup_open(context=AuditContext.system("manage.py download_backup"), backup_id=backup_id)
-        digest = hashlib.sha256()
         with stored_file, open(output, "wb") as destination:
-            while chunk := stored_file.read(1024 * 1024):
-                digest.update(chunk)
-                destination.write(chunk)
-        if digest.hexdigest() != backup.sha256:
+            copied = copy_hashed(stored_file, destination)
+        if copied.sha256 != backup.sha256:
             raise CommandError(f"El archivo descargado no coincide con el sha256 registrado ({backup.sha256}).")
-        self.stdout.write(self.style.SUCCESS(f"  {output}: {backup.file_size} bytes, sha256 correcto"))
+        self.stdout.write(self.style.SUCCESS(f"  {output}: {copied.size} bytes, sha256 correcto"))

@@ -1,6 +1,6 @@
 from django.core.management.base import CommandError
 
-from backups.restore import backup_restore, backup_restore_as_new_tenant
+from backups.restore import backup_restore_as_new_tenant, backup_restore_in_place
 from backups.selectors import backup_get
 from bitacora.services import AuditContext
 from core.management.base import TenantCommand
@@ -37,5 +37,5 @@ class Command(TenantCommand):
             )
             if input(f"Escriba «{tenant.schema_name}» para confirmar: ").strip() != tenant.schema_name:
                 raise CommandError("Restauración cancelada.")
-        backup_restore(context=AuditContext.system("manage.py restore_backup"), backup_id=backup_id, confirm=tenant.schema_name)
+        backup_restore_in_place(context=AuditContext.system("manage.py restore_backup"), backup_id=backup_id, confirm=tenant.schema_name)
         self.stdout.write(self.style.SUCCESS(f"  {tenant.schema_name} restaurada desde {backup.file_name}"))

@@ -1,0 +1,13 @@
+"""The audit-log actions of the backups module, one name each."""
+from enum import StrEnum
+
+
+class BackupAction(StrEnum):
+    CREATE = "backup.create"
+    DOWNLOAD = "backup.download"
+    DELETE = "backup.delete"
+    KEEP = "backup.keep"
+    VERIFY = "backup.verify"
+    RESTORE_START = "backup.restore.start"
+    RESTORE = "backup.restore"
+    RESTORE_AS_NEW_TENANT = "backup.restore_as_new_tenant"

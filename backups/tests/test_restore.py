@@ -17,7 +17,7 @@ from bitacora.services import AuditContext
 from clinica.models import Cita, Factura, Paciente
 from core.models import Tenant
 from core.schemas import schema_drop, schema_migrate
-from core.services import InvalidTenantNameError, TenantExistsError
+from core.errors import InvalidTenantNameError, TenantExistsError
 from core.selectors import migration_state
 from core.testing import committed_tables
 

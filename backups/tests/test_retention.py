@@ -3,13 +3,12 @@ from zoneinfo import ZoneInfo
 
 import pytest
 from django.core.management import call_command
-from django.utils import timezone
 
+from backups.errors import RetentionPolicyError
 from backups.models import BackupRecord
 from backups.retention import (
     BackupRow,
     RetentionPolicy,
-    RetentionPolicyError,
     backup_prune,
     retention_plan,
     retention_policy_for,

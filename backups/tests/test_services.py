@@ -5,11 +5,12 @@ from django.db import connection
 
 from backups.errors import BackupFailedError, StorageError
 from backups.models import BackupRecord
-from backups.pg_tools import DumpError, PgVersionMismatchError
+from backups.errors import DumpError, PgVersionMismatchError
 from backups.services import backup_create, pg_binaries
 from bitacora.models import Bitacora
 from bitacora.services import AuditContext
-from core.locks import OperationInProgressError, tenant_operation_lock
+from core.errors import OperationInProgressError
+from core.locks import tenant_operation_lock
 from core.testing import operation_lock_held_elsewhere
 
 CONTEXT = AuditContext.system("prueba")

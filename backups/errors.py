@@ -1,7 +1,7 @@
 """Errors of the backups module: each a stable code and a Spanish message."""
 from django.utils.translation import gettext_lazy as _
 
-from core.exceptions import DomainError
+from core.exceptions import ConflictError, DomainError
 
 
 class StorageError(DomainError):
@@ -58,6 +58,22 @@ class BackupNotCompletedError(DomainError):
     status_code = 409
     code = "backup_not_completed"
     message = _("El backup no está completado: no se puede descargar ni restaurar.")
+
+
+class BackupNotPendingError(ConflictError):
+    code = "backup_not_pending"
+    message = _("Ese backup ya se ejecutó o se está ejecutando: no se vuelve a ejecutar.")
+
+
+class RestoreJobNotPendingError(ConflictError):
+    code = "restore_not_pending"
+    message = _("Esa restauración ya se ejecutó o se está ejecutando: una restauración nunca se repite.")
+
+
+class RestoreJobNotFoundError(DomainError):
+    status_code = 404
+    code = "restore_not_found"
+    message = _("Restauración no encontrada.")
 
 
 class BackupFailedError(DomainError):

@@ -12,9 +12,12 @@ class BackupRecord(models.Model):
         AUTOMATIC = "automatic", "Automático"
 
     class Status(models.TextChoices):
+        PENDING = "pending", "En cola"
         RUNNING = "running", "En curso"
         COMPLETED = "completed", "Completado"
         FAILED = "failed", "Fallido"
+
+    ACTIVE_STATUSES = (Status.PENDING, Status.RUNNING)
 
     class Integrity(models.TextChoices):
         UNVERIFIED = "", "Sin verificar"
@@ -33,6 +36,8 @@ class BackupRecord(models.Model):
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.RUNNING, db_index=True)
     sha256 = models.CharField(max_length=64, blank=True)
     error = models.TextField(blank=True)
+    error_code = models.CharField(max_length=64, blank=True)
+    progress_bytes = models.BigIntegerField(default=0, help_text="Bytes comprimidos escritos hasta ahora por un backup en curso.")
     finished_at = models.DateTimeField(null=True, blank=True)
     manifest = models.JSONField(default=dict, blank=True)
     keep = models.BooleanField(default=False, help_text="Nunca lo borra la política de retención.")
@@ -50,3 +55,56 @@ class BackupRecord(models.Model):
     @property
     def file_size_mb(self) -> Decimal:
         return (Decimal(self.file_size) / (1024 * 1024)).quantize(Decimal("0.01"), rounding=ROUND_HALF_UP)
+
+
+class RestoreJob(models.Model):
+    """One SQL restore of this clinic, in place or into a new clinic: what a front end polls.
+
+    The swap carries these rows into the restored schema (like the backup history), and
+    marks the job `swapped` in the same transaction, so whoever finds the job afterwards
+    knows whether the clinic was restored, even if the process died right after.
+    """
+
+    class Kind(models.TextChoices):
+        IN_PLACE = "in_place", "En la clínica"
+        NEW_TENANT = "new_tenant", "En una clínica nueva"
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "En cola"
+        RUNNING = "running", "En curso"
+        COMPLETED = "completed", "Completada"
+        FAILED = "failed", "Fallida"
+
+    class Phase(models.TextChoices):
+        QUEUED = "queued", "En cola"
+        COPY = "copy", "Copiando el backup"
+        REPLAY = "replay", "Reproduciendo el dump"
+        MIGRATE = "migrate", "Migrando"
+        SWAP = "swap", "Intercambiando esquemas"
+        SWAPPED = "swapped", "Intercambiada"
+        DONE = "done", "Terminada"
+
+    ACTIVE_STATUSES = (Status.PENDING, Status.RUNNING)
+
+    backup = models.ForeignKey(BackupRecord, null=True, blank=True, on_delete=models.SET_NULL, related_name="restores")
+    backup_file_name = models.CharField(max_length=255)
+    kind = models.CharField(max_length=12, choices=Kind.choices, default=Kind.IN_PLACE)
+    new_schema = models.CharField(max_length=63, blank=True)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING, db_index=True)
+    phase = models.CharField(max_length=10, choices=Phase.choices, default=Phase.QUEUED)
+    progress_bytes = models.BigIntegerField(default=0, help_text="Bytes del dump reproducidos hasta ahora.")
+    total_bytes = models.BigIntegerField(default=0, help_text="Tamaño del dump sin comprimir, si se conoce.")
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    error_code = models.CharField(max_length=64, blank=True)
+    error = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        verbose_name = "restauración"
+        verbose_name_plural = "restauraciones"
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()} desde {self.backup_file_name} ({self.status})"

@@ -13,17 +13,19 @@ import os
 import re
 import shutil
 import subprocess
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, Callable
 
 from django.utils.translation import gettext_lazy as _
 
 from backups.errors import DumpError, PgVersionMismatchError, PsqlError
+from core.faults import die_now, kill_after_bytes
+from core.files import temporary_file
 
 CHUNK_SIZE = 1024 * 1024
 STDERR_TAIL_CHARS = 2000
+PROGRESS_EVERY_BYTES = 4 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -135,22 +137,34 @@ def _stderr_tail(stderr_file) -> str:
 class _HashingWriter:
     """Counts and hashes what goes to the destination: the stored bytes, compressed."""
 
-    def __init__(self, destination: BinaryIO):
+    def __init__(self, destination: BinaryIO, progress: Callable[[int], None] | None = None):
         self.destination = destination
         self.digest = hashlib.sha256()
         self.size = 0
+        self._progress = progress
+        self._reported = 0
+        self._kill_at = kill_after_bytes("backup.dump")
 
     def write(self, data) -> int:
         self.digest.update(data)
         self.size += len(data)
-        return self.destination.write(data)
+        written = self.destination.write(data)
+        if self._kill_at is not None and self.size >= self._kill_at:
+            die_now()
+        if self._progress and self.size - self._reported >= PROGRESS_EVERY_BYTES:
+            self._reported = self.size
+            self._progress(self.size)
+        return written
 
     def flush(self) -> None:
         self.destination.flush()
 
 
-def dump_schema(*, binaries: PgBinaries, params: PgConnectionParams, schema: str, destination: BinaryIO) -> DumpResult:
-    """Stream `pg_dump --schema` as gzip into destination, with bounded memory."""
+def dump_schema(
+    *, binaries: PgBinaries, params: PgConnectionParams, schema: str, destination: BinaryIO,
+    progress: Callable[[int], None] | None = None,
+) -> DumpResult:
+    """Stream `pg_dump --schema` as gzip into destination, with bounded memory; progress gets the bytes written."""
     command = [
         str(binaries.pg_dump),
         f"--schema={schema}",
@@ -159,8 +173,8 @@ def dump_schema(*, binaries: PgBinaries, params: PgConnectionParams, schema: str
         "--format=plain",  # plain SQL, so that `gunzip | psql` restores it
         "--encoding=UTF8",
     ]
-    writer = _HashingWriter(destination)
-    with tempfile.TemporaryFile() as stderr_file:
+    writer = _HashingWriter(destination, progress)
+    with temporary_file() as stderr_file:
         process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=stderr_file, env=params.environ())
         try:
             # mtime=0: the same data gives the same bytes, whatever the hour.
@@ -187,7 +201,7 @@ def run_psql(*, binaries: PgBinaries, params: PgConnectionParams, script: Binary
         "-v", "ON_ERROR_STOP=1",  # without it psql runs on past errors and leaves half a restore
         *extra_args,
     ]
-    with tempfile.TemporaryFile() as stderr_file:
+    with temporary_file() as stderr_file:
         process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=stderr_file, env=params.environ())
         try:
             while chunk := script.read(CHUNK_SIZE):

@@ -2,28 +2,36 @@
 
 1. Check before touching anything: the record is completed, the object exists and
    its sha256 matches, its migrations are not newer than the code.
-2. Replay the dump in one `psql --single-transaction -v ON_ERROR_STOP=1` run. The
-   dump hard-codes the schema name and editing its text corrupts data, so that run
-   renames the live schema aside, replays the dump (which recreates the live name),
-   renames the result to a staging name and the live schema back. If anything fails
-   the whole run rolls back: the live schema was never touched.
+2. Replay the dump in one `psql -v ON_ERROR_STOP=1` run, inside an explicit
+   BEGIN … COMMIT written into the script itself. The dump hard-codes the schema
+   name and editing its text corrupts data, so that run renames the live schema
+   aside, replays the dump (which recreates the live name), renames the result to
+   a staging name and the live schema back. If anything fails, or the script ends
+   before its COMMIT because the process feeding it died, the whole run rolls back:
+   the live schema was never touched. (`--single-transaction` would not do: psql
+   commits what it was fed when its input simply ends.)
 3. Migrate the staging schema forward if the dump is older than the code.
 4. In one short transaction with a lock timeout: lock the live tables, carry the rows
-   that a restore must not roll back (backup history, audit log) into staging, swap
-   the schemas. Other sessions see the old tenant or the new one, never a mix.
+   that a restore must not roll back (backup history, restore jobs, audit log) into
+   staging, mark the job `swapped` there, swap the schemas. Other sessions see the
+   old tenant or the new one, never a mix.
 5. Drop the old schema.
+
+A restore into a new clinic replays into a staging schema too, then renames it to
+the new clinic's name and registers the clinic in one transaction. Every schema an
+operation creates is named `<clinic>__<staging|aside|old>_<hex>` (core.schemas), so
+that if the process dies at any step the reaper finds and drops it.
 """
 from __future__ import annotations
 
 import gzip
 import io
 import logging
-import secrets
-import tempfile
-from typing import BinaryIO, Iterable
+from typing import BinaryIO, Callable, Iterable
 
 from django.conf import settings
 from django.db import DatabaseError, connection, transaction
+from django_tenants.utils import schema_exists
 
 from backups.actions import BackupAction
 from backups.errors import (
@@ -34,7 +42,7 @@ from backups.errors import (
     RestoreFailedError,
     StorageObjectMissingError,
 )
-from backups.models import BackupRecord
+from backups.models import BackupRecord, RestoreJob
 from backups.pg_tools import PgBinaries, run_psql
 from backups.selectors import backup_get, backup_get_completed
 from backups.services import TARGET_TYPE, backup_mark_integrity, database_params, pg_binaries
@@ -42,16 +50,20 @@ from backups.storage import COPY_CHUNK_SIZE, storage_copy
 from bitacora.models import Bitacora
 from bitacora.services import AuditContext, audit_failure, record
 from core.exceptions import DomainError
+from core.faults import die_now, kill_after_bytes, kill_point
+from core.files import temporary_file
 from core.locks import tenant_operation_lock
 from core.models import Tenant
-from core.schemas import code_migrations, schema_drop, schema_migrate
+from core.schemas import code_migrations, operation_schemas, schema_drop, schema_migrate
 from core.services import tenant_name_check, tenant_register_schema
 from core.selectors import migration_state
 
 logger = logging.getLogger(__name__)
 
-# Rows written after the dump that a restore must keep: who did what, and which backups exist.
-CARRIED_MODELS = (BackupRecord, Bitacora)
+# Rows written after the dump that a restore must keep: who did what, which backups exist,
+# and the restores themselves (the one running included).
+CARRIED_MODELS = (BackupRecord, RestoreJob, Bitacora)
+PROGRESS_EVERY_BYTES = 8 * 1024 * 1024
 
 
 class _ConcatenatedReader(io.RawIOBase):
@@ -71,6 +83,33 @@ class _ConcatenatedReader(io.RawIOBase):
                 return chunk
             self._current = next(self._parts, None)
         return b""
+
+
+class _CountedReader(io.RawIOBase):
+    """The dump as psql reads it, reporting progress (and obeying a test's kill point)."""
+
+    def __init__(self, source: BinaryIO, progress: Callable[[int], None] | None):
+        self._source = source
+        self._progress = progress
+        self._reported = 0
+        self.count = 0
+        self._kill_at = kill_after_bytes("restore.replay")
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int = -1) -> bytes:
+        size = size if size and size > 0 else COPY_CHUNK_SIZE
+        if self._kill_at is not None:
+            if self.count >= self._kill_at:
+                die_now()  # what was read before is already in psql's pipe
+            size = min(size, self._kill_at - self.count)
+        chunk = self._source.read(size)
+        self.count += len(chunk)
+        if self._progress and self.count - self._reported >= PROGRESS_EVERY_BYTES:
+            self._reported = self.count
+            self._progress(self.count)
+        return chunk
 
 
 def _verified_copy(backup: BackupRecord, destination: BinaryIO) -> None:
@@ -96,16 +135,29 @@ def _check_migrations(backup: BackupRecord) -> bool:
     return dumped != migration_state()
 
 
-def _replay_into_staging(*, binaries: PgBinaries, schema: str, staging: str, aside: str, dump_file: BinaryIO) -> None:
-    prelude = f'ALTER SCHEMA "{schema}" RENAME TO "{aside}";\n'.encode()
+def replay_script_parts(*, schema: str, staging: str, aside: str) -> tuple[bytes, bytes]:
+    """The SQL around the dump: one explicit transaction that leaves the live schema as it was."""
+    prelude = f'BEGIN;\nALTER SCHEMA "{schema}" RENAME TO "{aside}";\n'.encode()
     postlude = (
         f'\n;ALTER SCHEMA "{schema}" RENAME TO "{staging}";\n'
         f'ALTER SCHEMA "{aside}" RENAME TO "{schema}";\n'
+        "COMMIT;\n"
     ).encode()
+    return prelude, postlude
+
+
+def _replay_into_staging(
+    *, binaries: PgBinaries, schema: str, staging: str, aside: str, dump_file: BinaryIO,
+    progress: Callable[[int], None] | None = None,
+) -> None:
+    prelude, postlude = replay_script_parts(schema=schema, staging=staging, aside=aside)
     with gzip.GzipFile(fileobj=dump_file, mode="rb") as dump_sql:
-        script = _ConcatenatedReader([io.BytesIO(prelude), dump_sql, io.BytesIO(postlude)])
-        # --single-transaction: the renames and the replay commit together or not at all.
-        run_psql(binaries=binaries, params=database_params(), script=script, extra_args=("--single-transaction",))
+        script = _ConcatenatedReader([io.BytesIO(prelude), _CountedReader(dump_sql, progress), io.BytesIO(postlude)])
+        run_psql(binaries=binaries, params=database_params(), script=script)
+    # psql exits 0 when its input ends before COMMIT (the transaction then rolls back):
+    # only the staging schema's existence proves the replay committed.
+    if not schema_exists(staging):
+        raise RestoreFailedError(details={"reason": "replay_not_committed"})
 
 
 def _columns(schema: str, table: str) -> list[str]:
@@ -117,7 +169,7 @@ def _columns(schema: str, table: str) -> list[str]:
         return [name for (name,) in cursor.fetchall()]
 
 
-def _swap(*, schema: str, staging: str, old: str) -> None:
+def _swap(*, schema: str, staging: str, old: str, job: RestoreJob | None) -> None:
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute("SET LOCAL lock_timeout = %s", [settings.BACKUP_RESTORE_LOCK_TIMEOUT])
         cursor.execute("SELECT tablename FROM pg_tables WHERE schemaname = %s", [schema])
@@ -136,68 +188,101 @@ def _swap(*, schema: str, staging: str, old: str) -> None:
                 f"SELECT setval(pg_get_serial_sequence(%s, 'id'), COALESCE((SELECT max(id) FROM \"{staging}\".\"{table}\"), 0) + 1, false)",
                 [f'"{staging}"."{table}"'],
             )
+        if job is not None:  # committed with the swap or not at all: the reaper reads it
+            table = RestoreJob._meta.db_table
+            cursor.execute(f'UPDATE "{staging}"."{table}" SET phase = %s WHERE id = %s', [RestoreJob.Phase.SWAPPED, job.pk])
+        kill_point("restore.swap_before_commit")
         cursor.execute(f'ALTER SCHEMA "{schema}" RENAME TO "{old}"')
         cursor.execute(f'ALTER SCHEMA "{staging}" RENAME TO "{schema}"')
 
 
-def backup_restore_in_place(*, context: AuditContext, backup_id: int, confirm: str) -> BackupRecord:
+def _job_phase(job: RestoreJob | None, phase: str, **fields) -> None:
+    if job is not None:
+        RestoreJob.objects.filter(pk=job.pk).update(phase=phase, **fields)
+
+
+def _job_progress(job: RestoreJob | None) -> Callable[[int], None] | None:
+    if job is None:
+        return None
+    return lambda count: RestoreJob.objects.filter(pk=job.pk).update(progress_bytes=count)
+
+
+def backup_restore_in_place(*, context: AuditContext, backup_id: int, confirm: str, job: RestoreJob | None = None) -> BackupRecord:
     """Put this clinic back to the moment of one of its backups, atomically."""
     schema = connection.schema_name
-    token = secrets.token_hex(4)
-    staging, aside, old = f"{schema}__staging_{token}", f"{schema}__aside_{token}", f"{schema}__old_{token}"
+    names = operation_schemas(schema)
     with audit_failure(context=context, action=BackupAction.RESTORE, target_type=TARGET_TYPE, target_id=backup_id):
         if confirm != schema:
             raise RestoreConfirmationError(details={"expected": schema})
         backup = backup_get_completed(backup_id=backup_id)
         binaries = pg_binaries()
-        with tenant_operation_lock(schema), tempfile.TemporaryFile() as dump_file:
+        with tenant_operation_lock(schema), temporary_file() as dump_file:
+            _job_phase(job, RestoreJob.Phase.COPY)
             _verified_copy(backup, dump_file)
             older_than_code = _check_migrations(backup)
             record(context=context, action=BackupAction.RESTORE_START, target_type=TARGET_TYPE, target_id=backup.pk,
                    details={"file_name": backup.file_name})
+            kill_point("restore.before_replay")
             try:
-                _replay_into_staging(binaries=binaries, schema=schema, staging=staging, aside=aside, dump_file=dump_file)
+                _job_phase(job, RestoreJob.Phase.REPLAY)
+                _replay_into_staging(binaries=binaries, schema=schema, staging=names.staging, aside=names.aside,
+                                     dump_file=dump_file, progress=_job_progress(job))
+                kill_point("restore.after_replay")
                 if older_than_code:
-                    schema_migrate(staging)
-                _swap(schema=schema, staging=staging, old=old)
+                    _job_phase(job, RestoreJob.Phase.MIGRATE)
+                    schema_migrate(names.staging)
+                _job_phase(job, RestoreJob.Phase.SWAP)
+                _swap(schema=schema, staging=names.staging, old=names.old, job=job)
             except DatabaseError as exc:
-                schema_drop(staging)
+                schema_drop(names.staging)
                 if "lock timeout" in str(exc):
                     raise RestoreBusyError() from exc
                 raise RestoreFailedError(details={"exception": type(exc).__name__}) from exc
             except DomainError:
-                schema_drop(staging)
+                schema_drop(names.staging)
                 raise
-            schema_drop(old)
+            kill_point("restore.after_swap")
+            schema_drop(names.old)
     backup = backup_get(backup_id=backup_id)
     record(context=context, action=BackupAction.RESTORE, target_type=TARGET_TYPE, target_id=backup.pk,
            details={"file_name": backup.file_name, "migrated_forward": older_than_code})
     return backup
 
 
-def backup_restore_as_new_tenant(*, context: AuditContext, backup_id: int, schema_name: str, nombre: str) -> Tenant:
+def backup_restore_as_new_tenant(
+    *, context: AuditContext, backup_id: int, schema_name: str, nombre: str, job: RestoreJob | None = None
+) -> Tenant:
     """A new clinic holding this clinic's data as of one backup; the live clinic is not touched.
 
     Clinics use it to look at an old state. The replay is the one of an in-place
-    restore, with the new clinic's schema as the staging name; nothing is swapped.
+    restore into a staging schema; that schema then becomes the new clinic's, in the
+    same transaction that registers the clinic.
     """
     schema = connection.schema_name
-    aside = f"{schema}__aside_{secrets.token_hex(4)}"
+    names = operation_schemas(schema)
     with audit_failure(context=context, action=BackupAction.RESTORE_AS_NEW_TENANT, target_type=TARGET_TYPE, target_id=backup_id,
                        details={"new_tenant": schema_name}):
         tenant_name_check(schema_name)
         backup = backup_get_completed(backup_id=backup_id)
         binaries = pg_binaries()
-        with tenant_operation_lock(schema), tempfile.TemporaryFile() as dump_file:
+        with tenant_operation_lock(schema), temporary_file() as dump_file:
+            _job_phase(job, RestoreJob.Phase.COPY)
             _verified_copy(backup, dump_file)
             older_than_code = _check_migrations(backup)
             try:
-                _replay_into_staging(binaries=binaries, schema=schema, staging=schema_name, aside=aside, dump_file=dump_file)
+                _job_phase(job, RestoreJob.Phase.REPLAY)
+                _replay_into_staging(binaries=binaries, schema=schema, staging=names.staging, aside=names.aside,
+                                     dump_file=dump_file, progress=_job_progress(job))
                 if older_than_code:
-                    schema_migrate(schema_name)
-                tenant = tenant_register_schema(schema_name=schema_name, nombre=nombre)
+                    _job_phase(job, RestoreJob.Phase.MIGRATE)
+                    schema_migrate(names.staging)
+                kill_point("restore.after_replay")
+                with transaction.atomic():
+                    with connection.cursor() as cursor:
+                        cursor.execute(f'ALTER SCHEMA "{names.staging}" RENAME TO "{schema_name}"')
+                    tenant = tenant_register_schema(schema_name=schema_name, nombre=nombre)
             except Exception:
-                schema_drop(schema_name)
+                schema_drop(names.staging)
                 raise
     record(context=context, action=BackupAction.RESTORE_AS_NEW_TENANT, target_type=TARGET_TYPE, target_id=backup.pk,
            details={"file_name": backup.file_name, "new_tenant": schema_name, "migrated_forward": older_than_code})

@@ -2,8 +2,8 @@ from __future__ import annotations
 
 from django.db.models import QuerySet
 
-from backups.errors import BackupNotCompletedError, BackupNotFoundError
-from backups.models import BackupRecord
+from backups.errors import BackupNotCompletedError, BackupNotFoundError, RestoreJobNotFoundError
+from backups.models import BackupRecord, RestoreJob
 
 
 def backup_list(*, backup_type: str | None = None, status: str | None = None) -> QuerySet[BackupRecord]:
@@ -30,3 +30,11 @@ def backup_get_completed(*, backup_id: int) -> BackupRecord:
     if backup.status != BackupRecord.Status.COMPLETED:
         raise BackupNotCompletedError(details={"id": backup.pk, "status": backup.status})
     return backup
+
+
+def restore_job_get(*, job_id: int) -> RestoreJob:
+    """One restore of this clinic; another clinic's id is unknown here."""
+    job = RestoreJob.objects.filter(pk=job_id).first()
+    if job is None:
+        raise RestoreJobNotFoundError(details={"id": job_id})
+    return job

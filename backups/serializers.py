@@ -1,6 +1,6 @@
 from rest_framework import serializers
 
-from backups.models import BackupRecord
+from backups.models import BackupRecord, RestoreJob
 from usuarios.serializers import UsuarioResumenSerializer
 
 
@@ -14,7 +14,8 @@ class BackupRecordSerializer(serializers.ModelSerializer):
         model = BackupRecord
         fields = [
             "id", "file_name", "file_path", "file_size", "file_size_mb", "backup_type", "created_by", "created_at",
-            "status", "sha256", "error", "finished_at", "manifest", "keep", "integrity", "verified_at",
+            "status", "sha256", "error", "error_code", "progress_bytes", "finished_at", "manifest", "keep", "integrity",
+            "verified_at",
         ]
         read_only_fields = fields
 
@@ -54,7 +55,38 @@ class BackupRestoreSerializer(serializers.Serializer):
     confirm = serializers.CharField(help_text="El nombre del esquema de la clínica, como confirmación.")
 
 
+class RestoreJobSerializer(serializers.ModelSerializer):
+    """A restore as a front end polls it: status, phase, progress, times, error."""
+
+    backup_id = serializers.IntegerField(read_only=True, allow_null=True)
+
+    class Meta:
+        model = RestoreJob
+        fields = [
+            "id", "backup_id", "backup_file_name", "kind", "new_schema", "status", "phase", "progress_bytes",
+            "total_bytes", "created_at", "started_at", "finished_at", "error_code", "error",
+        ]
+        read_only_fields = fields
+
+
 class BackupRestoredSerializer(serializers.Serializer):
     success = serializers.BooleanField()
     message = serializers.CharField()
     backup = BackupRecordSerializer()
+    restore = RestoreJobSerializer()
+
+
+class BackupInProgressSerializer(serializers.Serializer):
+    """202: the job goes on; poll the `Location` (the backup record) until its status settles."""
+
+    success = serializers.BooleanField()
+    message = serializers.CharField()
+    backup = BackupRecordSerializer()
+
+
+class RestoreInProgressSerializer(serializers.Serializer):
+    """202: the restore goes on; poll the `Location` (the restore job) until its status settles."""
+
+    success = serializers.BooleanField()
+    message = serializers.CharField()
+    restore = RestoreJobSerializer()

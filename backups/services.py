@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import logging
-import tempfile
 from typing import BinaryIO
 
 from django.conf import settings
@@ -11,15 +10,23 @@ from django.db import connection
 from django.utils import timezone
 
 from backups.actions import BackupAction
-from backups.errors import BackupFailedError, BackupNotCompletedError, StorageObjectMissingError
+from backups.errors import (
+    BackupFailedError,
+    BackupNotCompletedError,
+    BackupNotPendingError,
+    StorageObjectMissingError,
+    StorageUnavailableError,
+)
 from backups.models import BackupRecord
-from backups.pg_tools import PgBinaries, PgConnectionParams, dump_schema, find_binaries
+from backups.pg_tools import CHUNK_SIZE, DumpResult, PgBinaries, PgConnectionParams, dump_schema, find_binaries
 from backups.selectors import backup_get, backup_get_completed
 from backups.storage import backup_storage, storage_copy, storage_open
 from bitacora.models import Outcome
 from bitacora.services import AuditContext, audit_failure, record
+from core.errors import OperationInProgressError
 from core.exceptions import DomainError
-from core.files import file_name_timestamp
+from core.faults import die_now, kill_after_bytes, kill_point
+from core.files import file_name_timestamp, temporary_file
 from core.locks import tenant_operation_lock
 from core.selectors import migration_state
 
@@ -70,55 +77,124 @@ def _remove_partial_object(file_path: str) -> None:
         logger.exception("could not remove the partial object %s", file_path)
 
 
-def backup_create(*, context: AuditContext, backup_type: str = BackupRecord.Type.MANUAL, created_by=None) -> BackupRecord:
-    """Dump this clinic's schema (pg_dump → gzip → sha256 → storage) and record it.
+class _KilledAfterBytes:
+    """A test's kill point on a stream: the process dies once `limit` bytes went through."""
 
-    Memory stays bounded: the dump streams through a temporary file. The record is
-    `completed` only once the object is stored and its checksum recorded; on any
-    failure the object is removed and the record is `failed` with the reason.
-    """
+    def __init__(self, source: BinaryIO, limit: int):
+        self._source, self._limit, self._count = source, limit, 0
+
+    def read(self, size: int = -1) -> bytes:
+        if self._count >= self._limit:
+            die_now()
+        chunk = self._source.read(min(size if size and size > 0 else CHUNK_SIZE, self._limit - self._count))
+        self._count += len(chunk)
+        return chunk
+
+    def __getattr__(self, name):
+        return getattr(self._source, name)
+
+
+def backup_start(*, context: AuditContext, backup_type: str = BackupRecord.Type.MANUAL, created_by=None) -> BackupRecord:
+    """Reserve a backup: a `pending` record with its file name, once the clinic is free (else 409)."""
     schema = connection.schema_name
     with audit_failure(context=context, action=BackupAction.CREATE):
+        pg_binaries()  # a missing or mismatched pg_dump is refused before anything is recorded
+        with tenant_operation_lock(schema):  # free now, or 409 at once rather than a queued job that will fail
+            if BackupRecord.objects.filter(status__in=BackupRecord.ACTIVE_STATUSES).exists():
+                raise OperationInProgressError()
+            file_name, file_path = _unused_path(schema, backup_type)
+            return BackupRecord.objects.create(
+                file_name=file_name, file_path=file_path, backup_type=backup_type, created_by=created_by,
+                status=BackupRecord.Status.PENDING,
+            )
+
+
+def _backup_claim(backup_id: int) -> bool:
+    """pending → running, once: a job delivered twice (a worker died before acknowledging) runs once."""
+    return bool(
+        BackupRecord.objects.filter(pk=backup_id, status=BackupRecord.Status.PENDING)
+        .update(status=BackupRecord.Status.RUNNING, error="", error_code="")
+    )
+
+
+def _backup_dump_and_store(backup: BackupRecord, binaries: PgBinaries) -> DumpResult:
+    schema = connection.schema_name
+
+    def progress(size: int) -> None:
+        BackupRecord.objects.filter(pk=backup.pk).update(progress_bytes=size)
+
+    with temporary_file() as spool:
+        result = dump_schema(binaries=binaries, params=database_params(), schema=schema, destination=spool, progress=progress)
+        spool.seek(0)
+        kill_point("backup.before_upload")
+        limit = kill_after_bytes("backup.upload")
+        source = spool if limit is None else _KilledAfterBytes(spool, limit)
+        backup_storage().save(backup.file_path, File(source, name=backup.file_name))
+    return result
+
+
+def backup_fail(*, backup: BackupRecord, error: BaseException | str, code: str = "") -> None:
+    """Mark a backup failed with a readable reason and remove whatever part of its object was stored."""
+    _remove_partial_object(backup.file_path)
+    if isinstance(error, DomainError):
+        message, code = str(error.message), error.code
+    elif isinstance(error, BaseException):
+        message, code = type(error).__name__, code or "backup_failed"
+    else:
+        message = error
+    BackupRecord.objects.filter(pk=backup.pk).update(
+        status=BackupRecord.Status.FAILED, error=message, error_code=code, finished_at=timezone.now()
+    )
+
+
+def backup_run(*, context: AuditContext, backup_id: int, retry_transient: bool = False) -> BackupRecord:
+    """Dump a reserved backup (pg_dump → gzip → sha256 → storage) and record it.
+
+    Memory stays bounded: the dump streams through an anonymous temporary file. The
+    record is `completed` only once the object is stored and its checksum recorded;
+    on any failure the object is removed and the record is `failed` with the reason.
+    With retry_transient, a storage outage puts the record back to `pending` and
+    re-raises, for the job to try again later.
+    """
+    schema = connection.schema_name
+    with audit_failure(context=context, action=BackupAction.CREATE, target_type=TARGET_TYPE, target_id=backup_id):
         binaries = pg_binaries()
         with tenant_operation_lock(schema):
-            file_name, file_path = _unused_path(schema, backup_type)
-            backup = BackupRecord.objects.create(
-                file_name=file_name,
-                file_path=file_path,
-                backup_type=backup_type,
-                created_by=created_by,
-                status=BackupRecord.Status.RUNNING,
-                manifest={
-                    "format_version": MANIFEST_FORMAT_VERSION,
-                    "tenant_schema": schema,
-                    "server_version": _server_version(),
-                    "pg_dump_version": binaries.version,
-                    "compression": "gzip",
-                    "migrations": migration_state(),
-                },
-            )
+            if not _backup_claim(backup_id):
+                raise BackupNotPendingError(details={"id": backup_id})
+            backup = backup_get(backup_id=backup_id)
+            backup.manifest = {
+                "format_version": MANIFEST_FORMAT_VERSION,
+                "tenant_schema": schema,
+                "server_version": _server_version(),
+                "pg_dump_version": binaries.version,
+                "compression": "gzip",
+                "migrations": migration_state(),
+            }
+            backup.save(update_fields=["manifest"])
             try:
-                with tempfile.NamedTemporaryFile(prefix=f"backup_{schema}_", suffix=".sql.gz") as spool:
-                    result = dump_schema(binaries=binaries, params=database_params(), schema=schema, destination=spool)
-                    spool.flush()
-                    spool.seek(0)
-                    backup_storage().save(file_path, File(spool, name=file_name))
+                result = _backup_dump_and_store(backup, binaries)
+            except StorageUnavailableError as exc:
+                _remove_partial_object(backup.file_path)
+                if not retry_transient:
+                    backup_fail(backup=backup, error=exc)
+                    raise
+                BackupRecord.objects.filter(pk=backup.pk).update(
+                    status=BackupRecord.Status.PENDING, progress_bytes=0, error=str(exc.message), error_code=exc.code
+                )
+                raise
             except Exception as exc:
-                _remove_partial_object(file_path)
-                backup.status = BackupRecord.Status.FAILED
-                backup.error = str(exc.message) if isinstance(exc, DomainError) else f"{type(exc).__name__}: {exc}"
-                backup.finished_at = timezone.now()
-                backup.save(update_fields=["status", "error", "finished_at"])
-                logger.exception("backup %s of %s failed", file_name, schema)
+                backup_fail(backup=backup, error=exc)
+                logger.exception("backup %s of %s failed", backup.file_name, schema)
                 if isinstance(exc, DomainError):
                     raise
                 raise BackupFailedError(details={"id": backup.pk}) from exc
-
             backup.file_size = result.size
             backup.sha256 = result.sha256
+            backup.progress_bytes = result.size
             backup.status = BackupRecord.Status.COMPLETED
             backup.finished_at = timezone.now()
-            backup.save(update_fields=["file_size", "sha256", "status", "finished_at"])
+            backup.save(update_fields=["file_size", "sha256", "progress_bytes", "status", "finished_at"])
     record(
         context=context,
         action=BackupAction.CREATE,
@@ -127,6 +203,12 @@ def backup_create(*, context: AuditContext, backup_type: str = BackupRecord.Type
         details={"file_name": backup.file_name, "file_size": backup.file_size, "backup_type": backup.backup_type},
     )
     return backup
+
+
+def backup_create(*, context: AuditContext, backup_type: str = BackupRecord.Type.MANUAL, created_by=None) -> BackupRecord:
+    """Back this clinic up now, in this process (a command, the admin, an inline job)."""
+    backup = backup_start(context=context, backup_type=backup_type, created_by=created_by)
+    return backup_run(context=context, backup_id=backup.pk)
 
 
 def backup_open(*, context: AuditContext, backup_id: int) -> tuple[BackupRecord, BinaryIO]:

@@ -10,4 +10,5 @@ urlpatterns = [
     path("history/<int:backup_id>/", views.BackupDetailView.as_view(), name="backup_detail"),
     path("history/<int:backup_id>/download/", views.BackupDownloadView.as_view(), name="backup_download"),
     path("history/<int:backup_id>/restore/", views.BackupRestoreView.as_view(), name="backup_restore"),
+    path("restores/<int:job_id>/", views.RestoreJobDetailView.as_view(), name="restore_detail"),
 ]

@@ -1,4 +1,5 @@
 from django.http import FileResponse
+from django.urls import reverse
 from django.utils.translation import gettext as _
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiResponse, extend_schema
@@ -7,20 +8,24 @@ from rest_framework.pagination import LimitOffsetPagination
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from backups.jobs import backup_enqueue, job_wait, restore_enqueue
 from backups.models import BackupRecord
-from backups.selectors import backup_get, backup_list
+from backups.selectors import backup_get, backup_list, restore_job_get
 from backups.serializers import (
     BackupCreatedSerializer,
     BackupCreateSerializer,
+    BackupInProgressSerializer,
     BackupKeepSerializer,
     BackupListQuerySerializer,
     BackupRecordSerializer,
     BackupRestoredSerializer,
     BackupRestoreSerializer,
+    RestoreInProgressSerializer,
+    RestoreJobSerializer,
 )
-from backups.restore import backup_restore_in_place
-from backups.services import backup_create, backup_delete, backup_open, backup_set_keep
+from backups.services import backup_delete, backup_open, backup_set_keep
 from bitacora.services import AuditContext
+from core.exceptions import domain_error_for
 from usuarios.permissions import IsAdminOrPropietario
 
 CHECKSUM_HEADER = "X-Checksum-SHA256"
@@ -51,20 +56,35 @@ class BackupHistoryListView(APIView):
         return paginator.get_paginated_response(BackupRecordSerializer(page, many=True).data)
 
 
+def _raise_if_failed(record) -> None:
+    """A job that failed within the wait answers as it would have inline: its own error."""
+    if record.status == record.Status.FAILED:
+        raise domain_error_for(record.error_code, record.error, details={"id": record.pk})
+
+
 class BackupCreateView(APIView):
+    """POST /api/backups/create/: 201 when the backup finishes within the wait, else 202 and a Location to poll."""
+
     permission_classes = [IsAdminOrPropietario]
 
-    @extend_schema(request=BackupCreateSerializer, responses={201: BackupCreatedSerializer})
+    @extend_schema(request=BackupCreateSerializer, responses={201: BackupCreatedSerializer, 202: BackupInProgressSerializer})
     def post(self, request):
         payload = BackupCreateSerializer(data=request.data)
         payload.is_valid(raise_exception=True)
-        backup = backup_create(
+        backup = backup_enqueue(
             context=AuditContext.from_request(request),
             backup_type=payload.validated_data["backup_type"],
             created_by=request.user,
         )
-        body = {"success": True, "message": _("Backup creado exitosamente"), "backup": BackupRecordSerializer(backup).data}
-        return Response(body, status=status.HTTP_201_CREATED)
+        backup = job_wait(backup)
+        _raise_if_failed(backup)
+        data = BackupRecordSerializer(backup).data
+        if backup.status == BackupRecord.Status.COMPLETED:
+            return Response({"success": True, "message": _("Backup creado exitosamente"), "backup": data},
+                            status=status.HTTP_201_CREATED)
+        body = {"success": True, "message": _("El backup está en curso; consulte su estado en Location."), "backup": data}
+        return Response(body, status=status.HTTP_202_ACCEPTED,
+                        headers={"Location": reverse("backups:backup_detail", args=[backup.pk])})
 
 
 class BackupDetailView(APIView):
@@ -99,13 +119,36 @@ class BackupDownloadView(APIView):
 
 
 class BackupRestoreView(APIView):
-    """POST /api/backups/history/{id}/restore/ {"confirm": "<schema>"}: put the clinic back to that backup."""
+    """POST /api/backups/history/{id}/restore/ {"confirm": "<schema>"}: put the clinic back to that backup.
+
+    200 when the restore finishes within the wait, else 202 and the restore job's Location to poll."""
 
     permission_classes = [IsAdminOrPropietario]
 
-    @extend_schema(request=BackupRestoreSerializer, responses=BackupRestoredSerializer)
+    @extend_schema(request=BackupRestoreSerializer, responses={200: BackupRestoredSerializer, 202: RestoreInProgressSerializer})
     def post(self, request, backup_id: int):
         payload = BackupRestoreSerializer(data=request.data)
         payload.is_valid(raise_exception=True)
-        backup = backup_restore_in_place(context=AuditContext.from_request(request), backup_id=backup_id, confirm=payload.validated_data["confirm"])
-        return Response({"success": True, "message": _("Clínica restaurada desde el backup"), "backup": BackupRecordSerializer(backup).data})
+        job = restore_enqueue(context=AuditContext.from_request(request), backup_id=backup_id,
+                              confirm=payload.validated_data["confirm"], created_by=request.user)
+        job = job_wait(job)
+        _raise_if_failed(job)
+        restore = RestoreJobSerializer(job).data
+        if job.status == job.Status.COMPLETED:
+            backup = BackupRecordSerializer(backup_get(backup_id=backup_id)).data
+            return Response({"success": True, "message": _("Clínica restaurada desde el backup"), "backup": backup,
+                             "restore": restore})
+        body = {"success": True, "message": _("La restauración está en curso; consulte su estado en Location."),
+                "restore": restore}
+        return Response(body, status=status.HTTP_202_ACCEPTED,
+                        headers={"Location": reverse("backups:restore_detail", args=[job.pk])})
+
+
+class RestoreJobDetailView(APIView):
+    """GET /api/backups/restores/{id}/: a restore's status, phase, progress, times and error."""
+
+    permission_classes = [IsAdminOrPropietario]
+
+    @extend_schema(responses=RestoreJobSerializer)
+    def get(self, request, job_id: int):
+        return Response(RestoreJobSerializer(restore_job_get(job_id=job_id)).data)

@@ -43,6 +43,19 @@ class ConflictError(DomainError):
     message = _("La operación entra en conflicto con el estado actual.")
 
 
+def domain_error_for(code: str, message: str, details: dict | None = None) -> DomainError:
+    """The error a job recorded (its code and message), raised again where its caller waits."""
+    pending = [DomainError]
+    while pending:
+        cls = pending.pop()
+        if cls.__dict__.get("code") == code:
+            return cls(message, details=details)
+        pending.extend(cls.__subclasses__())
+    error = DomainError(message, details=details)
+    error.code, error.status_code = code, status.HTTP_500_INTERNAL_SERVER_ERROR
+    return error
+
+
 def error_body(code: str, message, details: dict | None = None) -> dict:
     return {"success": False, "code": code, "message": str(message), "details": details or {}}
 

@@ -172,13 +172,48 @@ STORAGES = {
     ),
 }
 
+# Temporary files of every operation (dumps on their way, uploads): one folder, mode 0700.
+BACKUP_TEMP_DIR = Path(env("BACKUP_TEMP_DIR", default=str(BASE_DIR / "var" / "tmp")))
+
+# Jobs (Celery). With no broker configured, jobs run inline in the calling process,
+# so `make demo` and `make test` need nothing beyond PostgreSQL.
+CELERY_BROKER_URL = env("CELERY_BROKER_URL", default="") or env("REDIS_URL", default="")
+CELERY_TASK_ALWAYS_EAGER = not CELERY_BROKER_URL
+CELERY_TASK_EAGER_PROPAGATES = True
+# A job's state lives in its database record (BackupRecord, RestoreJob), not in a result backend.
+CELERY_TASK_IGNORE_RESULT = True
+# Long jobs: a message is acknowledged only when its job ends (a worker killed mid-job
+# leaves it in the queue; the job's record says whether it may run again), one at a time.
+CELERY_TASK_ACKS_LATE = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TASK_TIME_LIMIT = env.int("JOB_TIME_LIMIT", default=6 * 3600)
+CELERY_TASK_SOFT_TIME_LIMIT = env.int("JOB_SOFT_TIME_LIMIT", default=CELERY_TASK_TIME_LIMIT - 300)
+# Redis hands an unacknowledged message to another worker after this long: longer than any job.
+CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": CELERY_TASK_TIME_LIMIT + 3600}
+CELERY_TASK_DEFAULT_QUEUE = env("JOB_QUEUE", default="clinica")
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+CELERY_BEAT_SCHEDULE = {
+    "reap-interrupted-operations": {"task": "backups.tasks.reap_task", "schedule": env.int("REAP_EVERY_SECONDS", default=900)},
+}
+# How long an API call waits for the job it started before answering 202 with something to poll.
+JOB_WAIT_SECONDS = env.float("JOB_WAIT_SECONDS", default=20)
+# A job still `pending` after this long never reached a worker (a lost message): the reaper fails it.
+JOB_PENDING_MAX_AGE = timedelta(seconds=env.int("JOB_PENDING_MAX_AGE", default=CELERY_TASK_TIME_LIMIT + 3600))
+# Backups retry transient storage errors this many times, waiting 30 s, 60 s, 120 s…
+BACKUP_STORAGE_RETRIES = env.int("BACKUP_STORAGE_RETRIES", default=3)
+
 # SQL restore: how long the schema swap waits for the clinic's in-flight transactions.
 BACKUP_RESTORE_LOCK_TIMEOUT = env("BACKUP_RESTORE_LOCK_TIMEOUT", default="10s")
 
 # JSON restore: the largest upload accepted (bytes).
 RESTORE_MAX_UPLOAD_BYTES = env.int("RESTORE_MAX_UPLOAD_BYTES", default=500 * 1024 * 1024)
-# Uploads above this go to a temporary file instead of memory.
+# Uploads above this go to a temporary file instead of memory: an anonymous one in
+# BACKUP_TEMP_DIR, so a killed worker leaves no copy of a clinic's data behind.
 FILE_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024
+FILE_UPLOAD_HANDLERS = [
+    "django.core.files.uploadhandler.MemoryFileUploadHandler",
+    "core.files.AnonymousFileUploadHandler",
+]
 DATA_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024 * 1024
 
 REST_FRAMEWORK = {

@@ -10,7 +10,7 @@ from django.db import connection
 
 from backups.errors import BackupChecksumMismatchError, RestoreBusyError, StorageObjectMissingError
 from backups.models import BackupRecord
-from backups.restore import backup_restore_as_new_tenant, backup_restore_in_place
+from backups.restore import CARRIED_MODELS, backup_restore_as_new_tenant, backup_restore_in_place
 from backups.services import backup_create
 from bitacora.models import Bitacora
 from bitacora.services import AuditContext
@@ -23,7 +23,7 @@ from core.testing import committed_tables
 
 pytestmark = pytest.mark.committed
 CONTEXT = AuditContext.system("prueba-restore")
-CARRIED = ("bitacora_bitacora", "backups_backuprecord")
+CARRIED = tuple(model._meta.db_table for model in CARRIED_MODELS)
 
 
 def _restored_data() -> dict:

@@ -1,0 +1,126 @@
+"""The reaper: what operations killed mid-way left behind, found and put right.
+
+A process may die at any instruction (gunicorn's timeout, a deploy, the memory
+limit, SIGKILL). By construction that leaves no half-restored clinic (see
+backups.restore), but it can leave:
+1. temporary files (core.files.temp_dir_reap removes those no live process locks);
+2. operation schemas, `<clinic>__<staging|aside|old>_<hex>`: copies of a clinic;
+3. records still `running` (a backup, a restore job) whose process is gone: the
+   backup's partial object is deleted and the record marked failed; a restore job
+   is failed as interrupted, or completed if its swap had committed;
+4. records still `pending` long after any worker would have taken them (a lost message).
+An operation in progress always holds its clinic's advisory lock (core.locks), and
+the session holding it dies with its process. So for each clinic the reaper takes
+that lock without waiting: if it is held, an operation is alive and nothing of that
+clinic is touched; if not, whatever the clinic's operations left is dead.
+It runs when a worker starts, periodically (Celery beat) and as `manage.py reap`.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+from django.conf import settings
+from django.db import connection
+from django.utils import timezone
+from django.utils.translation import gettext
+from django_tenants.utils import get_public_schema_name, schema_context
+
+from backups.actions import BackupAction
+from backups.models import BackupRecord, RestoreJob
+from backups.services import backup_fail
+from bitacora.models import Outcome
+from bitacora.services import AuditContext, record
+from core.errors import OperationInProgressError
+from core.files import temp_dir_reap
+from core.locks import tenant_operation_lock
+from core.models import Tenant
+from core.schemas import operation_schemas_left, schema_drop
+
+logger = logging.getLogger(__name__)
+CONTEXT = AuditContext.system("reaper")
+INTERRUPTED = "interrupted"
+
+
+@dataclass
+class ReapReport:
+    temp_files: list[str] = field(default_factory=list)
+    schemas: list[str] = field(default_factory=list)
+    backups: list[str] = field(default_factory=list)
+    restores: list[str] = field(default_factory=list)
+    busy_clinics: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict:
+        return {key: list(value) for key, value in self.__dict__.items()}
+
+
+def _reap_backups(schema: str, report: ReapReport) -> None:
+    now = timezone.now()
+    stale_pending = now - settings.JOB_PENDING_MAX_AGE
+    dead = BackupRecord.objects.filter(status=BackupRecord.Status.RUNNING) | BackupRecord.objects.filter(
+        status=BackupRecord.Status.PENDING, created_at__lt=stale_pending
+    )
+    for backup in dead:
+        reason = (gettext("Interrumpido: el proceso que hacía el backup terminó antes de acabar.")
+                  if backup.status == BackupRecord.Status.RUNNING
+                  else gettext("Nunca empezó: ningún proceso tomó el trabajo."))
+        backup_fail(backup=backup, error=reason, code=INTERRUPTED)
+        record(context=CONTEXT, action=BackupAction.CREATE, outcome=Outcome.ERROR, target_type="backup", target_id=backup.pk,
+               details={"file_name": backup.file_name, "code": INTERRUPTED, "message": reason})
+        report.backups.append(f"{schema}:{backup.pk}")
+
+
+def _reap_restores(schema: str, report: ReapReport) -> None:
+    stale_pending = timezone.now() - settings.JOB_PENDING_MAX_AGE
+    dead = RestoreJob.objects.filter(status=RestoreJob.Status.RUNNING) | RestoreJob.objects.filter(
+        status=RestoreJob.Status.PENDING, created_at__lt=stale_pending
+    )
+    for job in dead:
+        if job.phase == RestoreJob.Phase.SWAPPED:
+            # The swap committed: the clinic is restored; only the old schema's drop was missed.
+            RestoreJob.objects.filter(pk=job.pk).update(
+                status=RestoreJob.Status.COMPLETED, phase=RestoreJob.Phase.DONE, finished_at=timezone.now()
+            )
+            outcome, details = Outcome.OK, {"file_name": job.backup_file_name, "job": job.pk, "completed_by": "reaper"}
+        else:
+            reason = gettext("Interrumpida: el proceso terminó antes del intercambio; la clínica no cambió.")
+            RestoreJob.objects.filter(pk=job.pk).update(
+                status=RestoreJob.Status.FAILED, error_code=INTERRUPTED, error=reason, finished_at=timezone.now()
+            )
+            outcome, details = Outcome.ERROR, {"file_name": job.backup_file_name, "job": job.pk, "code": INTERRUPTED}
+        action = BackupAction.RESTORE_AS_NEW_TENANT if job.kind == RestoreJob.Kind.NEW_TENANT else BackupAction.RESTORE
+        record(context=CONTEXT, action=action, outcome=outcome, target_type="backup", target_id=job.backup_id or "",
+               details=details)
+        report.restores.append(f"{schema}:{job.pk}")
+
+
+def reap_clinic(schema: str, leftovers: list[str], report: ReapReport, *, has_tables: bool) -> None:
+    """Put right what dead operations left on one clinic, unless one is alive (its lock is held)."""
+    try:
+        with tenant_operation_lock(schema):
+            for name in leftovers:
+                schema_drop(name)
+                report.schemas.append(name)
+            if has_tables:
+                with schema_context(schema):
+                    _reap_backups(schema, report)
+                    _reap_restores(schema, report)
+    except OperationInProgressError:
+        report.busy_clinics.append(schema)
+
+
+def reap() -> ReapReport:
+    """Everything dead operations left, on every clinic (see the module's docstring)."""
+    report = ReapReport(temp_files=temp_dir_reap())
+    left = operation_schemas_left()
+    clinics = set(Tenant.objects.exclude(schema_name=get_public_schema_name()).values_list("schema_name", flat=True))
+    previous = connection.tenant
+    try:
+        for schema in sorted(clinics | set(left)):
+            reap_clinic(schema, left.get(schema, []), report, has_tables=schema in clinics)
+    finally:
+        connection.set_tenant(previous)
+    found = {key: value for key, value in report.as_dict().items() if value and key != "busy_clinics"}
+    if found:
+        logger.warning("reaper: %s", found)
+    return report

@@ -1,0 +1,63 @@
+"""Celery jobs of the backups module. Each runs in the clinic's schema that was active
+when it was sent (tenant-schemas-celery carries it in the message); the nightly fan-out
+and the reaper run in the public schema and address clinics by name."""
+from __future__ import annotations
+
+import logging
+
+from celery import shared_task
+from celery.signals import worker_ready
+from django.conf import settings
+
+from backups.errors import BackupNotPendingError, RestoreJobNotPendingError, StorageUnavailableError
+from backups.jobs import restore_run
+from backups.services import backup_run
+from bitacora.services import AuditContext
+from core.exceptions import DomainError
+
+logger = logging.getLogger(__name__)
+
+
+@shared_task(bind=True, name="backups.tasks.backup_task", max_retries=settings.BACKUP_STORAGE_RETRIES)
+def backup_task(self, backup_id: int, context: dict) -> None:
+    may_retry = not self.request.is_eager and self.request.retries < self.max_retries
+    try:
+        backup_run(context=AuditContext(**context), backup_id=backup_id, retry_transient=may_retry)
+    except StorageUnavailableError as exc:
+        if not may_retry:
+            raise
+        # The record is `pending` again; the storage gets 30 s, 60 s, 120 s… to come back.
+        raise self.retry(exc=exc, countdown=30 * 2 ** self.request.retries) from None
+    except BackupNotPendingError:
+        logger.warning("backup %s was delivered again after it started; not run twice", backup_id)
+    except DomainError as exc:
+        if self.request.is_eager:
+            raise  # inline: the caller answers with the error itself
+        logger.warning("backup %s failed: %s", backup_id, exc.code)  # recorded on the backup and audited
+
+
+@shared_task(bind=True, name="backups.tasks.restore_task")
+def restore_task(self, job_id: int, context: dict, nombre: str = "") -> None:
+    try:
+        restore_run(context=AuditContext(**context), job_id=job_id, nombre=nombre)
+    except RestoreJobNotPendingError:
+        logger.warning("restore %s was delivered again after it started; a restore never runs twice", job_id)
+    except DomainError as exc:
+        if self.request.is_eager:
+            raise
+        logger.warning("restore %s failed: %s", job_id, exc.code)
+
+
+@shared_task(name="backups.tasks.reap_task")
+def reap_task() -> dict:
+    from backups.reaper import reap
+
+    return reap().as_dict()
+
+
+@worker_ready.connect
+def _reap_when_a_worker_starts(sender=None, **kwargs) -> None:
+    # What the previous worker was doing when it was killed (a deploy, the memory limit).
+    from backups.reaper import reap
+
+    logger.info("reaper at worker start: %s", reap().as_dict())

@@ -7,9 +7,9 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import override_settings
 
 from backup_restore.tests.conftest import export_bytes, file_edit, restorable_snapshot
-from backup_restore.tests.factories import clinic_data_create
 from bitacora.models import Bitacora
 from clinica.models import Pago
+from clinica.tests.factories import clinic_data_create
 from core.testing import operation_lock_held_elsewhere
 
 

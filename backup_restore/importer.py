@@ -134,9 +134,10 @@ def _header_check(header: dict, *, schema_name: str, allow_other_tenant: bool) -
     if not isinstance(migrations, dict):
         raise errors.WrongFormatError(details={"reason": "Falta `migrations` en la cabecera."})
     known = code_migrations()
-    for app, name in migrations.items():
-        if (app, name) not in known:
-            raise errors.MigrationsNewerError(details={"app": app, "migration": name})
+    # All of them, named as the SQL restore names them: one refusal tells what the code lacks.
+    unknown = sorted(f"{app}.{name}" for app, name in migrations.items() if (app, name) not in known)
+    if unknown:
+        raise errors.MigrationsNewerError(details={"unknown_migrations": unknown})
 
 
 def _json_fit(value):

@@ -195,6 +195,19 @@ def test_a_bad_file_is_refused_with_a_clear_error_and_changes_nothing(exported_c
         assert raised.value.details["reason"]
 
 
+def test_a_file_from_newer_code_is_refused_naming_every_unknown_migration(tenant_a, clinic_admin):
+    # given a file from code with two migrations this code does not have
+    clinic_data_create(usuario=clinic_admin)
+    newer = file_edit(export_bytes(), lambda d: d["migrations"].update(clinica="0999_futura", bitacora="0998_futura"))
+
+    # when it is restored
+    with pytest.raises(errors.MigrationsNewerError) as raised:
+        restore(newer, replace=True)
+
+    # then both are listed, sorted, as "app.migration" (as the SQL restore lists them)
+    assert raised.value.details["unknown_migrations"] == ["bitacora.0998_futura", "clinica.0999_futura"]
+
+
 def test_a_file_of_another_clinic_is_accepted_when_explicitly_allowed(tenant_a, clinic_admin):
     # given a file that says it comes from another clinic
     clinic_data_create(usuario=clinic_admin)

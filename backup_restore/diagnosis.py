@@ -13,6 +13,7 @@ from contextlib import contextmanager
 from typing import Any, Callable, Iterator
 
 from django.db import DatabaseError, connection, models, transaction
+from django.utils.translation import gettext as _
 
 from backup_restore import errors
 from backup_restore.plan import STAGE, ModelPlan, qn, qualified_table
@@ -65,13 +66,14 @@ def _batch_error(execute: Execute, plan: ModelPlan, fields: list[models.Field], 
     if pgcode == "21000":  # ON CONFLICT touched a row twice: a repeated primary key
         row = execute(f"SELECT s.j->>{pk_index} FROM {STAGE} s GROUP BY 1 HAVING count(*) > 1 LIMIT 1").fetchone()
         return errors.DuplicatePrimaryKeyError(details={**base, "pk": row[0] if row else None,
-                                                         "reason": "La clave primaria aparece más de una vez."})
+                                                         "reason": _("La clave primaria aparece más de una vez.")})
     if pgcode == "23502" and diag is not None:  # not null
         f = next((f for f in fields if f.column == diag.column_name), None)
         if f is not None:
-            row = execute(f"SELECT s.j->>{pk_index} FROM {STAGE} s WHERE s.j->>{fields.index(f)} IS NULL LIMIT 1").fetchone()
+            null_index = fields.index(f)
+            row = execute(f"SELECT s.j->>{pk_index} FROM {STAGE} s WHERE s.j->>{null_index} IS NULL LIMIT 1").fetchone()
             return errors.MissingFieldError(details={**base, "pk": row[0] if row else None, "field": f.attname,
-                                                     "reason": "Valor obligatorio nulo."})
+                                                     "reason": _("Valor obligatorio nulo.")})
     if pgcode == "23505":
         return _unique_violation(execute, fields, diag, pk_index, base)
     if pgcode.startswith("23"):
@@ -118,7 +120,8 @@ def _invalid_value(execute: Execute, fields: list[models.Field], pk_index: int, 
         if row:
             return errors.InvalidValueError(details={
                 **base, "pk": row[0], "field": f.attname,
-                "reason": f"Valor {row[1][:80]!r} no válido para {f.get_internal_type()} ({db_type}).",
+                "reason": _("Valor %(value)s no válido para %(type)s (%(db_type)s).") % {
+                    "value": repr(row[1][:80]), "type": f.get_internal_type(), "db_type": db_type},
             })
     return None
 
@@ -154,5 +157,6 @@ def _dangling_key_error(
                     [match.group(2)],
                 ).fetchone()
                 details["pk"] = row[0] if row else None
-                details["reason"] = f"{details['field']}={match.group(2)} apunta a un registro que no existe."
+                details["reason"] = _("%(field)s=%(value)s apunta a un registro que no existe.") % {
+                    "field": details["field"], "value": match.group(2)}
     return errors.DanglingForeignKeyError(details=details)

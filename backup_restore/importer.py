@@ -36,6 +36,7 @@ from decimal import Decimal
 from typing import BinaryIO, Callable, Iterator
 
 from django.db import DatabaseError, connection, models, transaction
+from django.utils.translation import gettext as _
 
 from backup_restore import errors
 from backup_restore.classification import Policy
@@ -132,7 +133,7 @@ def _header_check(header: dict, *, schema_name: str, allow_other_tenant: bool) -
         raise errors.OtherTenantError(details={"file_tenant": tenant.get("schema"), "tenant": schema_name})
     migrations = header.get("migrations")
     if not isinstance(migrations, dict):
-        raise errors.WrongFormatError(details={"reason": "Falta `migrations` en la cabecera."})
+        raise errors.WrongFormatError(details={"reason": _("Falta `migrations` en la cabecera.")})
     known = code_migrations()
     # All of them, named as the SQL restore names them: one refusal tells what the code lacks.
     unknown = sorted(f"{app}.{name}" for app, name in migrations.items() if (app, name) not in known)
@@ -225,7 +226,8 @@ class _Restorer:
         by_attname = {f.attname: f for f in plan.fields}
         by_attname.update({f.name: f for f in plan.fields if f.name not in by_attname})
         if not all(isinstance(n, str) for n in names) or len(set(names)) != len(names):
-            raise errors.WrongFormatError(details={"model": label, "reason": "`fields` debe ser una lista de nombres únicos."})
+            reason = _("`fields` debe ser una lista de nombres únicos.")
+            raise errors.WrongFormatError(details={"model": label, "reason": reason})
         unknown = [n for n in names if n not in by_attname]
         if unknown:
             raise errors.UnknownFieldError(details={"model": label, "field": unknown[0]})
@@ -243,10 +245,11 @@ class _Restorer:
                 defaults.append((f, lambda: None))
             else:
                 raise errors.MissingFieldError(details={"model": label, "field": f.attname})
-        return fields + [f for f, _ in defaults], [maker for _, maker in defaults]
+        return fields + [f for f, _maker in defaults], [maker for _field, maker in defaults]
 
     def _stage(
-        self, plan: ModelPlan, fields: list[models.Field], rows: Iterator[list], *, ncols: int, default_makers: list[Callable]
+        self, plan: ModelPlan, fields: list[models.Field], rows: Iterator[list], *,
+        ncols: int, default_makers: list[Callable],
     ) -> int:
         """COPY the section's rows, as jsonb arrays, into the emptied staging table; how many there were."""
         label = plan.label
@@ -259,11 +262,11 @@ class _Restorer:
         for row in rows:
             if len(row) != ncols:
                 pk = row[pk_index] if len(row) > pk_index and not isinstance(row[pk_index], (list, dict)) else None
-                raise errors.InvalidRowError(
-                    details={"model": label, "pk": pk, "reason": f"La fila tiene {len(row)} valores; se esperaban {ncols}."}
-                )
+                reason = _("La fila tiene %(count)s valores; se esperaban %(expected)s.") % {
+                    "count": len(row), "expected": ncols}
+                raise errors.InvalidRowError(details={"model": label, "pk": pk, "reason": reason})
             if row[pk_index] is None:
-                raise errors.InvalidRowError(details={"model": label, "pk": None, "reason": "La clave primaria es nula."})
+                raise errors.InvalidRowError(details={"model": label, "pk": None, "reason": _("La clave primaria es nula.")})
             for i in json_indexes:
                 row[i] = _json_fit(row[i])
             if default_makers:
@@ -317,9 +320,10 @@ class _Restorer:
                     f"(SELECT 1 FROM {self.table(related)} r WHERE r.{qn(f.target_field.column)}::text = s.j->>{index}) LIMIT 1"
                 ).fetchone()
                 if row:
+                    reason = _("%(model)s no existe en esta clínica y el campo es obligatorio.") % {
+                        "model": related._meta.verbose_name}
                     raise errors.DanglingForeignKeyError(
-                        details={"model": plan.label, "pk": row[0], "field": f.attname,
-                                 "reason": f"{related._meta.verbose_name} no existe en esta clínica y el campo es obligatorio."}
+                        details={"model": plan.label, "pk": row[0], "field": f.attname, "reason": reason}
                     )
 
     def _write(self, plan: ModelPlan, fields: list[models.Field]) -> tuple[int, int]:

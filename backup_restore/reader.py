@@ -12,6 +12,7 @@ import zlib
 from typing import Any, BinaryIO, Iterator
 
 import ijson
+from django.utils.translation import gettext as _
 
 from backup_restore import errors
 
@@ -69,7 +70,7 @@ class BackupReader:
         try:
             return next(self._events)
         except StopIteration:
-            raise errors.InvalidJSONError(details={"reason": "El archivo termina antes de tiempo."}) from None
+            raise errors.InvalidJSONError(details={"reason": _("El archivo termina antes de tiempo.")}) from None
         except _STREAM_ERRORS as exc:
             raise errors.InvalidJSONError(details={"reason": _reason(exc)}) from None
 
@@ -79,7 +80,7 @@ class BackupReader:
         if event in _SCALARS:
             return value
         if event not in ("start_map", "start_array"):
-            raise errors.WrongFormatError(details={"reason": f"Evento JSON inesperado: {event}"})
+            raise errors.WrongFormatError(details={"reason": _("Evento JSON inesperado: %(event)s") % {"event": event}})
         builder = ijson.ObjectBuilder()
         builder.event(event, value)
         depth = 1
@@ -94,30 +95,30 @@ class BackupReader:
 
     def header(self) -> dict:
         """Every top-level key before `data`."""
-        event, _ = self._next()
+        event = self._next()[0]
         if event != "start_map":
-            raise errors.WrongFormatError(details={"reason": "El archivo no es un objeto JSON."})
+            raise errors.WrongFormatError(details={"reason": _("El archivo no es un objeto JSON.")})
         header: dict[str, Any] = {}
         while True:
             event, key = self._next()
             if event == "end_map":
-                raise errors.WrongFormatError(details={"reason": "El archivo no tiene la clave `data`."})
+                raise errors.WrongFormatError(details={"reason": _("El archivo no tiene la clave `data`.")})
             if key == "data":
                 break
             header[key] = self._value()
-        event, _ = self._next()
+        event = self._next()[0]
         if event != "start_array":
-            raise errors.WrongFormatError(details={"reason": "`data` debe ser una lista."})
+            raise errors.WrongFormatError(details={"reason": _("`data` debe ser una lista.")})
         return header
 
     def sections(self) -> Iterator[tuple[str, list[str], Iterator[list]]]:
         """(model label, field names, rows); each section's rows must be consumed before the next."""
         while True:
-            event, _ = self._next()
+            event = self._next()[0]
             if event == "end_array":
                 break
             if event != "start_map":
-                raise errors.WrongFormatError(details={"reason": "Cada sección de `data` debe ser un objeto."})
+                raise errors.WrongFormatError(details={"reason": _("Cada sección de `data` debe ser un objeto.")})
             label, names = None, None
             while True:
                 event, key = self._next()
@@ -126,14 +127,14 @@ class BackupReader:
                 if key == "rows":
                     if not isinstance(label, str) or not isinstance(names, list):
                         raise errors.WrongFormatError(
-                            details={"reason": "Una sección debe declarar `model` y `fields` antes de `rows`."}
+                            details={"reason": _("Una sección debe declarar `model` y `fields` antes de `rows`.")}
                         )
-                    event, _ = self._next()
+                    event = self._next()[0]
                     if event != "start_array":
-                        raise errors.WrongFormatError(details={"model": label, "reason": "`rows` debe ser una lista."})
+                        raise errors.WrongFormatError(details={"model": label, "reason": _("`rows` debe ser una lista.")})
                     rows = self._rows(label)
                     yield label, names, rows
-                    for _ in rows:  # drain what the consumer left
+                    for _row in rows:  # drain what the consumer left
                         pass
                 elif key == "model":
                     label = self._value()
@@ -166,14 +167,14 @@ class BackupReader:
                         elif event in ("start_map", "start_array"):
                             append(value_of(event, value))
                         else:
-                            raise errors.WrongFormatError(details={"model": label, "reason": "Fila mal formada."})
+                            raise errors.WrongFormatError(details={"model": label, "reason": _("Fila mal formada.")})
                     yield row
                 elif event == "end_array":
                     return
                 else:
                     raise errors.InvalidRowError(
-                        details={"model": label, "pk": None, "reason": "Cada fila debe ser una lista de valores."}
+                        details={"model": label, "pk": None, "reason": _("Cada fila debe ser una lista de valores.")}
                     )
         except _STREAM_ERRORS as exc:
             raise errors.InvalidJSONError(details={"model": label, "reason": _reason(exc)}) from None
-        raise errors.InvalidJSONError(details={"model": label, "reason": "El archivo termina antes de tiempo."})
+        raise errors.InvalidJSONError(details={"model": label, "reason": _("El archivo termina antes de tiempo.")})

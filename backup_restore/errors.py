@@ -95,9 +95,3 @@ class OtherTenantNotAllowedError(DomainError):
     status_code = status.HTTP_403_FORBIDDEN
     code = "other_tenant_not_allowed"
     message = _("Sólo un administrador puede restaurar el respaldo de otra clínica.")
-
-
-class ExportFailedError(DomainError):
-    status_code = status.HTTP_500_INTERNAL_SERVER_ERROR
-    code = "export_failed"
-    message = _("La exportación no pudo completarse.")

@@ -7,9 +7,9 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import override_settings
 
 from backup_restore.tests.conftest import export_bytes, file_edit, restorable_snapshot
-from backup_restore.tests.factories import clinic_data_create
 from bitacora.models import Bitacora
 from clinica.models import Pago
+from clinica.tests.factories import clinic_data_create
 from core.testing import operation_lock_held_elsewhere
 
 
@@ -130,6 +130,28 @@ def test_a_failed_restore_answers_400_with_model_pk_and_reason_and_its_audit_ent
     assert restorable_snapshot() == before
     entry = _entries("tenant_data.restore")[0]
     assert entry["outcome"] == "error" and entry["details"]["code"] == "dangling_foreign_key"
+
+
+def test_a_refused_restores_reason_follows_accept_language(tenant_a, client_for):
+    # given a file with one row longer than its section's fields
+    def long_row(document):
+        s = next(s for s in document["data"] if s["model"] == "clinica.tratamiento")
+        s["rows"] = [[*range(len(s["fields"])), "extra"]]
+
+    bad = file_edit(export_bytes(), long_row)
+    n = len(next(s for s in json.loads(bad)["data"] if s["model"] == "clinica.tratamiento")["fields"])
+    client = client_for("test_a", "admin")
+
+    # when it is restored asking for English, then with no preference
+    english = client.post("/api/restore/", {"backup_file": _upload(bad)}, HTTP_ACCEPT_LANGUAGE="en")
+    spanish = client.post("/api/restore/", {"backup_file": _upload(bad)})
+
+    # then the reason is in the language of the message, the counts filled in
+    assert english.status_code == 400 and english.json()["code"] == "invalid_row"
+    assert english.json()["message"] == "A row in the file is not valid."
+    assert english.json()["details"]["reason"] == f"The row has {n + 1} values; {n} were expected."
+    assert spanish.status_code == 400
+    assert spanish.json()["details"]["reason"] == f"La fila tiene {n + 1} valores; se esperaban {n}."
 
 
 def test_an_oversized_upload_gets_413(tenant_a, client_for):

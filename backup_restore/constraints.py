@@ -1,0 +1,62 @@
+"""Load first, then index and constrain, as psql does with a pg_dump file.
+
+Checked row by row, a million rows queue a million foreign-key trigger events, and
+every insert updates every index. So for the load the restore drops the foreign
+keys between restored tables and (once the tables are emptied) their non-unique
+indexes, and afterwards builds each index once and adds each key back, validated
+by one join. Keys to tables a restore does not write (users) stay: dropping one
+would lock that table, and every request of the clinic with it, for the whole
+restore. Unique indexes stay: they are what reports a repeated key.
+"""
+from __future__ import annotations
+
+from backup_restore.diagnosis import Execute, dangling_keys_reported
+from backup_restore.plan import ModelPlan, qn, qualified_table
+
+
+class SuspendedConstraints:
+    def __init__(self, *, execute: Execute, schema: str, restorable: list[ModelPlan]):
+        self.execute = execute
+        self.schema = schema
+        self.restorable = restorable
+        self.tables = [qualified_table(schema, plan.model) for plan in restorable]
+        self.foreign_keys: list[tuple[str, str, str]] = []
+        self.indexes: list[tuple[str, str]] = []
+
+    def _qualified(self, regclass_text: str) -> str:
+        """A table named as regclass prints it (unqualified inside the search_path), qualified."""
+        return regclass_text if "." in regclass_text else f"{qn(self.schema)}.{qn(regclass_text)}"
+
+    def drop_foreign_keys(self) -> None:
+        """Drop the foreign keys between restored tables; restore() adds them back."""
+        self.foreign_keys = self.execute(
+            "SELECT c.conrelid::regclass::text, c.conname, pg_get_constraintdef(c.oid) FROM pg_constraint c "
+            "WHERE c.contype = 'f' AND c.conrelid = ANY(%s::regclass[]) AND c.confrelid = ANY(%s::regclass[])",
+            [self.tables, self.tables],
+        ).fetchall()
+        for table, name, _definition in self.foreign_keys:
+            self.execute(f"ALTER TABLE {self._qualified(table)} DROP CONSTRAINT {qn(name)}")
+
+    def drop_secondary_indexes(self) -> None:
+        """With the tables emptied, drop their non-unique indexes; restore() builds them again."""
+        self.indexes = self.execute(
+            "SELECT i.indexrelid::regclass::text, pg_get_indexdef(i.indexrelid) FROM pg_index i "
+            "WHERE i.indrelid = ANY(%s::regclass[]) AND NOT i.indisunique AND NOT i.indisprimary "
+            "AND NOT EXISTS (SELECT 1 FROM pg_constraint c WHERE c.conindid = i.indexrelid)",
+            [self.tables],
+        ).fetchall()
+        for index, _definition in self.indexes:
+            self.execute(f"DROP INDEX {self._qualified(index)}")
+
+    def restore(self) -> None:
+        """Run the checks still queued (keys to users), rebuild the dropped indexes, add the
+        dropped keys back: each refuses the restore, naming the row, if a key points nowhere."""
+        with dangling_keys_reported(self.execute, self.schema, self.restorable):
+            self.execute("SET CONSTRAINTS ALL IMMEDIATE")
+        # Only now: CREATE INDEX and ALTER TABLE refuse a table with checks still queued.
+        for _index, definition in self.indexes:
+            self.execute(definition)
+        with dangling_keys_reported(self.execute, self.schema, self.restorable):
+            for table, name, definition in self.foreign_keys:
+                self.execute(f"ALTER TABLE {self._qualified(table)} ADD CONSTRAINT {qn(name)} {definition}")
+        self.execute("SET CONSTRAINTS ALL DEFERRED")

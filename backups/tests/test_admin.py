@@ -1,0 +1,103 @@
+"""The clinic's Django admin applies the API's role rule to backups: is_staff alone is not enough."""
+import pytest
+from django.db import connection
+from django.test import Client
+
+from backups.models import BackupRecord
+from backups.services import backup_create
+from bitacora.services import AuditContext
+from usuarios.models import Usuario
+
+PASSWORD = "clave-de-prueba-123"  # conftest's TEST_PASSWORD
+ADMIN = "/admin/backups/backuprecord/"
+
+
+class ClinicAdminClient(Client):
+    """A browser on the clinic's own domain (clinica-a.localhost), logged in through the admin's login form."""
+
+    def __init__(self, tenant):
+        super().__init__(HTTP_HOST=tenant.get_primary_domain().domain)
+        self.tenant = tenant
+
+    def request(self, **request):
+        previous = connection.tenant
+        try:
+            return super().request(**request)
+        finally:
+            # The request leaves the connection in the clinic's schema; give the test back its own.
+            connection.set_tenant(previous)
+
+    def admin_login(self, email: str) -> "ClinicAdminClient":
+        response = self.post("/admin/login/", {"username": email, "password": PASSWORD, "next": "/admin/"})
+        assert response.status_code == 302 and response["Location"] == "/admin/", response.content[:500]
+        return self
+
+
+@pytest.fixture
+def staff_client(tenant_a):
+    """staff_client("recepcion") → that clinic-A user, given admin access (is_staff), logged into the admin."""
+
+    def make(rol: str) -> ClinicAdminClient:
+        email = f"{rol}@{tenant_a.slug}.test"
+        Usuario.objects.filter(email=email).update(is_staff=True)
+        return ClinicAdminClient(tenant_a).admin_login(email)
+
+    return make
+
+
+@pytest.fixture
+def backup(tenant_a, backups_dir) -> BackupRecord:
+    return backup_create(context=AuditContext.system("prueba"), created_by=None)
+
+
+@pytest.mark.parametrize("rol", ["admin", "propietario"])
+def test_admin_and_owner_use_every_backup_page_of_the_admin(staff_client, backup, rol):
+    # given an admin or owner logged into the clinic's admin
+    client = staff_client(rol)
+    # when they list, open, download, create and delete
+    listing = client.get(ADMIN)
+    detail = client.get(f"{ADMIN}{backup.pk}/change/")
+    download = client.get(f"{ADMIN}{backup.pk}/download/")
+    dump = b"".join(download.streaming_content)
+    created = client.post(f"{ADMIN}create-now/")
+    delete_page = client.get(f"{ADMIN}{backup.pk}/delete/")
+    deleted = client.post(f"{ADMIN}{backup.pk}/delete/", {"post": "yes"})
+    # then every page answers, and the actions happened
+    assert listing.status_code == 200 and backup.file_name in listing.content.decode()
+    assert detail.status_code == 200
+    assert download.status_code == 200 and len(dump) == backup.file_size
+    assert created.status_code == 302
+    assert BackupRecord.objects.filter(created_by__rol=rol, status="completed").exists()
+    assert delete_page.status_code == 200
+    assert deleted.status_code == 302 and not BackupRecord.objects.filter(pk=backup.pk).exists()
+
+
+@pytest.mark.parametrize("rol", ["odontologo", "recepcion"])
+def test_other_staff_roles_get_403_on_every_backup_page_of_the_admin(staff_client, backup, rol):
+    # given a staff user (is_staff) whose role may not manage backups
+    client = staff_client(rol)
+    before = BackupRecord.objects.count()
+    # when they try every backup page
+    answers = {
+        "list": client.get(ADMIN),
+        "detail": client.get(f"{ADMIN}{backup.pk}/change/"),
+        "edit": client.post(f"{ADMIN}{backup.pk}/change/", {"keep": "on"}),
+        "download": client.get(f"{ADMIN}{backup.pk}/download/"),
+        "create": client.post(f"{ADMIN}create-now/"),
+        "delete_page": client.get(f"{ADMIN}{backup.pk}/delete/"),
+        "delete": client.post(f"{ADMIN}{backup.pk}/delete/", {"post": "yes"}),
+    }
+    # then each is refused, the dump never leaves, and nothing changed
+    assert {name: response.status_code for name, response in answers.items()} == {name: 403 for name in answers}
+    assert not answers["download"].streaming
+    assert BackupRecord.objects.count() == before
+    backup.refresh_from_db()
+    assert backup.keep is False
+    # and the admin's index does not offer backups or the audit log
+    index = client.get("/admin/").content.decode()
+    assert "backuprecord" not in index and "bitacora" not in index
+
+
+@pytest.mark.parametrize(("rol", "status"), [("admin", 200), ("propietario", 200), ("odontologo", 403), ("recepcion", 403)])
+def test_the_audit_log_in_the_admin_follows_the_same_rule(staff_client, rol, status):
+    assert staff_client(rol).get("/admin/bitacora/bitacora/").status_code == status

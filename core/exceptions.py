@@ -5,10 +5,13 @@ Spanish by default and follows Accept-Language.
 """
 from __future__ import annotations
 
+import json
 import logging
+from typing import Any
 
 from django.core.exceptions import PermissionDenied
 from django.http import Http404, JsonResponse
+from django.utils.functional import Promise
 from django.utils.translation import gettext_lazy as _
 from rest_framework import exceptions as drf_exceptions
 from rest_framework import status
@@ -43,8 +46,75 @@ class ConflictError(DomainError):
     message = _("La operación entra en conflicto con el estado actual.")
 
 
+# Details often carry the client's own input (a model label from a restore file, a
+# value a field refused), and they are echoed in error bodies and kept forever in the
+# append-only audit log: both keep a bounded excerpt of them.
+DETAILS_MAX_STRING = 500
+DETAILS_MAX_ITEMS = 200
+DETAILS_MAX_DEPTH = 6
+DETAILS_MAX_JSON = 16 * 1024
+MESSAGE_MAX = 1000
+
+
+def _string_bounded(text: str, limit: int) -> tuple[str, bool]:
+    if len(text) <= limit:
+        return text, False
+    # What was cut stays visible, and how much: "aaa…[+1048076]".
+    return f"{text[:limit]}…[+{len(text) - limit}]", True
+
+
+def _bounded(value: Any, depth: int) -> tuple[Any, bool]:
+    if isinstance(value, Promise):
+        value = str(value)
+    if isinstance(value, str):
+        return _string_bounded(str(value), DETAILS_MAX_STRING)
+    if isinstance(value, bytes):
+        return _bounded(value.decode("utf-8", "replace"), depth)
+    if isinstance(value, dict | list | tuple | set | frozenset) and depth >= DETAILS_MAX_DEPTH:
+        return "…", True
+    if isinstance(value, dict):
+        items, cut = {}, len(value) > DETAILS_MAX_ITEMS
+        for key, item in list(value.items())[:DETAILS_MAX_ITEMS]:
+            key, key_cut = _bounded(key, depth + 1) if isinstance(key, str) else (key, False)
+            items[key], item_cut = _bounded(item, depth + 1)
+            cut = cut or key_cut or item_cut
+        return items, cut
+    if isinstance(value, list | tuple | set | frozenset):
+        values, cut = list(value), len(value) > DETAILS_MAX_ITEMS
+        items = []
+        for item in values[:DETAILS_MAX_ITEMS]:
+            item, item_cut = _bounded(item, depth + 1)
+            items.append(item)
+            cut = cut or item_cut
+        if len(values) > DETAILS_MAX_ITEMS:
+            items.append(f"…[+{len(values) - DETAILS_MAX_ITEMS}]")
+        return items, cut
+    return value, False
+
+
+def details_bounded(details: dict | None) -> dict:
+    """`details` with long strings, long lists and deep nesting cut, and at most
+    DETAILS_MAX_JSON characters of JSON; `"truncated": true` says something was cut."""
+    if not details:
+        return {}
+    bounded, cut = _bounded(details, 0)
+    if not isinstance(bounded, dict):
+        bounded = {"value": bounded}
+    text = json.dumps(bounded, ensure_ascii=False, default=str)
+    if len(text) > DETAILS_MAX_JSON:
+        # Still too big in sum: keep the start of its JSON text, as text. Half the
+        # bound, since that text's quotes are escaped again when it is stored or sent.
+        return {"truncated": True, "preview": _string_bounded(text, DETAILS_MAX_JSON // 2)[0]}
+    return {**bounded, "truncated": True} if cut else bounded
+
+
 def error_body(code: str, message, details: dict | None = None) -> dict:
-    return {"success": False, "code": code, "message": str(message), "details": details or {}}
+    return {
+        "success": False,
+        "code": code,
+        "message": _string_bounded(str(message), MESSAGE_MAX)[0],
+        "details": details_bounded(details),
+    }
 
 
 _DRF_CODES = {

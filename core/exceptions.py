@@ -149,6 +149,10 @@ def exception_handler(exc, context):
     details = {}
     if isinstance(exc, drf_exceptions.ValidationError):
         details = {"fields": exc.detail}
+    elif isinstance(exc, drf_exceptions.Throttled) and exc.wait is not None:
+        # Also in the body: a front end on another origin cannot read Retry-After
+        # unless CORS exposes it.
+        details = {"retry_after": int(exc.wait)}
     elif isinstance(exc.detail, dict):
         # simplejwt puts its own code and message in the detail dict
         code = str(exc.detail.get("code", code))

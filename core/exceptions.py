@@ -130,6 +130,17 @@ _DRF_CODES = {
 }
 
 
+# simplejwt's own messages, by the code it gives them: English only, since its catalog
+# is not loaded (not an installed app). Ours (token_wrong_tenant…) pass through.
+_SIMPLEJWT_MESSAGES = {
+    "token_not_valid": _("El token no es válido o ha expirado."),
+    "bad_authorization_header": _("La cabecera Authorization debe tener la forma «Bearer <token>»."),
+    "user_not_found": _("El usuario del token no existe."),
+    "user_inactive": _("El usuario está inactivo."),
+    "password_changed": _("La contraseña del usuario cambió: inicie sesión de nuevo."),
+}
+
+
 def exception_handler(exc, context):
     """DRF's EXCEPTION_HANDLER: every error, ours or DRF's, in one shape."""
     if isinstance(exc, DomainError):
@@ -156,7 +167,7 @@ def exception_handler(exc, context):
     elif isinstance(exc.detail, dict):
         # simplejwt puts its own code and message in the detail dict
         code = str(exc.detail.get("code", code))
-        message = message or exc.detail.get("detail")
+        message = message or _SIMPLEJWT_MESSAGES.get(code) or exc.detail.get("detail")
     if message is None:
         message = exc.detail if isinstance(exc.detail, str) else exc.default_detail
     headers = {}

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+from itertools import islice
 from typing import Any
 
 from django.core.exceptions import PermissionDenied
@@ -67,27 +68,26 @@ def _bounded(value: Any, depth: int) -> tuple[Any, bool]:
     if isinstance(value, Promise):
         value = str(value)
     if isinstance(value, str):
-        return _string_bounded(str(value), DETAILS_MAX_STRING)
+        return _string_bounded(value, DETAILS_MAX_STRING)
     if isinstance(value, bytes):
         return _bounded(value.decode("utf-8", "replace"), depth)
     if isinstance(value, dict | list | tuple | set | frozenset) and depth >= DETAILS_MAX_DEPTH:
         return "…", True
     if isinstance(value, dict):
         items, cut = {}, len(value) > DETAILS_MAX_ITEMS
-        for key, item in list(value.items())[:DETAILS_MAX_ITEMS]:
+        for key, item in islice(value.items(), DETAILS_MAX_ITEMS):
             key, key_cut = _bounded(key, depth + 1) if isinstance(key, str) else (key, False)
             items[key], item_cut = _bounded(item, depth + 1)
             cut = cut or key_cut or item_cut
         return items, cut
     if isinstance(value, list | tuple | set | frozenset):
-        values, cut = list(value), len(value) > DETAILS_MAX_ITEMS
-        items = []
-        for item in values[:DETAILS_MAX_ITEMS]:
+        items, cut = [], len(value) > DETAILS_MAX_ITEMS
+        for item in islice(value, DETAILS_MAX_ITEMS):
             item, item_cut = _bounded(item, depth + 1)
             items.append(item)
             cut = cut or item_cut
-        if len(values) > DETAILS_MAX_ITEMS:
-            items.append(f"…[+{len(values) - DETAILS_MAX_ITEMS}]")
+        if len(value) > DETAILS_MAX_ITEMS:
+            items.append(f"…[+{len(value) - DETAILS_MAX_ITEMS}]")
         return items, cut
     return value, False
 

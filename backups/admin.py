@@ -9,10 +9,11 @@ from backups.services import backup_create, backup_delete, backup_open, backup_s
 from backups.views import backup_download_response
 from bitacora.services import AuditContext
 from core.exceptions import DomainError
+from usuarios.permissions import AdminOrPropietarioAdminMixin
 
 
 @admin.register(BackupRecord)
-class BackupRecordAdmin(admin.ModelAdmin):
+class BackupRecordAdmin(AdminOrPropietarioAdminMixin, admin.ModelAdmin):
     """Backups are made by the pipeline, not typed in: only `keep` can be changed by hand."""
 
     list_display = ("file_name", "status", "file_size_mb", "backup_type", "created_by", "created_at", "integrity", "keep", "download_link")
@@ -42,6 +43,7 @@ class BackupRecordAdmin(admin.ModelAdmin):
         return custom + super().get_urls()
 
     def create_now_view(self, request):
+        self.require_admin_o_propietario(request)
         if request.method != "POST":
             return HttpResponseNotAllowed(["POST"])
         try:
@@ -52,6 +54,7 @@ class BackupRecordAdmin(admin.ModelAdmin):
         return redirect("admin:backups_backuprecord_changelist")
 
     def download_view(self, request, backup_id: int):
+        self.require_admin_o_propietario(request)
         try:
             backup, stored_file = backup_open(context=AuditContext.from_request(request), backup_id=backup_id)
         except DomainError as exc:

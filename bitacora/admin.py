@@ -1,11 +1,12 @@
 from django.contrib import admin
 
 from bitacora.models import Bitacora
+from usuarios.permissions import AdminOrPropietarioAdminMixin
 
 
 @admin.register(Bitacora)
-class BitacoraAdmin(admin.ModelAdmin):
-    """Read-only: the audit log is never edited or deleted by hand."""
+class BitacoraAdmin(AdminOrPropietarioAdminMixin, admin.ModelAdmin):
+    """Read-only: the audit log is never edited or deleted by hand. Read by admin and propietario only, as in the API."""
 
     list_display = ("created_at", "action", "outcome", "actor_email", "target_type", "target_id", "ip")
     list_filter = ("outcome", "action", "created_at")

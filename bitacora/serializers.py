@@ -16,3 +16,10 @@ class BitacoraFilterSerializer(serializers.Serializer):
     action = serializers.CharField(required=False)
     desde = serializers.DateField(required=False)
     hasta = serializers.DateField(required=False)
+
+
+class BitacoraListQuerySerializer(BitacoraFilterSerializer):
+    # Bounded like the backup history's: DRF's paginator would take any limit and
+    # silently ignore a malformed one.
+    limit = serializers.IntegerField(min_value=1, max_value=500, required=False)
+    offset = serializers.IntegerField(min_value=0, required=False)

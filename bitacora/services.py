@@ -13,7 +13,7 @@ from django.db import connection
 from django.utils import timezone
 
 from bitacora.models import Bitacora, Outcome
-from core.exceptions import DomainError
+from core.exceptions import DomainError, details_bounded
 
 logger = logging.getLogger(__name__)
 _audit_connections = threading.local()
@@ -74,15 +74,20 @@ def record(
     target_id: Any = "",
     details: dict | None = None,
 ) -> Bitacora:
-    """Append one entry to the current clinic's audit log, committed immediately."""
+    """Append one entry to the current clinic's audit log, committed immediately.
+
+    `details` is kept bounded (core.exceptions.details_bounded): the table is
+    append-only, and details may echo whatever a client sent.
+    """
     entry = Bitacora(
         actor_id=context.actor_id,
         actor_email=context.actor_email,
         action=str(action),  # an app's StrEnum member is stored as its plain value
         outcome=outcome,
         target_type=target_type,
-        target_id="" if target_id is None else str(target_id),
-        details=details or {},
+        # The column holds 64 characters; a longer id would fail the INSERT, and with it the operation.
+        target_id="" if target_id is None else str(target_id)[:64],
+        details=details_bounded(details),
         ip=context.ip,
         user_agent=context.user_agent,
         created_at=timezone.now(),

@@ -35,6 +35,12 @@ class TenantJWTAuthentication(JWTAuthentication):
 
 
 class TenantTokenObtainPairSerializer(TokenObtainPairSerializer):
+    default_error_messages = {
+        # simplejwt's message is English whatever the language: it is not an installed
+        # app, so Django never loads its catalog (whose Spanish is partial anyway).
+        "no_active_account": _("No hay una cuenta activa con ese email y contraseña."),
+    }
+
     @classmethod
     def get_token(cls, user) -> Token:
         token = super().get_token(user)

@@ -5,10 +5,14 @@ Spanish by default and follows Accept-Language.
 """
 from __future__ import annotations
 
+import json
 import logging
+from itertools import islice
+from typing import Any
 
 from django.core.exceptions import PermissionDenied
 from django.http import Http404, JsonResponse
+from django.utils.functional import Promise
 from django.utils.translation import gettext_lazy as _
 from rest_framework import exceptions as drf_exceptions
 from rest_framework import status
@@ -56,8 +60,74 @@ def domain_error_for(code: str, message: str, details: dict | None = None) -> Do
     return error
 
 
+# Details often carry the client's own input (a model label from a restore file, a
+# value a field refused), and they are echoed in error bodies and kept forever in the
+# append-only audit log: both keep a bounded excerpt of them.
+DETAILS_MAX_STRING = 500
+DETAILS_MAX_ITEMS = 200
+DETAILS_MAX_DEPTH = 6
+DETAILS_MAX_JSON = 16 * 1024
+MESSAGE_MAX = 1000
+
+
+def _string_bounded(text: str, limit: int) -> tuple[str, bool]:
+    if len(text) <= limit:
+        return text, False
+    # What was cut stays visible, and how much: "aaa…[+1048076]".
+    return f"{text[:limit]}…[+{len(text) - limit}]", True
+
+
+def _bounded(value: Any, depth: int) -> tuple[Any, bool]:
+    if isinstance(value, Promise):
+        value = str(value)
+    if isinstance(value, str):
+        return _string_bounded(value, DETAILS_MAX_STRING)
+    if isinstance(value, bytes):
+        return _bounded(value.decode("utf-8", "replace"), depth)
+    if isinstance(value, dict | list | tuple | set | frozenset) and depth >= DETAILS_MAX_DEPTH:
+        return "…", True
+    if isinstance(value, dict):
+        items, cut = {}, len(value) > DETAILS_MAX_ITEMS
+        for key, item in islice(value.items(), DETAILS_MAX_ITEMS):
+            key, key_cut = _bounded(key, depth + 1) if isinstance(key, str) else (key, False)
+            items[key], item_cut = _bounded(item, depth + 1)
+            cut = cut or key_cut or item_cut
+        return items, cut
+    if isinstance(value, list | tuple | set | frozenset):
+        items, cut = [], len(value) > DETAILS_MAX_ITEMS
+        for item in islice(value, DETAILS_MAX_ITEMS):
+            item, item_cut = _bounded(item, depth + 1)
+            items.append(item)
+            cut = cut or item_cut
+        if len(value) > DETAILS_MAX_ITEMS:
+            items.append(f"…[+{len(value) - DETAILS_MAX_ITEMS}]")
+        return items, cut
+    return value, False
+
+
+def details_bounded(details: dict | None) -> dict:
+    """`details` with long strings, long lists and deep nesting cut, and at most
+    DETAILS_MAX_JSON characters of JSON; `"truncated": true` says something was cut."""
+    if not details:
+        return {}
+    bounded, cut = _bounded(details, 0)
+    if not isinstance(bounded, dict):
+        bounded = {"value": bounded}
+    text = json.dumps(bounded, ensure_ascii=False, default=str)
+    if len(text) > DETAILS_MAX_JSON:
+        # Still too big in sum: keep the start of its JSON text, as text. Half the
+        # bound, since that text's quotes are escaped again when it is stored or sent.
+        return {"truncated": True, "preview": _string_bounded(text, DETAILS_MAX_JSON // 2)[0]}
+    return {**bounded, "truncated": True} if cut else bounded
+
+
 def error_body(code: str, message, details: dict | None = None) -> dict:
-    return {"success": False, "code": code, "message": str(message), "details": details or {}}
+    return {
+        "success": False,
+        "code": code,
+        "message": _string_bounded(str(message), MESSAGE_MAX)[0],
+        "details": details_bounded(details),
+    }
 
 
 _DRF_CODES = {
@@ -70,6 +140,17 @@ _DRF_CODES = {
     drf_exceptions.ParseError: ("parse_error", None),
     drf_exceptions.UnsupportedMediaType: ("unsupported_media_type", None),
     drf_exceptions.Throttled: ("throttled", None),
+}
+
+
+# simplejwt's own messages, by the code it gives them: English only, since its catalog
+# is not loaded (not an installed app). Ours (token_wrong_tenant…) pass through.
+_SIMPLEJWT_MESSAGES = {
+    "token_not_valid": _("El token no es válido o ha expirado."),
+    "bad_authorization_header": _("La cabecera Authorization debe tener la forma «Bearer <token>»."),
+    "user_not_found": _("El usuario del token no existe."),
+    "user_inactive": _("El usuario está inactivo."),
+    "password_changed": _("La contraseña del usuario cambió: inicie sesión de nuevo."),
 }
 
 
@@ -92,10 +173,14 @@ def exception_handler(exc, context):
     details = {}
     if isinstance(exc, drf_exceptions.ValidationError):
         details = {"fields": exc.detail}
+    elif isinstance(exc, drf_exceptions.Throttled) and exc.wait is not None:
+        # Also in the body: a front end on another origin cannot read Retry-After
+        # unless CORS exposes it.
+        details = {"retry_after": int(exc.wait)}
     elif isinstance(exc.detail, dict):
         # simplejwt puts its own code and message in the detail dict
         code = str(exc.detail.get("code", code))
-        message = message or exc.detail.get("detail")
+        message = message or _SIMPLEJWT_MESSAGES.get(code) or exc.detail.get("detail")
     if message is None:
         message = exc.detail if isinstance(exc.detail, str) else exc.default_detail
     headers = {}

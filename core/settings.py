@@ -224,7 +224,20 @@ REST_FRAMEWORK = {
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
     "PAGE_SIZE": 50,
     "UNAUTHENTICATED_USER": None,
+    # Failed logins (usuarios.throttling), "<count>/<second|minute|hour|day>".
+    "DEFAULT_THROTTLE_RATES": {
+        "login_ip": env("LOGIN_FAILURES_PER_IP", default="30/hour"),
+        "login_account": env("LOGIN_FAILURES_PER_ACCOUNT", default="10/hour"),
+    },
+    # Proxies in front that append to X-Forwarded-For (Render: 1), so the client
+    # address is the one they saw, not one the client wrote. Unset: DRF's default
+    # (the whole header, else REMOTE_ADDR).
+    "NUM_PROXIES": env.int("NUM_PROXIES", default=None),
 }
+
+# Login throttling counts live here. Local memory is per process: with several
+# gunicorn workers each keeps its own counts; CACHE_URL=redis://… shares them.
+CACHES = {"default": env.cache_url("CACHE_URL", default="locmemcache://")}
 
 SIMPLE_JWT = {
     "ACCESS_TOKEN_LIFETIME": timedelta(minutes=env.int("JWT_ACCESS_MINUTES", default=30)),

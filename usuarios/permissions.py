@@ -1,5 +1,12 @@
+"""Who may manage a clinic's backups, restores and audit log: one rule for the API and the admin."""
+from django.core.exceptions import PermissionDenied
 from django.utils.translation import gettext_lazy as _
 from rest_framework.permissions import BasePermission
+
+
+def es_admin_o_propietario(user) -> bool:
+    """The rule itself: the clinic's admin or owner role, whatever is_staff or Django permissions say."""
+    return bool(user and user.is_authenticated and user.es_administrativo)
 
 
 class IsAdminOrPropietario(BasePermission):
@@ -8,5 +15,30 @@ class IsAdminOrPropietario(BasePermission):
     message = _("Sólo el administrador o el propietario de la clínica pueden realizar esta acción.")
 
     def has_permission(self, request, view) -> bool:
-        user = request.user
-        return bool(user and user.is_authenticated and user.es_administrativo)
+        return es_admin_o_propietario(request.user)
+
+
+class AdminOrPropietarioAdminMixin:
+    """For a ModelAdmin: the same rule as IsAdminOrPropietario.
+
+    The admin site lets in anyone with is_staff, and its custom views check
+    nothing more, so a receptionist with admin access could otherwise download
+    a full SQL dump. The role replaces Django's per-model permissions here, as
+    it does in the API; custom views call `require_admin_o_propietario`.
+    """
+
+    def has_module_permission(self, request) -> bool:
+        return es_admin_o_propietario(request.user)
+
+    def has_view_permission(self, request, obj=None) -> bool:
+        return es_admin_o_propietario(request.user)
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return es_admin_o_propietario(request.user)
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return es_admin_o_propietario(request.user)
+
+    def require_admin_o_propietario(self, request) -> None:
+        if not es_admin_o_propietario(request.user):
+            raise PermissionDenied

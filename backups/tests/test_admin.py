@@ -1,56 +1,128 @@
-"""The clinic's Django Admin for backups goes through the same services as the API."""
-from __future__ import annotations
-
+"""The clinic's Django admin for backups: the API's role rule (is_staff alone is not enough) and its services."""
 import hashlib
-from datetime import timedelta
 
 import pytest
 from django.db import connection
 from django.test import Client
 
 from backups.models import BackupRecord
-from backups.tests.factories import stored_backup
+from backups.services import backup_create
 from bitacora.models import Bitacora
+from bitacora.services import AuditContext
 from usuarios.models import Usuario
+
+PASSWORD = "clave-de-prueba-123"  # conftest's TEST_PASSWORD
+ADMIN = "/admin/backups/backuprecord/"
+
+
+class ClinicAdminClient(Client):
+    """A browser on the clinic's own domain (clinica-a.localhost), logged in through the admin's login form."""
+
+    def __init__(self, tenant):
+        super().__init__(HTTP_HOST=tenant.get_primary_domain().domain)
+        self.tenant = tenant
+
+    def request(self, **request):
+        previous = connection.tenant
+        try:
+            return super().request(**request)
+        finally:
+            # The request leaves the connection in the clinic's schema; give the test back its own.
+            connection.set_tenant(previous)
+
+    def admin_login(self, email: str) -> "ClinicAdminClient":
+        response = self.post("/admin/login/", {"username": email, "password": PASSWORD, "next": "/admin/"})
+        assert response.status_code == 302 and response["Location"] == "/admin/", response.content[:500]
+        return self
 
 
 @pytest.fixture
-def admin_client(tenant_a) -> Client:
-    """The clinic's admin page, reached by its domain, logged in as the clinic's admin."""
-    user = Usuario.objects.get(email="admin@clinica-a.test")
-    # Django's own gates of the admin site and its model permissions; rolled back with the test.
-    user.is_staff = user.is_superuser = True
-    user.save(update_fields=["is_staff", "is_superuser"])
-    client = Client(HTTP_HOST="clinica-a.localhost")
-    client.force_login(user)
-    return client
+def staff_client(tenant_a):
+    """staff_client("recepcion") → that clinic-A user, given admin access (is_staff), logged into the admin."""
+
+    def make(rol: str) -> ClinicAdminClient:
+        email = f"{rol}@{tenant_a.slug}.test"
+        Usuario.objects.filter(email=email).update(is_staff=True)
+        return ClinicAdminClient(tenant_a).admin_login(email)
+
+    return make
 
 
-def _as_tenant(response, tenant):
-    connection.set_tenant(tenant)  # a request leaves the connection in its schema; come back
-    return response
+@pytest.fixture
+def backup(tenant_a, backups_dir) -> BackupRecord:
+    return backup_create(context=AuditContext.system("prueba"), created_by=None)
 
 
-def test_changing_keep_in_the_admin_is_audited_like_the_api(admin_client, tenant_a, backups_dir):
-    # given a backup
-    backup = stored_backup(age=timedelta(days=1))
-    # when the admin ticks keep on its change page
-    response = _as_tenant(admin_client.post(f"/admin/backups/backuprecord/{backup.pk}/change/", {"keep": "on"}), tenant_a)
-    # then it is stored and audited with the actor
+@pytest.mark.parametrize("rol", ["admin", "propietario"])
+def test_admin_and_owner_use_every_backup_page_of_the_admin(staff_client, backup, rol):
+    # given an admin or owner logged into the clinic's admin
+    client = staff_client(rol)
+    # when they list, open, download, create and delete
+    listing = client.get(ADMIN)
+    detail = client.get(f"{ADMIN}{backup.pk}/change/")
+    download = client.get(f"{ADMIN}{backup.pk}/download/")
+    dump = b"".join(download.streaming_content)
+    created = client.post(f"{ADMIN}create-now/")
+    delete_page = client.get(f"{ADMIN}{backup.pk}/delete/")
+    deleted = client.post(f"{ADMIN}{backup.pk}/delete/", {"post": "yes"})
+    # then every page answers, and the actions happened
+    assert listing.status_code == 200 and backup.file_name in listing.content.decode()
+    assert detail.status_code == 200
+    assert download.status_code == 200 and len(dump) == backup.file_size
+    assert created.status_code == 302
+    assert BackupRecord.objects.filter(created_by__rol=rol, status="completed").exists()
+    assert delete_page.status_code == 200
+    assert deleted.status_code == 302 and not BackupRecord.objects.filter(pk=backup.pk).exists()
+
+
+@pytest.mark.parametrize("rol", ["odontologo", "recepcion"])
+def test_other_staff_roles_get_403_on_every_backup_page_of_the_admin(staff_client, backup, rol):
+    # given a staff user (is_staff) whose role may not manage backups
+    client = staff_client(rol)
+    before = BackupRecord.objects.count()
+    # when they try every backup page
+    answers = {
+        "list": client.get(ADMIN),
+        "detail": client.get(f"{ADMIN}{backup.pk}/change/"),
+        "edit": client.post(f"{ADMIN}{backup.pk}/change/", {"keep": "on"}),
+        "download": client.get(f"{ADMIN}{backup.pk}/download/"),
+        "create": client.post(f"{ADMIN}create-now/"),
+        "delete_page": client.get(f"{ADMIN}{backup.pk}/delete/"),
+        "delete": client.post(f"{ADMIN}{backup.pk}/delete/", {"post": "yes"}),
+    }
+    # then each is refused, the dump never leaves, and nothing changed
+    assert {name: response.status_code for name, response in answers.items()} == {name: 403 for name in answers}
+    assert not answers["download"].streaming
+    assert BackupRecord.objects.count() == before
+    backup.refresh_from_db()
+    assert backup.keep is False
+    # and the admin's index does not offer backups or the audit log
+    index = client.get("/admin/").content.decode()
+    assert "backuprecord" not in index and "bitacora" not in index
+
+
+@pytest.mark.parametrize(("rol", "status"), [("admin", 200), ("propietario", 200), ("odontologo", 403), ("recepcion", 403)])
+def test_the_audit_log_in_the_admin_follows_the_same_rule(staff_client, rol, status):
+    assert staff_client(rol).get("/admin/bitacora/bitacora/").status_code == status
+
+
+def test_changing_keep_in_the_admin_is_audited_like_the_api(staff_client, backup):
+    # given the clinic's admin in the admin site
+    client = staff_client("admin")
+    # when they tick keep on the backup's change page
+    response = client.post(f"{ADMIN}{backup.pk}/change/", {"keep": "on"})
+    # then it is stored and audited with the actor, as a PATCH through the API is
     assert response.status_code == 302, response.content[:500]
     assert BackupRecord.objects.get(pk=backup.pk).keep is True
     entry = Bitacora.objects.get(action="backup.keep", target_id=str(backup.pk))
     assert entry.outcome == "ok" and entry.actor_email == "admin@clinica-a.test" and entry.details["keep"] is True
 
 
-def test_the_admin_download_carries_the_checksum_header_as_the_api(admin_client, tenant_a, backups_dir):
-    # given a completed backup whose recorded checksum and size are its object's
-    backup = stored_backup(age=timedelta(days=1))
-    BackupRecord.objects.filter(pk=backup.pk).update(sha256=hashlib.sha256(b"dump").hexdigest(), file_size=4)
-    # when it is downloaded from the admin
-    response = _as_tenant(admin_client.get(f"/admin/backups/backuprecord/{backup.pk}/download/"), tenant_a)
-    # then the body, its length and its checksum header agree
+def test_the_admin_download_carries_the_checksum_header_as_the_api(staff_client, backup):
+    # when the clinic's admin downloads a backup from the admin site
+    response = staff_client("admin").get(f"{ADMIN}{backup.pk}/download/")
+    # then the body, its length and its checksum header agree with the record
     body = b"".join(response.streaming_content)
     assert response.status_code == 200
-    assert response["X-Checksum-SHA256"] == hashlib.sha256(body).hexdigest()
-    assert response["Content-Length"] == str(len(body)) == "4"
+    assert response["X-Checksum-SHA256"] == hashlib.sha256(body).hexdigest() == backup.sha256
+    assert response["Content-Length"] == str(len(body)) == str(backup.file_size)

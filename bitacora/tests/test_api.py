@@ -42,3 +42,19 @@ def test_the_api_has_no_way_to_change_entries(client_for, tenant_a):
     client = client_for("test_a", "admin")
     assert client.delete("/api/bitacora/").status_code == 405
     assert client.post("/api/bitacora/", {}, content_type="application/json").status_code == 405
+
+
+@pytest.mark.parametrize("query", ["limit=1000000000", "limit=501", "limit=0", "limit=-1", "limit=abc", "offset=-1", "offset=abc"])
+def test_a_page_out_of_bounds_or_malformed_is_a_400(client_for, query):
+    # when the audit log is asked for an unbounded or malformed page
+    response = client_for("test_a", "admin").get(f"/api/bitacora/?{query}")
+    # then it is refused, in the common error shape, naming the parameter
+    assert response.status_code == 400
+    body = response.json()
+    assert body["code"] == "invalid" and body["success"] is False
+    assert set(body["details"]["fields"]) == {query.split("=")[0]}
+
+
+def test_the_largest_page_is_500_entries(client_for, tenant_a):
+    response = client_for("test_a", "admin").get("/api/bitacora/?limit=500&offset=0")
+    assert response.status_code == 200

@@ -28,3 +28,18 @@ def test_seed_demo_is_idempotent(tenants):
         admin = Usuario.objects.get(email="admin@clinicademo1.com")
         assert admin.rol == "admin" and admin.check_password("otra-clave-123")
         assert Paciente.objects.filter(referido_por__isnull=False).exists()
+
+
+def test_seed_demo_gives_admin_access_only_to_admin_and_owner(tenants):
+    # given a demo seeded earlier, when every role was made staff
+    call_command("seed_demo", "--scale", "0.02", "--password", "otra-clave-123")
+    with schema_context("clinica_demo"):
+        Usuario.objects.filter(email="recepcion@clinicademo1.com").update(is_staff=True)
+    # when the demo is seeded (again)
+    call_command("seed_demo", "--scale", "0.02", "--password", "otra-clave-123")
+    # then only admin and propietario may log into the clinic's admin
+    for schema, mail_domain in (("clinica_demo", "clinicademo1.com"), ("clinica_norte", "clinicanorte1.com")):
+        with schema_context(schema):
+            staff = {rol: Usuario.objects.get(email=f"{rol}@{mail_domain}").is_staff
+                     for rol in ("admin", "propietario", "odontologo", "recepcion")}
+        assert staff == {"admin": True, "propietario": True, "odontologo": False, "recepcion": False}

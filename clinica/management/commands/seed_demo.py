@@ -4,7 +4,7 @@ from django_tenants.utils import schema_context
 from clinica.demo import DemoCounts, clinic_fill
 from clinica.models import Paciente
 from core.services import public_tenant_ensure, tenant_ensure
-from usuarios.models import Rol, Usuario
+from usuarios.models import ROLES_ADMINISTRATIVOS, Rol, Usuario
 
 DEMO_TENANTS = [
     # schema, slug, nombre, domain, e-mail domain (admin@clinicademo1.com is seed 000's admin)
@@ -62,9 +62,16 @@ class Command(BaseCommand):
 
     @staticmethod
     def _ensure_user(email: str, password: str, rol: str, nombre: str, apellido: str) -> Usuario:
+        # The clinic's Django admin holds backups and the audit log: only the roles
+        # that may manage them get in, as in the API.
         user = Usuario.objects.filter(email=email).first()
         if user is None:
-            user = Usuario.objects.create_user(email, password, nombre=nombre, apellido=apellido, rol=rol, is_staff=True)
+            is_staff = rol in ROLES_ADMINISTRATIVOS
+            user = Usuario.objects.create_user(email, password, nombre=nombre, apellido=apellido, rol=rol, is_staff=is_staff)
+        elif user.is_staff != user.es_administrativo:
+            # Demos seeded before this rule gave every role admin access; take it back.
+            user.is_staff = user.es_administrativo
+            user.save(update_fields=["is_staff"])
         return user
 
     def _progress(self, label: str, created: int, done: bool) -> None:

@@ -1,0 +1,76 @@
+"""Failed logins are limited per client address and per account: then 429 with Retry-After."""
+import pytest
+from django.conf import settings
+from django.core.cache import cache
+
+PASSWORD = "clave-de-prueba-123"  # conftest's TEST_PASSWORD
+PER_ACCOUNT = int(settings.REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"]["login_account"].split("/")[0])
+PER_IP = int(settings.REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"]["login_ip"].split("/")[0])
+
+
+@pytest.fixture(autouse=True)
+def empty_cache():
+    # The counts live in the cache, which outlives a test's transaction.
+    cache.clear()
+    yield
+    cache.clear()
+
+
+def _login(client, email: str, password: str, ip: str = "10.0.0.1"):
+    return client.post("/api/auth/token/", {"email": email, "password": password},
+                       content_type="application/json", REMOTE_ADDR=ip)
+
+
+def test_an_account_is_refused_with_429_after_its_failed_attempts(client_for):
+    client = client_for("test_a")
+    # given as many wrong passwords for one account as the limit allows, from several addresses
+    statuses = [_login(client, "admin@clinica-a.test", "incorrecta", ip=f"10.0.1.{n}").status_code for n in range(PER_ACCOUNT)]
+    # when one more attempt comes, even with the right password and in other capitals
+    response = _login(client, "Admin@Clinica-A.test ", PASSWORD, ip="10.0.2.1")
+    # then the wrong ones were 401 and this one is 429 in the error shape, with when to retry
+    assert statuses == [401] * PER_ACCOUNT
+    assert response.status_code == 429
+    body = response.json()
+    assert body["success"] is False and body["code"] == "throttled"
+    assert body["message"] == "Demasiados intentos fallidos de inicio de sesión. Espere antes de volver a intentarlo."
+    assert 0 < int(response["Retry-After"]) <= 3600 and body["details"]["retry_after"] == int(response["Retry-After"])
+
+
+def test_a_locked_account_leaves_other_accounts_and_clinics_alone(client_for):
+    # given one account of clinic A locked by failures
+    client = client_for("test_a")
+    for _ in range(PER_ACCOUNT):
+        _login(client, "admin@clinica-a.test", "incorrecta")
+    assert _login(client, "admin@clinica-a.test", PASSWORD).status_code == 429
+    # then another account of A, and the same e-mail's account in clinic B, still log in
+    assert _login(client, "propietario@clinica-a.test", PASSWORD, ip="10.0.0.2").status_code == 200
+    client_b = client_for("test_b")
+    assert _login(client_b, "admin@clinica-b.test", PASSWORD, ip="10.0.0.3").status_code == 200
+
+
+def test_successful_logins_do_not_count(client_for):
+    client = client_for("test_a")
+    statuses = [_login(client, "admin@clinica-a.test", PASSWORD).status_code for _ in range(PER_ACCOUNT + 2)]
+    assert statuses == [200] * (PER_ACCOUNT + 2)
+
+
+def test_an_address_is_refused_with_429_after_its_failed_attempts_on_any_accounts(client_for):
+    client = client_for("test_a")
+    # given failures from one address, each on another (unknown) account
+    statuses = [_login(client, f"nadie{n}@clinica-a.test", "incorrecta").status_code for n in range(PER_IP)]
+    # when that address tries again, even a real account with the right password
+    refused = _login(client, "recepcion@clinica-a.test", PASSWORD)
+    # then it is refused, while another address still logs in
+    assert statuses == [401] * PER_IP
+    assert refused.status_code == 429 and refused.json()["code"] == "throttled"
+    assert _login(client, "recepcion@clinica-a.test", PASSWORD, ip="10.9.9.9").status_code == 200
+
+
+def test_the_throttle_message_follows_accept_language(client_for):
+    client = client_for("test_a")
+    for _ in range(PER_ACCOUNT):
+        _login(client, "admin@clinica-a.test", "incorrecta")
+    response = client.post("/api/auth/token/", {"email": "admin@clinica-a.test", "password": "incorrecta"},
+                           content_type="application/json", REMOTE_ADDR="10.0.0.1", HTTP_ACCEPT_LANGUAGE="en")
+    assert response.status_code == 429
+    assert response.json()["message"] == "Too many failed login attempts. Wait before trying again."

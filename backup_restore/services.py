@@ -10,6 +10,7 @@ from django.db import connection
 from backup_restore import utils
 from backup_restore.actions import TenantDataAction
 from bitacora.services import AuditContext, audit_failure, record, record_failure
+from core.faults import kill_point
 from core.files import file_name_timestamp
 from core.locks import tenant_operation_lock
 
@@ -108,11 +109,16 @@ def tenant_data_restore(
     details: dict[str, Any] = {"file_name": file_name, "replace": replace, "dry_run": dry_run,
                                "allow_other_tenant": allow_other_tenant}
     # bitacora writes on its own connection: the entry of a failed restore survives the rollback.
+    def loading(label: str, done: int, total: int | None) -> None:
+        kill_point("json_restore.loading")  # inside the restore's transaction, rows already written
+        if progress:
+            progress(label, done, total)
+
     with tenant_data_restore_audited(context=context, details=details):
         with tenant_operation_lock(schema_name):
             result = utils.tenant_data_import(
                 source=source, schema_name=schema_name, replace=replace, dry_run=dry_run,
-                allow_other_tenant=allow_other_tenant, progress=progress,
+                allow_other_tenant=allow_other_tenant, progress=loading,
             )
     summary = result.as_dict()
     record(context=context, action=TenantDataAction.RESTORE, target_type="tenant", target_id=schema_name,

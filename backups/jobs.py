@@ -49,12 +49,15 @@ def job_wait(record: Record, *, seconds: float | None = None) -> Record:
         time.sleep(WAIT_POLL_SECONDS)
 
 
-def backup_enqueue(*, context: AuditContext, backup_type: str = BackupRecord.Type.MANUAL, created_by=None) -> BackupRecord:
-    """Reserve a backup of this clinic and start its job (inline when no broker is configured)."""
+def backup_enqueue(
+    *, context: AuditContext, backup_type: str = BackupRecord.Type.MANUAL, created_by=None, prune_after: bool = False
+) -> BackupRecord:
+    """Reserve a backup of this clinic and start its job (inline when no broker is configured);
+    prune_after applies the retention policy once the backup has succeeded (the nightly run)."""
     from backups.tasks import backup_task
 
     backup = backup_start(context=context, backup_type=backup_type, created_by=created_by)
-    backup_task.delay(backup.pk, asdict(context))
+    backup_task.delay(backup.pk, asdict(context), prune_after)
     return backup
 
 
@@ -74,6 +77,15 @@ def restore_enqueue(
     """Check a restore of this clinic (in place, or into new_schema) and start its job."""
     from backups.tasks import restore_task
 
+    job = restore_prepare(context=context, backup_id=backup_id, confirm=confirm, created_by=created_by, new_schema=new_schema)
+    restore_task.delay(job.pk, asdict(context), nombre)
+    return job
+
+
+def restore_prepare(
+    *, context: AuditContext, backup_id: int, confirm: str = "", created_by=None, new_schema: str = ""
+) -> RestoreJob:
+    """Check a restore of this clinic and record it `pending`, for restore_run (here or in a worker)."""
     schema = connection.schema_name
     action = BackupAction.RESTORE_AS_NEW_TENANT if new_schema else BackupAction.RESTORE
     with audit_failure(context=context, action=action, target_type="backup", target_id=backup_id):
@@ -87,7 +99,6 @@ def restore_enqueue(
             backup=backup, backup_file_name=backup.file_name, created_by=created_by, new_schema=new_schema,
             kind=RestoreJob.Kind.NEW_TENANT if new_schema else RestoreJob.Kind.IN_PLACE,
         )
-    restore_task.delay(job.pk, asdict(context), nombre)
     return job
 
 

@@ -21,7 +21,7 @@ import logging
 from dataclasses import dataclass, field
 
 from django.conf import settings
-from django.db import connection
+from django.db import DatabaseError, connection, transaction
 from django.utils import timezone
 from django.utils.translation import gettext
 from django_tenants.utils import get_public_schema_name, schema_context
@@ -49,6 +49,7 @@ class ReapReport:
     backups: list[str] = field(default_factory=list)
     restores: list[str] = field(default_factory=list)
     busy_clinics: list[str] = field(default_factory=list)
+    failed_clinics: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict:
         return {key: list(value) for key, value in self.__dict__.items()}
@@ -102,11 +103,15 @@ def reap_clinic(schema: str, leftovers: list[str], report: ReapReport, *, has_ta
                 schema_drop(name)
                 report.schemas.append(name)
             if has_tables:
-                with schema_context(schema):
+                with schema_context(schema), transaction.atomic():
                     _reap_backups(schema, report)
                     _reap_restores(schema, report)
     except OperationInProgressError:
         report.busy_clinics.append(schema)
+    except DatabaseError:
+        # A clinic the reaper cannot read (its migrations not applied yet) must not stop the others.
+        logger.exception("reaper: could not check %s", schema)
+        report.failed_clinics.append(schema)
 
 
 def reap() -> ReapReport:
@@ -120,7 +125,7 @@ def reap() -> ReapReport:
             reap_clinic(schema, left.get(schema, []), report, has_tables=schema in clinics)
     finally:
         connection.set_tenant(previous)
-    found = {key: value for key, value in report.as_dict().items() if value and key != "busy_clinics"}
+    found = {key: value for key, value in report.as_dict().items() if value and key not in ("busy_clinics", "failed_clinics")}
     if found:
         logger.warning("reaper: %s", found)
     return report

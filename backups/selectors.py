@@ -38,3 +38,8 @@ def restore_job_get(*, job_id: int) -> RestoreJob:
     if job is None:
         raise RestoreJobNotFoundError(details={"id": job_id})
     return job
+
+
+def backup_last_completed() -> BackupRecord | None:
+    """This clinic's newest completed backup, if any."""
+    return BackupRecord.objects.filter(status=BackupRecord.Status.COMPLETED).order_by("-created_at", "-id").first()

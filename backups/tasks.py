@@ -11,6 +11,7 @@ from django.conf import settings
 
 from backups.errors import BackupNotPendingError, RestoreJobNotPendingError, StorageUnavailableError
 from backups.jobs import restore_run
+from backups.retention import backup_prune
 from backups.services import backup_run
 from bitacora.services import AuditContext
 from core.exceptions import DomainError
@@ -19,10 +20,13 @@ logger = logging.getLogger(__name__)
 
 
 @shared_task(bind=True, name="backups.tasks.backup_task", max_retries=settings.BACKUP_STORAGE_RETRIES)
-def backup_task(self, backup_id: int, context: dict) -> None:
+def backup_task(self, backup_id: int, context: dict, prune_after: bool = False) -> None:
     may_retry = not self.request.is_eager and self.request.retries < self.max_retries
+    audit = AuditContext(**context)
     try:
-        backup_run(context=AuditContext(**context), backup_id=backup_id, retry_transient=may_retry)
+        backup_run(context=audit, backup_id=backup_id, retry_transient=may_retry)
+        if prune_after:
+            backup_prune(context=audit, apply=True)
     except StorageUnavailableError as exc:
         if not may_retry:
             raise
@@ -46,6 +50,16 @@ def restore_task(self, job_id: int, context: dict, nombre: str = "") -> None:
         if self.request.is_eager:
             raise
         logger.warning("restore %s failed: %s", job_id, exc.code)
+
+
+@shared_task(name="backups.tasks.verify_task")
+def verify_task(context: dict) -> dict:
+    """Re-read every completed backup of the clinic and mark what it finds."""
+    from backups.selectors import backup_list
+    from backups.services import backup_verify
+
+    audit = AuditContext(**context)
+    return {backup.pk: backup_verify(context=audit, backup=backup) for backup in backup_list(status="completed")}
 
 
 @shared_task(name="backups.tasks.reap_task")

@@ -1,6 +1,7 @@
 """Settings, all from the environment (django-environ). See README "Configuración"."""
 from datetime import timedelta
 from pathlib import Path
+from urllib.parse import unquote
 
 import environ
 
@@ -92,6 +93,9 @@ WSGI_APPLICATION = "core.wsgi.application"
 def _database_settings() -> dict:
     if env("DATABASE_URL", default=""):
         database = env.db_url("DATABASE_URL")
+        # A socket directory is written percent-encoded (postgres://u@%2Frun%2Fpostgresql/db);
+        # django-environ keeps the escapes, and libpq would look for a host of that name.
+        database["HOST"] = unquote(str(database.get("HOST") or ""))
     else:
         state = embedded_pg.read_state()
         if state is None:

@@ -77,3 +77,42 @@ def committed_sequences(schema: str, *, dbname: str | None = None) -> dict[str, 
             return dict(cursor.fetchall())
     finally:
         raw.close()
+
+
+def child_environment(**extra: str) -> dict[str, str]:
+    """The environment for a real child process (manage.py, a Celery worker) that works on
+    this test session's database: its own settings, no broker unless given, nothing inherited
+    that could point it elsewhere."""
+    import os
+    import urllib.parse
+
+    from django.conf import settings as django_settings
+
+    db = connection.settings_dict
+    host = urllib.parse.quote(str(db["HOST"] or ""), safe="")
+    auth = urllib.parse.quote(str(db["USER"] or ""), safe="")
+    if db["PASSWORD"]:
+        auth += ":" + urllib.parse.quote(str(db["PASSWORD"]), safe="")
+    env = {key: value for key, value in os.environ.items()
+           if not key.startswith(("PG", "CELERY_", "REDIS_URL", "CLINICA_KILL_AT", "DATABASE_URL"))}
+    env.update(
+        DJANGO_SETTINGS_MODULE="core.test_settings",
+        DATABASE_URL=f"postgres://{auth}@{host}:{db['PORT'] or 5432}/{db['NAME']}",
+        PG_BIN_DIR=str(django_settings.PG_BIN_DIR or ""),
+        PYTHONUNBUFFERED="1",
+    )
+    env.update(extra)
+    return env
+
+
+def run_manage(*args: str, timeout: float = 120, **env: str):
+    """`python manage.py <args>` in a child process; a SIGKILLed child returns -9."""
+    import subprocess
+    import sys
+
+    from django.conf import settings as django_settings
+
+    return subprocess.run(
+        [sys.executable, str(django_settings.BASE_DIR / "manage.py"), *args],
+        env=child_environment(**env), capture_output=True, text=True, timeout=timeout,
+    )

@@ -1,6 +1,7 @@
 """The base of every per-clinic manage.py command: --tenant X | --all-tenants."""
 from __future__ import annotations
 
+from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 from django_tenants.utils import get_public_schema_name, tenant_context
 
@@ -21,6 +22,8 @@ class TenantCommand(BaseCommand):
 
     With --all-tenants a failing clinic does not stop the others: each is reported
     and the command exits non-zero if any failed. Domain errors become one clear line.
+    A command that defines enqueue_tenant() hands --all-tenants to the job workers
+    when a broker is configured: one job per clinic, and the command exits at once.
     """
 
     allow_all_tenants = True
@@ -38,11 +41,16 @@ class TenantCommand(BaseCommand):
     def handle_tenant(self, tenant: Tenant, **options) -> None:
         raise NotImplementedError
 
+    enqueue_tenant = None  # (tenant, **options) -> str: start that clinic's job, say what was queued
+
     def handle(self, *args, tenant=None, all_tenants=False, **options):
         if all_tenants:
             tenants = list(Tenant.objects.exclude(schema_name=get_public_schema_name()).filter(is_active=True).order_by("schema_name"))
         else:
             tenants = [tenant_resolve(tenant)]
+        if all_tenants and self.enqueue_tenant is not None and not settings.CELERY_TASK_ALWAYS_EAGER:
+            self._enqueue(tenants, **options)
+            return
         failed = []
         for index, current in enumerate(tenants, start=1):
             if len(tenants) > 1:
@@ -57,3 +65,16 @@ class TenantCommand(BaseCommand):
                 self.stderr.write(f"  error en {current.schema_name}: {exc.message}")
         if failed:
             raise CommandError(f"Fallaron {len(failed)} de {len(tenants)} clínicas: {', '.join(failed)}")
+
+    def _enqueue(self, tenants: list[Tenant], **options) -> None:
+        failed = []
+        for current in tenants:
+            try:
+                with tenant_context(current):
+                    self.stdout.write(f"  {current.schema_name}: {self.enqueue_tenant(current, **options)}")
+            except DomainError as exc:
+                failed.append(current.schema_name)
+                self.stderr.write(f"  error en {current.schema_name}: {exc.message}")
+        self.stdout.write(f"{len(tenants) - len(failed)} trabajo(s) en cola para los workers.")
+        if failed:
+            raise CommandError(f"No se pudieron encolar {len(failed)} de {len(tenants)} clínicas: {', '.join(failed)}")

@@ -1,6 +1,6 @@
 from django.core.management.base import CommandError
 
-from backups.restore import backup_restore_as_new_tenant, backup_restore_in_place
+from backups.jobs import restore_prepare, restore_run
 from backups.selectors import backup_get
 from bitacora.services import AuditContext
 from core.management.base import TenantCommand
@@ -21,13 +21,11 @@ class Command(TenantCommand):
     def handle_tenant(self, tenant, *, backup_id, yes, as_new_tenant=None, **options):
         backup = backup_get(backup_id=backup_id)
         if as_new_tenant:
-            new_tenant = backup_restore_as_new_tenant(
-                context=AuditContext.system("manage.py restore_backup --as-new-tenant"), backup_id=backup_id,
-                schema_name=as_new_tenant, nombre=f"{tenant.nombre} ({backup.created_at:%Y-%m-%d %H:%M})",
-            )
+            context = AuditContext.system("manage.py restore_backup --as-new-tenant")
+            job = restore_prepare(context=context, backup_id=backup_id, new_schema=as_new_tenant)
+            restore_run(context=context, job_id=job.pk, nombre=f"{tenant.nombre} ({backup.created_at:%Y-%m-%d %H:%M})")
             self.stdout.write(self.style.SUCCESS(
-                f"  {backup.file_name} restaurado como la clínica nueva {new_tenant.schema_name} (slug {new_tenant.slug}); "
-                f"{tenant.schema_name} no se modificó"
+                f"  {backup.file_name} restaurado como la clínica nueva {as_new_tenant}; {tenant.schema_name} no se modificó"
             ))
             return
         if not yes:
@@ -37,5 +35,8 @@ class Command(TenantCommand):
             )
             if input(f"Escriba «{tenant.schema_name}» para confirmar: ").strip() != tenant.schema_name:
                 raise CommandError("Restauración cancelada.")
-        backup_restore_in_place(context=AuditContext.system("manage.py restore_backup"), backup_id=backup_id, confirm=tenant.schema_name)
+        # Inline, through a restore job all the same: the API lists it, and if this process dies the reaper reports it.
+        context = AuditContext.system("manage.py restore_backup")
+        job = restore_prepare(context=context, backup_id=backup_id, confirm=tenant.schema_name)
+        restore_run(context=context, job_id=job.pk)
         self.stdout.write(self.style.SUCCESS(f"  {tenant.schema_name} restaurada desde {backup.file_name}"))

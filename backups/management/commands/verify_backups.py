@@ -1,13 +1,23 @@
+from dataclasses import asdict
+
 from backups.errors import BackupChecksumMismatchError
 from backups.models import BackupRecord
 from backups.selectors import backup_list
 from backups.services import backup_verify
+from backups.tasks import verify_task
 from bitacora.services import AuditContext
 from core.management.base import TenantCommand
 
 
 class Command(TenantCommand):
-    help = "Relee cada backup completado, compara su sha256 y marca los dañados o ausentes."
+    help = (
+        "Relee cada backup completado, compara su sha256 y marca los dañados o ausentes. Con un broker "
+        "configurado, --all-tenants deja un trabajo por clínica en la cola."
+    )
+
+    def enqueue_tenant(self, tenant, **options) -> str:
+        verify_task.delay(asdict(AuditContext.system("manage.py verify_backups")))
+        return "verificación en cola"
 
     def handle_tenant(self, tenant, **options):
         context = AuditContext.system("manage.py verify_backups")

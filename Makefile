@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 PORT ?= 8000
 SCALE ?= 1
 
-.PHONY: demo test bench install db migrate seed serve stop-db
+.PHONY: demo test bench install db migrate seed serve stop-db worker reap
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -37,6 +37,14 @@ test: db
 
 bench: migrate
 	$(PY) bench/run.py $(BENCH_ARGS)
+
+# A job worker, for those who configure a broker (CELERY_BROKER_URL=redis://…); without
+# one, jobs run inline and no worker is needed. --beat runs the periodic reaper too.
+worker: migrate
+	$(PY) -m celery -A core worker --beat --loglevel=info --concurrency=$${WORKER_CONCURRENCY:-2}
+
+reap: migrate
+	$(PY) manage.py reap
 
 stop-db: install
 	$(PY) -m core.embedded_pg stop

@@ -6,6 +6,7 @@ each test runs in a transaction that is rolled back, with one clinic active.
 from __future__ import annotations
 
 import pytest
+import pytest_django.fixtures
 from django.db import connection
 from django.test import Client
 from django_tenants.utils import schema_context
@@ -22,6 +23,22 @@ TENANTS = {
     "test_restore": ("clinica-r", "Clínica R", "clinica-r.localhost"),
 }
 ROLES = [Rol.ADMIN, Rol.PROPIETARIO, Rol.ODONTOLOGO, Rol.RECEPCION]
+
+
+_databases_for_setup = pytest_django.fixtures._get_databases_for_setup
+
+
+def _databases_for_setup_with_committed(items):
+    # pytest-django sets up the test database only for tests marked django_db (or asking for
+    # `db`); a run of `committed` tests alone would otherwise work on the development
+    # database itself, under its real name.
+    aliases, serialized = _databases_for_setup(items)
+    if any(item.get_closest_marker("committed") for item in items):
+        aliases = {*aliases, "default"}
+    return aliases, serialized
+
+
+pytest_django.fixtures._get_databases_for_setup = _databases_for_setup_with_committed
 
 
 def pytest_collection_modifyitems(items):
@@ -53,10 +70,26 @@ def _ensure_tenant(schema_name: str) -> Tenant:
 
 @pytest.fixture(scope="session")
 def tenants(django_db_setup, django_db_blocker) -> dict[str, Tenant]:
+    assert connection.settings_dict["NAME"].startswith("test_"), "the tests must never touch a real database"
     with django_db_blocker.unblock():
         if not Tenant.objects.filter(schema_name="public").exists():
             Tenant.objects.create(schema_name="public", slug="public", nombre="Plataforma")
-        return {name: _ensure_tenant(name) for name in TENANTS}
+        tenants = {name: _ensure_tenant(name) for name in TENANTS}
+        _reap_earlier_runs()
+        return tenants
+
+
+def _reap_earlier_runs() -> None:
+    """--reuse-db keeps what an interrupted earlier run committed: a job still queued or
+    running would make every later backup of that clinic a 409. Reap it all, queued jobs too."""
+    from datetime import timedelta
+
+    from django.test import override_settings
+
+    from backups.reaper import reap
+
+    with override_settings(JOB_PENDING_MAX_AGE=timedelta(0)):
+        reap()
 
 
 @pytest.fixture(scope="session")

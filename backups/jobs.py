@@ -27,7 +27,7 @@ from backups.errors import RestoreConfirmationError, RestoreJobNotPendingError
 from backups.models import BackupRecord, RestoreJob
 from backups.restore import backup_restore_as_new_tenant, backup_restore_in_place
 from backups.selectors import backup_get_completed
-from backups.services import backup_start
+from backups.services import backup_start, job_refused_if_busy
 from bitacora.services import AuditContext, audit_failure
 from backups.actions import BackupAction
 from core.errors import OperationInProgressError
@@ -125,7 +125,7 @@ def restore_run(*, context: AuditContext, job_id: int, nombre: str = "") -> Rest
     schema = connection.schema_name
     # The same session takes the lock again inside the restore (advisory locks nest), so
     # between the claim and the restore nobody, the reaper included, finds the clinic free.
-    with tenant_operation_lock(schema):
+    with job_refused_if_busy(RestoreJob, job_id), tenant_operation_lock(schema):
         if not _restore_claim(job_id):
             raise RestoreJobNotPendingError(details={"id": job_id})
         job = RestoreJob.objects.get(pk=job_id)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+from contextlib import contextmanager
 from typing import BinaryIO
 
 from django.conf import settings
@@ -109,6 +110,18 @@ def backup_start(*, context: AuditContext, backup_type: str = BackupRecord.Type.
             )
 
 
+@contextmanager
+def job_refused_if_busy(model, record_id: int):
+    """A job that cannot start (the clinic busy with another operation) ends `failed`, not `pending` forever."""
+    try:
+        yield
+    except OperationInProgressError as exc:
+        model.objects.filter(pk=record_id, status=model.Status.PENDING).update(
+            status=model.Status.FAILED, error_code=exc.code, error=str(exc.message), finished_at=timezone.now()
+        )
+        raise
+
+
 def _backup_claim(backup_id: int) -> bool:
     """pending → running, once: a job delivered twice (a worker died before acknowledging) runs once."""
     return bool(
@@ -159,7 +172,7 @@ def backup_run(*, context: AuditContext, backup_id: int, retry_transient: bool =
     schema = connection.schema_name
     with audit_failure(context=context, action=BackupAction.CREATE, target_type=TARGET_TYPE, target_id=backup_id):
         binaries = pg_binaries()
-        with tenant_operation_lock(schema):
+        with job_refused_if_busy(BackupRecord, backup_id), tenant_operation_lock(schema):
             if not _backup_claim(backup_id):
                 raise BackupNotPendingError(details={"id": backup_id})
             backup = backup_get(backup_id=backup_id)

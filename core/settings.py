@@ -193,7 +193,11 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_TIME_LIMIT = env.int("JOB_TIME_LIMIT", default=6 * 3600)
 CELERY_TASK_SOFT_TIME_LIMIT = env.int("JOB_SOFT_TIME_LIMIT", default=CELERY_TASK_TIME_LIMIT - 300)
 # Redis hands an unacknowledged message to another worker after this long: longer than any job.
-CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": CELERY_TASK_TIME_LIMIT + 3600}
+CELERY_BROKER_TRANSPORT_OPTIONS = {
+    "visibility_timeout": CELERY_TASK_TIME_LIMIT + 3600,
+    # Several deployments (or test runs) may share one Redis: each keeps to its own keys.
+    "global_keyprefix": env("JOB_KEY_PREFIX", default=""),
+}
 CELERY_TASK_DEFAULT_QUEUE = env("JOB_QUEUE", default="clinica")
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_BEAT_SCHEDULE = {

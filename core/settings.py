@@ -207,6 +207,11 @@ BACKUP_RESTORE_LOCK_TIMEOUT = env("BACKUP_RESTORE_LOCK_TIMEOUT", default="10s")
 
 # JSON restore: the largest upload accepted (bytes).
 RESTORE_MAX_UPLOAD_BYTES = env.int("RESTORE_MAX_UPLOAD_BYTES", default=500 * 1024 * 1024)
+# …and what it may inflate to once gunzipped (a 10 MB .json.gz can hold 10 GiB): past it, 413.
+RESTORE_MAX_INFLATED_BYTES = env.int("RESTORE_MAX_INFLATED_BYTES", default=2 * 1024 * 1024 * 1024)
+# The largest single row or header entry, in bytes of JSON: the parser holds a value it has not
+# finished in memory, so a 300 MiB string is refused once this much of it is read (400).
+RESTORE_MAX_VALUE_BYTES = env.int("RESTORE_MAX_VALUE_BYTES", default=8 * 1024 * 1024)
 # Uploads above this go to a temporary file instead of memory: an anonymous one in
 # BACKUP_TEMP_DIR, so a killed worker leaves no copy of a clinic's data behind.
 FILE_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024

@@ -11,7 +11,10 @@ entry, the clinic's operation lock) → tenant_data_import below:
 2. Open one transaction. Every error below rolls all of it back; a dry run rolls
    back on purpose at the end.
 3. _Restorer.begin: PostgreSQL is told not to copy refused rows into its log
-   (when the role may say so); a temporary staging table; the foreign keys between restored tables are dropped for the load
+   (when the role may say so); the restorable tables are locked in one statement
+   under BACKUP_RESTORE_LOCK_TIMEOUT, so that busy tables or a deadlock with a
+   reader answer a retryable 409 instead of failing later; a temporary staging
+   table; the foreign keys between restored tables are dropped for the load
    (constraints.py says why). With replace, the restorable tables are emptied and
    their non-unique indexes dropped.
 4. _Restorer.section, once per model in the file's order: its field names are
@@ -44,6 +47,7 @@ from decimal import Decimal
 from typing import BinaryIO, Callable, Iterator
 
 import psycopg2
+from django.conf import settings
 from django.db import DatabaseError, connection, models, transaction
 from django.utils.translation import gettext as _
 
@@ -63,6 +67,8 @@ logger = logging.getLogger(__name__)
 # A COPY batch ends at this many rows or this many characters of JSON, whichever comes first.
 IMPORT_COPY_ROWS = 20_000
 IMPORT_COPY_CHARS = 4 << 20
+# The lock waits PostgreSQL reports as "try again": lock_not_available, deadlock_detected.
+_BUSY_CODES = frozenset({"55P03", "40P01"})
 _CHAR_TYPMOD = re.compile(r"^(varchar|character varying|char|character)\(\d+\)$")
 
 
@@ -222,6 +228,7 @@ class _Restorer:
 
     def begin(self, summary: RestoreResult) -> None:
         self._server_log_quieted()
+        self._tables_locked()
         # Fire checks queued earlier in this transaction (TRUNCATE refuses tables with pending events).
         self.execute("SET CONSTRAINTS ALL IMMEDIATE")
         self.execute("SET CONSTRAINTS ALL DEFERRED")
@@ -264,6 +271,28 @@ class _Restorer:
             return
         self.execute("SET LOCAL log_error_verbosity = terse")  # no DETAIL, HINT, QUERY or CONTEXT lines
         self.execute("SET LOCAL log_min_error_statement = panic")  # no STATEMENT line either
+
+    def _tables_locked(self) -> None:
+        """Every restorable table, locked at once, waiting at most BACKUP_RESTORE_LOCK_TIMEOUT.
+
+        Taken one ALTER TABLE at a time, the locks of the foreign-key suspension
+        deadlocked with a reader holding some of the tables and waiting for others,
+        and the restore failed with a 500. Held from here to the commit, they make
+        every later statement of the restore wait for nothing.
+        """
+        (previous,) = self.execute("SELECT current_setting('lock_timeout')").fetchone()
+        self.execute("SELECT set_config('lock_timeout', %s, true)", [settings.BACKUP_RESTORE_LOCK_TIMEOUT])
+        tables = ", ".join(self.table(p) for p in self.restorable)
+        try:
+            with transaction.atomic():
+                self.execute(f"LOCK TABLE {tables} IN ACCESS EXCLUSIVE MODE")
+        except DatabaseError as exc:
+            code = getattr(exc.__cause__, "pgcode", None)
+            if code not in _BUSY_CODES:
+                raise
+            logger.warning("restore of %s: tables busy (%s), answered 409", self.schema, code)
+            raise errors.TablesBusyError(details={"lock_timeout": settings.BACKUP_RESTORE_LOCK_TIMEOUT}) from None
+        self.execute("SELECT set_config('lock_timeout', %s, true)", [previous])
 
     # -- one section
 

@@ -241,3 +241,88 @@ def _readable(path) -> bool:
     except OSError:
         return False
 
+
+def _wait_until(condition, seconds: float = 20) -> None:
+    import time
+
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)
+
+
+@pytest.mark.committed
+def test_a_deadlock_with_a_reader_answers_a_retryable_409_and_changes_nothing(committed_db, client_for):
+    import threading
+
+    from core.testing import backend_waiting, other_session
+
+    # given the clinic's export, and a reader that holds one of its tables in an open transaction
+    schema = committed_db.schema_name
+    file = export_bytes(schema)
+    before = schema_fingerprint(schema)
+    client = client_for(schema, "admin")
+    connection.ensure_connection()
+    restore_pid = connection.connection.get_backend_pid()
+    outcome = {}
+
+    def reader():
+        # … which, once the restore waits for that table, reads a table the restore already holds: a deadlock
+        with other_session() as session, other_session() as observer:
+            with session.cursor() as cursor:
+                cursor.execute(f'SELECT 1 FROM "{schema}"."clinica_pago" LIMIT 1')
+                outcome["reader_ready"] = True
+                _wait_until(lambda: backend_waiting(observer, restore_pid))
+                with observer.cursor() as look:
+                    look.execute(
+                        "SELECT relation::regclass::text FROM pg_locks WHERE pid = %s AND granted "
+                        "AND mode = 'AccessExclusiveLock' AND relation IS NOT NULL "
+                        "AND relation::regclass::text LIKE %s LIMIT 1",
+                        [restore_pid, f"{schema}.clinica%"],
+                    )
+                    (held,) = look.fetchone()
+                cursor.execute(f"SELECT 1 FROM {held} LIMIT 1")  # waits for the restore: the cycle closes
+            session.rollback()
+
+    thread = threading.Thread(target=reader)
+    thread.start()
+    _wait_until(lambda: outcome.get("reader_ready"))
+
+    # when the restore runs into it
+    response = client.post("/api/restore/", {"backup_file": SimpleUploadedFile("b.json", file), "replace": "true"})
+    thread.join(30)
+
+    # then 409 restore_tables_busy (PostgreSQL broke the deadlock on the restore's side), nothing changed
+    assert response.status_code == 409, response.content[:500]
+    assert response.json()["code"] == "restore_tables_busy"
+    assert schema_fingerprint(schema) == before
+
+
+@pytest.mark.committed
+def test_tables_busy_past_the_lock_timeout_answer_a_retryable_409_and_change_nothing(committed_db, client_for):
+    import threading
+
+    from core.testing import other_session
+
+    # given a long transaction holding one of the clinic's tables
+    schema = committed_db.schema_name
+    file = export_bytes(schema)
+    before = schema_fingerprint(schema)
+    client = client_for(schema, "admin")
+    with other_session() as session:
+        with session.cursor() as cursor:
+            cursor.execute(f'SELECT 1 FROM "{schema}"."clinica_cita" LIMIT 1')
+        # (should the restore wait past its timeout, the reader gives way so the test fails instead of hanging)
+        give_way = threading.Timer(15, session.rollback)
+        give_way.start()
+
+        # when a restore is attempted with a short lock timeout
+        with override_settings(BACKUP_RESTORE_LOCK_TIMEOUT="200ms"):
+            response = client.post("/api/restore/", {"backup_file": SimpleUploadedFile("b.json", file), "replace": "true"})
+        give_way.cancel()
+
+    # then 409 at once, the timeout in details, and nothing changed
+    assert response.status_code == 409, response.content[:500]
+    assert response.json()["code"] == "restore_tables_busy"
+    assert response.json()["details"] == {"lock_timeout": "200ms"}
+    assert schema_fingerprint(schema) == before

@@ -251,17 +251,21 @@ def _wait_until(condition, seconds: float = 20) -> None:
         time.sleep(0.01)
 
 
+@pytest.fixture
+def committed_clinic_export(committed_db, client_for):
+    """The committed clinic's schema, its export, its fingerprint, and its admin's client."""
+    schema = committed_db.schema_name
+    return schema, export_bytes(schema), schema_fingerprint(schema), client_for(schema, "admin")
+
+
 @pytest.mark.committed
-def test_a_deadlock_with_a_reader_answers_a_retryable_409_and_changes_nothing(committed_db, client_for):
+def test_a_deadlock_with_a_reader_answers_a_retryable_409_and_changes_nothing(committed_clinic_export):
     import threading
 
     from core.testing import backend_waiting, other_session
 
     # given the clinic's export, and a reader that holds one of its tables in an open transaction
-    schema = committed_db.schema_name
-    file = export_bytes(schema)
-    before = schema_fingerprint(schema)
-    client = client_for(schema, "admin")
+    schema, file, before, client = committed_clinic_export
     connection.ensure_connection()
     restore_pid = connection.connection.get_backend_pid()
     outcome = {}
@@ -299,16 +303,13 @@ def test_a_deadlock_with_a_reader_answers_a_retryable_409_and_changes_nothing(co
 
 
 @pytest.mark.committed
-def test_tables_busy_past_the_lock_timeout_answer_a_retryable_409_and_change_nothing(committed_db, client_for):
+def test_tables_busy_past_the_lock_timeout_answer_a_retryable_409_and_change_nothing(committed_clinic_export):
     import threading
 
     from core.testing import other_session
 
     # given a long transaction holding one of the clinic's tables
-    schema = committed_db.schema_name
-    file = export_bytes(schema)
-    before = schema_fingerprint(schema)
-    client = client_for(schema, "admin")
+    schema, file, before, client = committed_clinic_export
     with other_session() as session:
         with session.cursor() as cursor:
             cursor.execute(f'SELECT 1 FROM "{schema}"."clinica_cita" LIMIT 1')

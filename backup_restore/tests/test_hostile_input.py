@@ -274,6 +274,7 @@ def test_a_deadlock_with_a_reader_answers_a_retryable_409_and_changes_nothing(co
         # … which, once the restore waits for that table, reads a table the restore already holds: a deadlock
         with other_session() as session, other_session() as observer:
             with session.cursor() as cursor:
+                cursor.execute("SET deadlock_timeout = '60s'")  # the restore's session finds the cycle, not this one
                 cursor.execute(f'SELECT 1 FROM "{schema}"."clinica_pago" LIMIT 1')
                 outcome["reader_ready"] = True
                 _wait_until(lambda: backend_waiting(observer, restore_pid))
@@ -292,8 +293,14 @@ def test_a_deadlock_with_a_reader_answers_a_retryable_409_and_changes_nothing(co
     thread.start()
     _wait_until(lambda: outcome.get("reader_ready"))
 
-    # when the restore runs into it
-    response = client.post("/api/restore/", {"backup_file": SimpleUploadedFile("b.json", file), "replace": "true"})
+    # when the restore runs into it (its session looks for a deadlock 2 s into a wait: the reader is waiting by then)
+    with connection.cursor() as cursor:
+        cursor.execute("SET deadlock_timeout = '2s'")
+    try:
+        response = client.post("/api/restore/", {"backup_file": SimpleUploadedFile("b.json", file), "replace": "true"})
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute("RESET deadlock_timeout")
     thread.join(30)
 
     # then 409 restore_tables_busy (PostgreSQL broke the deadlock on the restore's side), nothing changed

@@ -5,50 +5,70 @@ views.TenantDataRestoreView (size, form, role) → services.tenant_data_restore 
 entry, the clinic's operation lock) → tenant_data_import below:
 
 1. Read and check the header (reader.BackupReader.header, _header_check): format,
-   version, tenant, migrations the code knows, models the code knows. Nothing is
-   written yet; a file from elsewhere or from newer code is refused here.
+   version, tenant, migrations the code knows, models the code knows and the row
+   count each declares. Nothing is written yet; a file from elsewhere or from newer
+   code is refused here. The reader bounds what the file may cost (reader.py).
 2. Open one transaction. Every error below rolls all of it back; a dry run rolls
    back on purpose at the end.
-3. _Restorer.begin: a temporary staging table; the foreign keys between restored
-   tables are dropped for the load (constraints.py says why). With replace, the
-   restorable tables are emptied and their non-unique indexes dropped.
+3. _Restorer.begin: PostgreSQL is told not to copy refused rows into its log
+   (when the role may say so); the restorable tables are locked in one statement
+   under BACKUP_RESTORE_LOCK_TIMEOUT, so that busy tables or a deadlock with a
+   reader answer a retryable 409 instead of failing later; a temporary staging
+   table; the foreign keys between restored tables are dropped for the load
+   (constraints.py says why). With replace, the restorable tables are emptied and
+   their non-unique indexes dropped.
 4. _Restorer.section, once per model in the file's order: its field names are
    matched to the model (unknown → refused; missing → default, null or refused);
-   rows stream from the file by COPY into the staging table, then one
+   rows stream from the file by COPY into the staging table, each checked first
+   for what PostgreSQL cannot store (values.py), then one
    INSERT … SELECT … ON CONFLICT (pk) DO UPDATE casts and writes them. When
    PostgreSQL refuses the statement, diagnosis.py names the row and the reason.
-5. _Restorer.check_foreign_keys: queued checks fire, indexes are rebuilt, the
+   A section with more or fewer rows than the header declared is refused.
+5. After the last section: a model the header declared rows for but the file
+   never brought (a file cut short and closed again) is refused.
+6. _Restorer.check_foreign_keys: queued checks fire, indexes are rebuilt, the
    dropped keys are added back; a key pointing nowhere refuses the restore,
    naming the row.
-6. _Restorer.reset_sequences: each sequence moves past the largest key, never back.
-7. Commit, and answer a RestoreResult: created, updated and deleted per model.
+7. _Restorer.reset_sequences: each sequence moves past the largest key, never back.
+8. Commit, and answer a RestoreResult: created, updated and deleted per model.
 
 Memory stays bounded whatever the size of the file: rows are never all in Python.
+A refused row is logged as its code, model and key, never its values.
 """
 from __future__ import annotations
 
 import io
 import json
+import logging
 import re
 import time
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import BinaryIO, Callable, Iterator
 
+import psycopg2
+from django.conf import settings
 from django.db import DatabaseError, connection, models, transaction
 from django.utils.translation import gettext as _
 
 from backup_restore import errors
 from backup_restore.classification import Policy
 from backup_restore.constraints import SuspendedConstraints
-from backup_restore.diagnosis import pg_message, refused_batch_error
+from backup_restore.diagnosis import refused_batch_error
 from backup_restore.plan import (
     FORMAT_NAME, FORMAT_VERSION, STAGE, ModelPlan, ProgressCallback, models_plan, qn, qualified_table,
 )
 from backup_restore.reader import BackupReader, open_backup_stream
+from backup_restore.values import MAX_JSONB_BYTES, row_text_suspect, too_big_refusal, value_refusal
 from core.schemas import code_migrations
 
+logger = logging.getLogger(__name__)
+
+# A COPY batch ends at this many rows or this many characters of JSON, whichever comes first.
 IMPORT_COPY_ROWS = 20_000
+IMPORT_COPY_CHARS = 4 << 20
+# The lock waits PostgreSQL reports as "try again": lock_not_available, deadlock_detected.
+_BUSY_CODES = frozenset({"55P03", "40P01"})
 _CHAR_TYPMOD = re.compile(r"^(varchar|character varying|char|character)\(\d+\)$")
 
 
@@ -94,30 +114,35 @@ def tenant_data_import(
 ) -> RestoreResult:
     """Restore a backup file into the current clinic in one transaction; raises RestoreError and changes nothing."""
     started = time.monotonic()
-    reader = BackupReader(open_backup_stream(source))
+    plans = {p.label: p for p in models_plan()}
+    reader = BackupReader(open_backup_stream(source), key_of=lambda label: plans[label].pk.attname if label in plans else None)
     header = reader.header()
     _header_check(header, schema_name=schema_name, allow_other_tenant=allow_other_tenant)
-    declared = header.get("models")
-    if isinstance(declared, dict):
-        known = {p.label for p in models_plan()}
-        unknown = [label for label in declared if label not in known]
-        if unknown:
-            raise errors.UnknownModelError(details={"model": unknown[0]})
+    declared = _declared_counts(header, known=plans)
     result = RestoreResult(
         replace=replace, dry_run=dry_run, tenant=schema_name, source_tenant=str((header.get("tenant") or {}).get("schema"))
     )
-    with transaction.atomic():
-        restorer = _Restorer(schema_name=schema_name, replace=replace, progress=progress)
-        try:
-            restorer.begin(result)
-            for label, names, rows in reader.sections():
-                restorer.section(label, names, rows, result)
-            restorer.check_foreign_keys()
-            restorer.reset_sequences()
-        finally:
-            restorer.cursor.close()
-        if dry_run:
-            transaction.set_rollback(True)
+    label = None
+    try:
+        with transaction.atomic():
+            restorer = _Restorer(schema_name=schema_name, replace=replace, progress=progress)
+            try:
+                restorer.begin(result)
+                for label, names, rows in reader.sections(declared=declared):
+                    restorer.section(label, names, rows, result)
+                label = None
+                restorer.check_foreign_keys()
+                restorer.reset_sequences()
+            finally:
+                restorer.cursor.close()
+            if dry_run:
+                transaction.set_rollback(True)
+    except DatabaseError as exc:
+        # Not a refusal diagnosis.py recognised: a 500, but its text (DETAIL, CONTEXT) may
+        # quote the file's rows, so only its code reaches the log and the answer.
+        code = getattr(exc.__cause__, "pgcode", None)
+        logger.error("restore of %s failed: pgcode=%s model=%s", schema_name, code, label)
+        raise errors.RestoreFailedError(details={"pgcode": code, "model": label}) from None
     result.duration_ms = int((time.monotonic() - started) * 1000)
     return result
 
@@ -141,6 +166,24 @@ def _header_check(header: dict, *, schema_name: str, allow_other_tenant: bool) -
         raise errors.MigrationsNewerError(details={"unknown_migrations": unknown})
 
 
+def _declared_counts(header: dict, *, known: dict) -> dict[str, int]:
+    """The row count the header declares per model: every section is checked against it."""
+    declared = header.get("models")
+    if not isinstance(declared, dict):
+        raise errors.WrongFormatError(details={"reason": _("Falta `models` en la cabecera.")})
+    unknown = [label for label in declared if label not in known]
+    if unknown:
+        raise errors.UnknownModelError(details={"model": unknown[0]})
+    counts = {}
+    for label, entry in declared.items():
+        count = entry.get("count") if isinstance(entry, dict) else None
+        if not isinstance(count, int) or isinstance(count, bool) or count < 0:
+            raise errors.WrongFormatError(details={"model": label, "reason": _(
+                "La cabecera debe declarar `count`, un entero no negativo, por modelo.")})
+        counts[label] = count
+    return counts
+
+
 def _json_fit(value):
     """Nested JSON (a JSONField's value): Decimal back to float, as Django's own decoder does."""
     if isinstance(value, Decimal):  # ijson gives Decimal only for non-integers
@@ -158,7 +201,8 @@ def _dumps_default(value):
     raise TypeError(type(value).__name__)
 
 
-_dumps = json.JSONEncoder(default=_dumps_default, separators=(",", ":"), ensure_ascii=False).encode
+# allow_nan=False: a JSON field's 1e200000 became float("inf"), which jsonb cannot hold.
+_dumps = json.JSONEncoder(default=_dumps_default, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
 
 
 class _Restorer:
@@ -183,6 +227,8 @@ class _Restorer:
     # -- setup
 
     def begin(self, summary: RestoreResult) -> None:
+        self._server_log_quieted()
+        self._tables_locked()
         # Fire checks queued earlier in this transaction (TRUNCATE refuses tables with pending events).
         self.execute("SET CONSTRAINTS ALL IMMEDIATE")
         self.execute("SET CONSTRAINTS ALL DEFERRED")
@@ -203,6 +249,50 @@ class _Restorer:
             for plan in reversed(self.restorable):
                 self.execute(f"DELETE FROM {self.table(plan)}")
         self.constraints.drop_secondary_indexes()
+
+    def _server_log_quieted(self) -> None:
+        """Keep refused rows out of PostgreSQL's own log, for this transaction.
+
+        The server logs a failed statement with its DETAIL ("Key (documento)=(…)",
+        "Failing row contains (…)") and CONTEXT (a COPY line): uploaded patient data.
+        Both settings are superuser-only unless granted (PostgreSQL 15+: GRANT SET ON
+        PARAMETER); without the right, the role's own defaults decide
+        (ALTER ROLE … SET log_error_verbosity = terse, by an administrator).
+        """
+        if connection.pg_version >= 150000:
+            query = ("SELECT has_parameter_privilege('log_error_verbosity', 'SET') "
+                     "AND has_parameter_privilege('log_min_error_statement', 'SET')")
+        else:  # pragma: no cover - PostgreSQL 14 and older
+            query = "SELECT current_setting('is_superuser') = 'on'"
+        (allowed,) = self.execute(query).fetchone()
+        if not allowed:
+            logger.warning("restore of %s: this role may not set log_error_verbosity; PostgreSQL's log "
+                           "may quote refused rows", self.schema)
+            return
+        self.execute("SET LOCAL log_error_verbosity = terse")  # no DETAIL, HINT, QUERY or CONTEXT lines
+        self.execute("SET LOCAL log_min_error_statement = panic")  # no STATEMENT line either
+
+    def _tables_locked(self) -> None:
+        """Every restorable table, locked at once, waiting at most BACKUP_RESTORE_LOCK_TIMEOUT.
+
+        Taken one ALTER TABLE at a time, the locks of the foreign-key suspension
+        deadlocked with a reader holding some of the tables and waiting for others,
+        and the restore failed with a 500. Held from here to the commit, they make
+        every later statement of the restore wait for nothing.
+        """
+        (previous,) = self.execute("SELECT current_setting('lock_timeout')").fetchone()
+        self.execute("SELECT set_config('lock_timeout', %s, true)", [settings.BACKUP_RESTORE_LOCK_TIMEOUT])
+        tables = ", ".join(self.table(p) for p in self.restorable)
+        try:
+            with transaction.atomic():
+                self.execute(f"LOCK TABLE {tables} IN ACCESS EXCLUSIVE MODE")
+        except DatabaseError as exc:
+            code = getattr(exc.__cause__, "pgcode", None)
+            if code not in _BUSY_CODES:
+                raise
+            logger.warning("restore of %s: tables busy (%s), answered 409", self.schema, code)
+            raise errors.TablesBusyError(details={"lock_timeout": settings.BACKUP_RESTORE_LOCK_TIMEOUT}) from None
+        self.execute("SELECT set_config('lock_timeout', %s, true)", [previous])
 
     # -- one section
 
@@ -259,6 +349,7 @@ class _Restorer:
         raw = self.cursor.cursor
         total = 0
         buffer: list[str] = []
+        size = 0
         for row in rows:
             if len(row) != ncols:
                 pk = row[pk_index] if len(row) > pk_index and not isinstance(row[pk_index], (list, dict)) else None
@@ -271,28 +362,60 @@ class _Restorer:
                 row[i] = _json_fit(row[i])
             if default_makers:
                 row.extend(make() for make in default_makers)
-            buffer.append(_dumps(row))
-            if len(buffer) >= IMPORT_COPY_ROWS:
-                self._copy(raw, buffer)
+            try:
+                line = _dumps(row)
+            except ValueError:  # a number jsonb cannot hold
+                line = None
+            if line is None or row_text_suspect(line):
+                line = self._storable_line(plan, fields, row, line)
+            buffer.append(line)
+            size += len(line)
+            if len(buffer) >= IMPORT_COPY_ROWS or size >= IMPORT_COPY_CHARS:
+                self._copy(raw, buffer, plan, pk_index)
                 total += len(buffer)
-                buffer = []
+                buffer, size = [], 0
                 if self.progress:
                     self.progress(label, total, None)
         if buffer:
-            self._copy(raw, buffer)
+            self._copy(raw, buffer, plan, pk_index)
             total += len(buffer)
         if self.progress:
             self.progress(label, total, None)
         return total
 
-    def _copy(self, raw, lines: list[str]) -> None:
+    def _storable_line(self, plan: ModelPlan, fields: list[models.Field], row: list, line: str | None) -> str:
+        """The row's JSON text once it is known PostgreSQL can store it; else refused, naming the field."""
+        pk = row[fields.index(plan.pk)]
+        for f, value in zip(fields, row):
+            reason = value_refusal(value)
+            if reason is not None:
+                raise errors.InvalidValueError(details={"model": plan.label, "pk": pk, "field": f.attname, "reason": reason})
+        if line is None:  # value_refusal finds every number the encoder refuses; refused all the same
+            raise errors.InvalidValueError(details={"model": plan.label, "pk": pk, "reason": _(
+                "El número está fuera del rango que PostgreSQL puede guardar.")})
+        size = len(line.encode())
+        if size > MAX_JSONB_BYTES:
+            biggest = max(zip(fields, row), key=lambda pair: len(_dumps(pair[1])))[0]
+            raise errors.InvalidValueError(details={"model": plan.label, "pk": pk, "field": biggest.attname,
+                                                    "reason": too_big_refusal(size)})
+        return line  # a false alarm: text that only spells a backslash and "u0000"
+
+    def _copy(self, raw, lines: list[str], plan: ModelPlan, pk_index: int) -> None:
         # COPY's text format: a backslash is an escape, so double JSON's own.
         data = ("\n".join(lines).replace("\\", "\\\\") + "\n").encode()
         try:
             with transaction.atomic():
                 raw.copy_expert(f"COPY {STAGE} (j) FROM STDIN", io.BytesIO(data), size=1 << 20)
-        except DatabaseError as exc:
-            raise errors.InvalidValueError(details={"reason": pg_message(exc)}) from None
+        except (DatabaseError, psycopg2.Error) as exc:
+            # The raw cursor raises psycopg2's own errors. Its CONTEXT names the line of the batch.
+            cause = exc.__cause__ if isinstance(exc, DatabaseError) else exc
+            diag = getattr(cause, "diag", None)
+            match = re.search(r"\bline (\d+)\b", getattr(diag, "context", None) or "")
+            pk = None
+            if match and 0 < int(match.group(1)) <= len(lines):
+                pk = json.loads(lines[int(match.group(1)) - 1])[pk_index]
+            reason = getattr(diag, "message_primary", None) or type(cause).__name__
+            raise errors.InvalidValueError(details={"model": plan.label, "pk": pk, "reason": reason}) from None
 
     def _value_sql(self, f: models.Field, index: int) -> str:
         if isinstance(f, models.JSONField):

@@ -10,6 +10,7 @@ from django.db import connection
 from backup_restore import utils
 from backup_restore.actions import TenantDataAction
 from bitacora.services import AuditContext, audit_failure, record, record_failure
+from core.exceptions import DomainError
 from core.faults import kill_point
 from core.files import file_name_timestamp
 from core.locks import tenant_operation_lock
@@ -116,10 +117,16 @@ def tenant_data_restore(
 
     with tenant_data_restore_audited(context=context, details=details):
         with tenant_operation_lock(schema_name):
-            result = utils.tenant_data_import(
-                source=source, schema_name=schema_name, replace=replace, dry_run=dry_run,
-                allow_other_tenant=allow_other_tenant, progress=loading,
-            )
+            try:
+                result = utils.tenant_data_import(
+                    source=source, schema_name=schema_name, replace=replace, dry_run=dry_run,
+                    allow_other_tenant=allow_other_tenant, progress=loading,
+                )
+            except DomainError as exc:
+                # The code, model and key of a refused row; never its values (they are patient data).
+                logger.info("restore of %s refused: %s model=%.100s pk=%.40s", schema_name, exc.code,
+                            exc.details.get("model"), exc.details.get("pk"))
+                raise
     summary = result.as_dict()
     record(context=context, action=TenantDataAction.RESTORE, target_type="tenant", target_id=schema_name,
            details={**details, "source_tenant": result.source_tenant, "models": summary["models"],

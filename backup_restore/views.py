@@ -4,7 +4,7 @@ from __future__ import annotations
 from django.conf import settings
 from django.http import StreamingHttpResponse
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiResponse, extend_schema
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -12,8 +12,30 @@ from rest_framework.views import APIView
 from backup_restore import errors, services
 from backup_restore.serializers import ExportQuerySerializer, RestoreRequestSerializer, RestoreResultSerializer
 from bitacora.services import AuditContext
+from core.openapi import error_response
 from usuarios.models import Rol
 from usuarios.permissions import IsAdminOrPropietario
+
+
+# The JSON backup's format (README, "Formato del respaldo JSON"), for the export's 200.
+BACKUP_DOCUMENT = {
+    "type": "object",
+    "required": ["format", "version", "tenant", "created_at", "migrations", "models", "data"],
+    "properties": {
+        "format": {"type": "string", "enum": ["clinica-tenant-data"]},
+        "version": {"type": "integer"},
+        "tenant": {"type": "object", "properties": {"schema": {"type": "string"}, "name": {"type": "string"}}},
+        "created_at": {"type": "string", "format": "date-time"},
+        "migrations": {"type": "object", "additionalProperties": {"type": "string"}},
+        "models": {"type": "object", "additionalProperties": {
+            "type": "object", "properties": {"count": {"type": "integer"}, "restore": {"type": "boolean"}}}},
+        "excluded": {"type": "object", "additionalProperties": {"type": "string"}},
+        "data": {"type": "array", "items": {
+            "type": "object", "required": ["model", "fields", "rows"],
+            "properties": {"model": {"type": "string"}, "fields": {"type": "array", "items": {"type": "string"}},
+                           "rows": {"type": "array", "items": {"type": "array"}}}}},
+    },
+}
 
 
 class TenantDataExportView(APIView):
@@ -21,7 +43,18 @@ class TenantDataExportView(APIView):
 
     permission_classes = [IsAdminOrPropietario]
 
-    @extend_schema(parameters=[ExportQuerySerializer], responses={200: OpenApiResponse(OpenApiTypes.BINARY)})
+    @extend_schema(
+        parameters=[
+            ExportQuerySerializer,
+            OpenApiParameter("Content-Disposition", str, OpenApiParameter.HEADER, response=[200],
+                             description='attachment; filename="backup_<esquema>_<fecha>.json[.gz]"'),
+        ],
+        responses={
+            (200, "application/json"): OpenApiResponse(BACKUP_DOCUMENT, description="El archivo JSON, en streaming."),
+            (200, "application/gzip"): OpenApiResponse(OpenApiTypes.BINARY, description="Con ?compress=gzip."),
+            409: error_response(409, "Ya hay un backup o una restauración en curso para esta clínica."),
+        },
+    )
     def get(self, request):
         query = ExportQuerySerializer(data=request.query_params)
         query.is_valid(raise_exception=True)
@@ -40,7 +73,15 @@ class TenantDataRestoreView(APIView):
     permission_classes = [IsAdminOrPropietario]
     parser_classes = [MultiPartParser, FormParser]
 
-    @extend_schema(request=RestoreRequestSerializer, responses={200: RestoreResultSerializer})
+    @extend_schema(
+        request=RestoreRequestSerializer,
+        responses={
+            200: RestoreResultSerializer,
+            409: error_response(409, "Otro backup o restauración en curso (`backup_in_progress`), o tablas ocupadas "
+                                     "por otras operaciones (`restore_tables_busy`): reintentable."),
+            413: error_response(413),
+        },
+    )
     def post(self, request):
         context = AuditContext.from_request(request)
         limit = settings.RESTORE_MAX_UPLOAD_BYTES

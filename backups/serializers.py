@@ -1,4 +1,6 @@
 from rest_framework import serializers
+from rest_framework.fields import empty
+from rest_framework.utils import html
 
 from backups.models import BackupRecord, RestoreJob
 from usuarios.serializers import UsuarioResumenSerializer
@@ -39,7 +41,22 @@ class BackupCreatedSerializer(serializers.Serializer):
 
 
 class StrictBooleanField(serializers.BooleanField):
-    """Only JSON true/false: DRF's BooleanField would also take "yes", "0" or 1."""
+    """Only true/false: DRF's BooleanField would also take "yes", "0" or 1.
+
+    In JSON, only the JSON booleans. A form (multipart or urlencoded) carries
+    nothing but strings, so there "true" and "false" are the booleans; and a
+    missing field is missing, not false (DRF's HTML-checkbox convention would
+    make an empty form set keep=false).
+    """
+
+    default_empty_html = empty
+    FORM_VALUES = {"true": True, "false": False}
+
+    def get_value(self, dictionary):
+        value = super().get_value(dictionary)
+        if html.is_html_input(dictionary) and isinstance(value, str):
+            return self.FORM_VALUES.get(value, value)
+        return value
 
     def to_internal_value(self, data):
         if not isinstance(data, bool):

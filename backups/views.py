@@ -2,7 +2,7 @@ from django.http import FileResponse
 from django.urls import reverse
 from django.utils.translation import gettext as _
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiResponse, extend_schema
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import status
 from rest_framework.pagination import LimitOffsetPagination
 from rest_framework.response import Response
@@ -26,9 +26,35 @@ from backups.serializers import (
 from backups.services import backup_delete, backup_open, backup_set_keep
 from bitacora.services import AuditContext
 from core.exceptions import domain_error_for
+from core.openapi import error_response
 from usuarios.permissions import IsAdminOrPropietario
 
 CHECKSUM_HEADER = "X-Checksum-SHA256"
+
+# The history: an array, or a page of it when ?limit= is given (see BackupHistoryListView).
+_BACKUP_RECORD = {"$ref": "#/components/schemas/BackupRecord"}
+HISTORY_RESPONSE = OpenApiResponse(
+    {
+        "oneOf": [
+            {"type": "array", "items": _BACKUP_RECORD, "description": "Sin `limit`: todos, más reciente primero."},
+            {
+                "type": "object",
+                "description": "Con `limit` (y `offset`): una página.",
+                "required": ["count", "results"],
+                "properties": {
+                    "count": {"type": "integer"},
+                    "next": {"type": "string", "format": "uri", "nullable": True},
+                    "previous": {"type": "string", "format": "uri", "nullable": True},
+                    "results": {"type": "array", "items": _BACKUP_RECORD},
+                },
+            },
+        ]
+    },
+    description="Un arreglo sin `limit`; una página `{count, next, previous, results}` con `limit`.",
+)
+LOCATION = OpenApiParameter("Location", str, OpenApiParameter.HEADER, response=[202], required=True,
+                            description="Dónde consultar el estado del trabajo hasta que termine.")
+STORAGE_ERRORS = {502: error_response(502), 503: error_response(503)}
 
 
 def backup_download_response(backup: BackupRecord, stored_file) -> FileResponse:
@@ -44,7 +70,8 @@ class BackupHistoryListView(APIView):
 
     permission_classes = [IsAdminOrPropietario]
 
-    @extend_schema(parameters=[BackupListQuerySerializer], responses=BackupRecordSerializer(many=True))
+    @extend_schema(operation_id="backups_history_list", parameters=[BackupListQuerySerializer],
+                   responses={200: HISTORY_RESPONSE})
     def get(self, request):
         query = BackupListQuerySerializer(data=request.query_params)
         query.is_valid(raise_exception=True)
@@ -67,7 +94,14 @@ class BackupCreateView(APIView):
 
     permission_classes = [IsAdminOrPropietario]
 
-    @extend_schema(request=BackupCreateSerializer, responses={201: BackupCreatedSerializer, 202: BackupInProgressSerializer})
+    @extend_schema(
+        request=BackupCreateSerializer,
+        parameters=[LOCATION],
+        responses={201: BackupCreatedSerializer, 202: BackupInProgressSerializer,
+                   409: error_response(409, "Ya hay un backup o una restauración en curso para esta clínica."),
+                   500: error_response(500, "El backup falló (pg_dump); el registro queda `failed` con su error."),
+                   **STORAGE_ERRORS},
+    )
     def post(self, request):
         payload = BackupCreateSerializer(data=request.data)
         payload.is_valid(raise_exception=True)
@@ -94,7 +128,7 @@ class BackupDetailView(APIView):
     def get(self, request, backup_id: int):
         return Response(BackupRecordSerializer(backup_get(backup_id=backup_id)).data)
 
-    @extend_schema(responses={204: None})
+    @extend_schema(responses={204: None, 409: error_response(409), **STORAGE_ERRORS})
     def delete(self, request, backup_id: int):
         backup_delete(context=AuditContext.from_request(request), backup_id=backup_id)
         return Response(status=status.HTTP_204_NO_CONTENT)
@@ -112,7 +146,16 @@ class BackupDetailView(APIView):
 class BackupDownloadView(APIView):
     permission_classes = [IsAdminOrPropietario]
 
-    @extend_schema(responses={(200, "application/octet-stream"): OpenApiResponse(OpenApiTypes.BINARY)})
+    @extend_schema(
+        parameters=[
+            OpenApiParameter(CHECKSUM_HEADER, str, OpenApiParameter.HEADER, response=[200], required=True,
+                             description="sha256 del archivo, en hexadecimal."),
+            OpenApiParameter("Content-Disposition", str, OpenApiParameter.HEADER, response=[200], required=True,
+                             description='attachment; filename="backup_<esquema>_<fecha>.sql.gz"'),
+        ],
+        responses={(200, "application/octet-stream"): OpenApiResponse(OpenApiTypes.BINARY, description="El .sql.gz."),
+                   409: error_response(409, "El backup no está completo."), **STORAGE_ERRORS},
+    )
     def get(self, request, backup_id: int):
         backup, stored_file = backup_open(context=AuditContext.from_request(request), backup_id=backup_id)
         return backup_download_response(backup, stored_file)
@@ -125,7 +168,13 @@ class BackupRestoreView(APIView):
 
     permission_classes = [IsAdminOrPropietario]
 
-    @extend_schema(request=BackupRestoreSerializer, responses={200: BackupRestoredSerializer, 202: RestoreInProgressSerializer})
+    @extend_schema(
+        request=BackupRestoreSerializer,
+        parameters=[LOCATION],
+        responses={200: BackupRestoredSerializer, 202: RestoreInProgressSerializer,
+                   409: error_response(409, "Otra operación en curso, tablas ocupadas o un backup más nuevo que el código."),
+                   **STORAGE_ERRORS},
+    )
     def post(self, request, backup_id: int):
         payload = BackupRestoreSerializer(data=request.data)
         payload.is_valid(raise_exception=True)

@@ -13,7 +13,7 @@ from django.db import connection
 from django.utils import timezone
 
 from bitacora.models import Bitacora, Outcome
-from core.exceptions import DomainError, details_bounded
+from core.exceptions import details_bounded, error_parts
 
 logger = logging.getLogger(__name__)
 _audit_connections = threading.local()
@@ -109,11 +109,13 @@ def record(
 def failure_details(exc: BaseException) -> dict[str, Any]:
     """What an audit entry keeps of a failure.
 
-    A DomainError's code, message and details are ours and safe to keep; of any
+    An error the API answers on purpose (a DomainError, DRF's validation, permission
+    or parse errors) keeps the code, message and details its answer carries; of any
     other exception only its class, since its text may carry connection strings or paths.
     """
-    if isinstance(exc, DomainError):
-        return {"code": exc.code, "message": str(exc.message), **({"error": exc.details} if exc.details else {})}
+    parts = error_parts(exc)
+    if parts is not None:
+        return {"code": parts.code, "message": str(parts.message), **({"error": parts.details} if parts.details else {})}
     return {"code": "server_error", "exception": type(exc).__name__}
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import dataclass
 from itertools import islice
 from typing import Any
 
@@ -154,16 +155,27 @@ _SIMPLEJWT_MESSAGES = {
 }
 
 
-def exception_handler(exc, context):
-    """DRF's EXCEPTION_HANDLER: every error, ours or DRF's, in one shape."""
+@dataclass(frozen=True)
+class ErrorParts:
+    """What the API answers for an error raised on purpose (ours, DRF's, simplejwt's)."""
+
+    status: int
+    code: str
+    message: Any
+    details: dict
+    headers: dict
+
+
+def error_parts(exc: BaseException) -> ErrorParts | None:
+    """The status, code, message and details of an error the API answers on purpose; None for a bug."""
     if isinstance(exc, DomainError):
-        return Response(error_body(exc.code, exc.message, exc.details), status=exc.status_code)
+        return ErrorParts(exc.status_code, exc.code, exc.message, exc.details, {})
     if isinstance(exc, Http404):
         exc = drf_exceptions.NotFound()
     elif isinstance(exc, PermissionDenied):
         exc = drf_exceptions.PermissionDenied()
     if not isinstance(exc, drf_exceptions.APIException):
-        return None  # a bug: Django's 500 handler logs it and answers handler500
+        return None
 
     for exc_class, (code, message) in _DRF_CODES.items():
         if isinstance(exc, exc_class):
@@ -188,7 +200,15 @@ def exception_handler(exc, context):
         headers["WWW-Authenticate"] = exc.auth_header
     if getattr(exc, "wait", None):
         headers["Retry-After"] = str(int(exc.wait))
-    return Response(error_body(code, message, details), status=exc.status_code, headers=headers)
+    return ErrorParts(exc.status_code, code, message, details, headers)
+
+
+def exception_handler(exc, context):
+    """DRF's EXCEPTION_HANDLER: every error, ours or DRF's, in one shape."""
+    parts = error_parts(exc)
+    if parts is None:
+        return None  # a bug: Django's 500 handler logs it and answers handler500
+    return Response(error_body(parts.code, parts.message, parts.details), status=parts.status, headers=parts.headers)
 
 
 def json_404(request, exception=None):

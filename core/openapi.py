@@ -1,5 +1,19 @@
-"""drf-spectacular extensions: it does not know our JWT subclass until told."""
+"""drf-spectacular extensions: our JWT subclass, and the error answers every operation can give.
+
+Every error the API answers has one shape (core.exceptions.error_body), and
+AutoSchema documents it on each operation for the statuses that operation can
+answer whatever its view says: 404 (an unknown clinic in X-Tenant-ID, or an
+unknown id), 401 with authentication, 403 with a role check, 400 and 415 with a
+request body, 400 with query parameters, 429 with throttling. Statuses only some
+views answer (409, 413, 503…) are declared on those views with error_response().
+"""
+from __future__ import annotations
+
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
+from drf_spectacular.openapi import AutoSchema as SpectacularAutoSchema
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse
+from rest_framework import permissions, serializers
+from rest_framework_simplejwt.views import TokenViewBase
 
 
 class TenantJWTScheme(OpenApiAuthenticationExtension):
@@ -16,3 +30,62 @@ class TenantJWTScheme(OpenApiAuthenticationExtension):
                 "envíe también la cabecera X-Tenant-ID con el esquema o slug de esa clínica."
             ),
         }
+
+
+class ErrorSerializer(serializers.Serializer):
+    """The one error shape of the API (core.exceptions.error_body)."""
+
+    success = serializers.BooleanField(help_text="Siempre false.")
+    code = serializers.CharField(help_text="Identificador estable en inglés (p. ej. `invalid_value`, `backup_in_progress`).")
+    message = serializers.CharField(help_text="Mensaje para personas; en español salvo Accept-Language.")
+    details = serializers.DictField(help_text="Qué falló: campo, modelo, fila, límite… (acotado en tamaño).")
+
+
+ERROR_DESCRIPTIONS = {
+    400: "Datos no válidos: `details` dice cuáles y por qué.",
+    401: "Sin token, token no válido o de otra clínica, o credenciales incorrectas.",
+    403: "El rol del usuario no permite esta operación (sólo admin y propietario).",
+    404: "Clínica desconocida (X-Tenant-ID) o recurso inexistente.",
+    409: "Conflicto con el estado actual (p. ej. otro backup o restauración en curso): reintentable.",
+    413: "El archivo (o lo que ocupa descomprimido) supera el máximo: `details` lo dice.",
+    415: "Content-Type no admitido por esta operación.",
+    429: "Demasiados intentos fallidos: espere `details.retry_after` segundos (también en Retry-After).",
+    502: "El almacenamiento de backups respondió con un error.",
+    503: "Un servicio necesario (base de datos, almacenamiento, pg_dump) no está disponible.",
+}
+
+
+def error_response(status: int, description: str | None = None) -> OpenApiResponse:
+    """An error answer in the one error shape, for extend_schema(responses=…)."""
+    return OpenApiResponse(ErrorSerializer, description=description or ERROR_DESCRIPTIONS[status])
+
+
+class AutoSchema(SpectacularAutoSchema):
+    """drf-spectacular's AutoSchema, plus the error answers each operation can give, in the error shape."""
+
+    def _get_response_bodies(self, direction="response"):
+        responses = super()._get_response_bodies(direction)
+        if direction != "response":
+            return responses
+        for status in sorted(self._error_statuses()):
+            if str(status) not in responses:
+                responses[str(status)] = self._get_response_for_code(
+                    error_response(status), str(status), media_types=["application/json"], direction=direction
+                )
+        return dict(sorted(responses.items()))
+
+    def _error_statuses(self) -> set[int]:
+        statuses = {404}  # the tenant middleware answers 404 to an unknown X-Tenant-ID, anywhere
+        view = self.view
+        if view.get_authenticators() or isinstance(view, TokenViewBase):
+            statuses.add(401)  # a bad token, anywhere it is read; wrong credentials or refresh token, on token views
+        if any(not isinstance(p, (permissions.AllowAny, permissions.IsAuthenticated)) for p in view.get_permissions()):
+            statuses.add(403)
+        if self.method in ("POST", "PUT", "PATCH"):
+            statuses.update({400, 415})
+        query = [p for p in self.get_override_parameters() if not (isinstance(p, OpenApiParameter) and p.response)]
+        if query or self._get_paginator():
+            statuses.add(400)
+        if getattr(view, "throttle_classes", None):
+            statuses.add(429)
+        return statuses

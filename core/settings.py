@@ -114,6 +114,13 @@ def _database_settings() -> dict:
         }
     database["ENGINE"] = "django_tenants.postgresql_backend"
     database.setdefault("CONN_MAX_AGE", env.int("CONN_MAX_AGE", default=0))
+    # A process killed while its query waits (a lock, a long statement) leaves a backend that
+    # notices only when it next writes to the socket, holding the clinic's operation lock
+    # until then. PostgreSQL 14+ can check for a vanished client every so often instead.
+    check_ms = env.int("DB_CLIENT_CHECK_MS", default=1000)
+    if check_ms:
+        options = database.setdefault("OPTIONS", {})
+        options["options"] = f"{options.get('options', '')} -c client_connection_check_interval={check_ms}".strip()
     return database
 
 
@@ -215,6 +222,11 @@ BACKUP_RESTORE_LOCK_TIMEOUT = env("BACKUP_RESTORE_LOCK_TIMEOUT", default="10s")
 
 # JSON restore: the largest upload accepted (bytes).
 RESTORE_MAX_UPLOAD_BYTES = env.int("RESTORE_MAX_UPLOAD_BYTES", default=500 * 1024 * 1024)
+# …and what it may inflate to once gunzipped (a 10 MB .json.gz can hold 10 GiB): past it, 413.
+RESTORE_MAX_INFLATED_BYTES = env.int("RESTORE_MAX_INFLATED_BYTES", default=2 * 1024 * 1024 * 1024)
+# The largest single row or header entry, in bytes of JSON: the parser holds a value it has not
+# finished in memory, so a 300 MiB string is refused once this much of it is read (400).
+RESTORE_MAX_VALUE_BYTES = env.int("RESTORE_MAX_VALUE_BYTES", default=8 * 1024 * 1024)
 # Uploads above this go to a temporary file instead of memory: an anonymous one in
 # BACKUP_TEMP_DIR, so a killed worker leaves no copy of a clinic's data behind.
 FILE_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024
@@ -227,7 +239,7 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024 * 1024
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["core.authentication.TenantJWTAuthentication"],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
-    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_SCHEMA_CLASS": "core.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "core.exceptions.exception_handler",
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
     "PAGE_SIZE": 50,

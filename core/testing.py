@@ -36,6 +36,24 @@ def _connect(dbname: str | None = None):
 
 
 @contextmanager
+def other_session() -> Iterator:
+    """A psycopg2 connection of its own (another backend, as a concurrent request would be), in a transaction."""
+    raw = _connect()
+    raw.autocommit = False
+    try:
+        yield raw
+    finally:
+        raw.close()
+
+
+def backend_waiting(raw, pid: int) -> bool:
+    """Whether backend `pid` waits for a lock right now (seen from another session)."""
+    with raw.cursor() as cursor:
+        cursor.execute("SELECT EXISTS (SELECT 1 FROM pg_locks WHERE pid = %s AND NOT granted)", [pid])
+        return cursor.fetchone()[0]
+
+
+@contextmanager
 def scratch_database() -> Iterator[str]:
     """An empty database on the same server, dropped afterwards."""
     name = f"scratch_{uuid.uuid4().hex[:12]}"
@@ -116,3 +134,40 @@ def run_manage(*args: str, timeout: float = 120, **env: str):
         [sys.executable, str(django_settings.BASE_DIR / "manage.py"), *args],
         env=child_environment(**env), capture_output=True, text=True, timeout=timeout,
     )
+
+
+def schema_fingerprint(schema: str, *, exclude: tuple[str, ...] = ("bitacora_bitacora",)) -> dict[str, str]:
+    """An md5 of each table's rows, and of the schema's constraints and indexes, as the default
+    connection sees them (inside a test's transaction too). Equal fingerprints: byte-identical.
+
+    The audit log is left out by default: a refused operation appends to it, on purpose.
+    """
+    fingerprint = {}
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE n.nspname = %s AND c.relkind IN ('r', 'p') ORDER BY 1",
+            [schema],
+        )
+        for (table,) in cursor.fetchall():
+            if table in exclude:
+                continue
+            cursor.execute(
+                f"SELECT count(*), md5(coalesce(string_agg(t::text, E'\\n' ORDER BY t::text), '')) FROM \"{schema}\".\"{table}\" t"
+            )
+            count, digest = cursor.fetchone()
+            fingerprint[f"rows {table}"] = f"{count} {digest}"
+        cursor.execute(
+            "SELECT md5(coalesce(string_agg(line, E'\\n' ORDER BY line), '')) FROM (SELECT format('%%s %%s %%s %%s %%s', "
+            "c.conrelid::regclass, c.conname, pg_get_constraintdef(c.oid), c.condeferrable, c.convalidated) AS line "
+            "FROM pg_constraint c WHERE c.connamespace = %s::regnamespace) s",
+            [f'"{schema}"'],
+        )
+        fingerprint["constraints"] = cursor.fetchone()[0]
+        cursor.execute(
+            "SELECT md5(coalesce(string_agg(indexname || ' ' || indexdef, E'\\n' ORDER BY indexname), '')) "
+            "FROM pg_indexes WHERE schemaname = %s",
+            [schema],
+        )
+        fingerprint["indexes"] = cursor.fetchone()[0]
+    return fingerprint

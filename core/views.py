@@ -7,6 +7,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from core.exceptions import error_body
+from core.openapi import error_response
 
 
 class HealthView(APIView):
@@ -15,7 +16,8 @@ class HealthView(APIView):
     authentication_classes = []
     permission_classes = [AllowAny]
 
-    @extend_schema(responses=inline_serializer("Health", {"status": serializers.CharField()}))
+    @extend_schema(responses={200: inline_serializer("Health", {"status": serializers.CharField()}),
+                              503: error_response(503, "La base de datos no responde.")})
     def get(self, request):
         try:
             with connection.cursor() as cursor:

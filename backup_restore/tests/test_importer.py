@@ -160,6 +160,13 @@ BAD_FILES = {
     "duplicate_primary_key": (lambda f: file_edit(f, _duplicate_row), errors.DuplicatePrimaryKeyError),
     "unique_violation": (lambda f: file_edit(f, _duplicate_documento), errors.UniqueViolationError),
     "negative_positive_integer": (lambda f: file_edit(f, _set("clinica.lineafactura", "cantidad", -1)), errors.ConstraintViolationError),
+    "a_row_fewer_than_declared": (lambda f: file_edit(f, lambda d: section(d, "clinica.pago")["rows"].pop()),
+                                  errors.CountMismatchError),
+    "a_row_more_than_declared": (lambda f: file_edit(f, lambda d: d["models"]["clinica.cita"].update(
+        count=d["models"]["clinica.cita"]["count"] - 1)), errors.CountMismatchError),
+    "cut_short_and_closed_again": (lambda f: file_edit(f, lambda d: d.update(data=d["data"][:3])), errors.CountMismatchError),
+    "a_section_not_declared": (lambda f: file_edit(f, lambda d: d["models"].pop("clinica.pago")), errors.CountMismatchError),
+    "no_counts_in_the_header": (lambda f: file_edit(f, lambda d: d.pop("models")), errors.WrongFormatError),
 }
 
 

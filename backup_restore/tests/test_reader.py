@@ -61,3 +61,57 @@ def test_a_malformed_file_is_refused_with_its_reason(case):
     assert raised.value.details["reason"]
     if reason is not None:
         assert raised.value.details["reason"] == reason
+
+
+class _Trickle:
+    """A stream that answers at most `step` bytes per read, so that reads split the text anywhere."""
+
+    def __init__(self, data: bytes, step: int):
+        self.data, self.step, self.pos = data, step, 0
+
+    def read(self, size=-1):
+        size = self.step if size is None or size < 0 else min(size, self.step)
+        chunk = self.data[self.pos : self.pos + size]
+        self.pos += len(chunk)
+        return chunk
+
+
+def _single_value(text: bytes, step: int, limits=None):
+    data = HEADER + b'"data": [{"model": "a.b", "fields": ["id", "x"], "rows": [[7, ' + text + b"]]}]}"
+    reader = BackupReader(_Trickle(data, step), limits=limits, key_of=lambda label: "id")
+    reader.header()
+    return [row for _label, _names, rows in reader.sections() for row in rows][0][1]
+
+
+@pytest.mark.parametrize("step", [1, 2, 3, 5, 7, 11, 13, 1 << 18])
+def test_lone_surrogate_escapes_become_nul_wherever_the_reads_split_them(step):
+    # given escapes: a pair, lone ones, and backslashes that make "\u" plain text
+    text = rb'"\ud83d\ude00|\ud800|\udc00|\ud800\u0041|\\ud800|\\\ud800|\\\\\ud83d\ude01|\uD83D\uDE02"'
+
+    # when read in reads of `step` bytes
+    value = _single_value(text, step)
+
+    # then pairs decode, lone ones are NUL (which the importer refuses), plain text stays
+    assert value == "\U0001F600|\x00|\x00|\x00A|\\ud800|\\\x00|\\\\\U0001F601|\U0001F602"
+
+
+@pytest.mark.parametrize("step", [1, 7, 4096, 1 << 18])
+def test_a_run_of_digits_python_cannot_convert_is_refused_naming_the_row(step):
+    # given a number of 4,301 digits (ijson's C backend would crash the process on it)
+    with pytest.raises(errors.InvalidValueError) as raised:
+        _single_value(b"9" * 4301, step)
+    assert raised.value.details["pk"] == 7 and raised.value.details["field"] == "x"
+    # while 4,300 digits, the most Python converts, are read
+    assert _single_value(b"9" * 4300, step) == int("9" * 4300)
+
+
+def test_a_row_past_the_value_limit_is_refused_with_the_limit_naming_the_row():
+    from backup_restore.reader import ReadLimits
+
+    limits = ReadLimits(max_bytes=1 << 30, max_value_bytes=1 << 20)
+    with pytest.raises(errors.InvalidValueError) as raised:
+        _single_value(b'"' + b"x" * (3 << 20) + b'"', 1 << 18, limits)
+    assert raised.value.details == {
+        "model": "a.b", "pk": 7, "field": "x", "max_value_bytes": 1 << 20, "reason": raised.value.details["reason"]}
+    # a value under the limit is read
+    assert _single_value(b'"' + b"x" * (1 << 19) + b'"', 1 << 18, limits) == "x" * (1 << 19)

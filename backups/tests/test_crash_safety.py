@@ -225,6 +225,9 @@ def test_a_restore_killed_while_the_swap_waits_for_its_locks(committed_db, backu
             _wait_until_blocked_by(cursor, child, timeout=60)
             child.kill()
             assert child.wait(timeout=30) == KILLED
+            # its backend, still waiting for the lock, notices the dead client by itself
+            # (client_connection_check_interval) and lets the clinic's lock go
+            _wait_until_the_lock_is_free(timeout=30)
         finally:
             cursor.execute("ROLLBACK")
     blocker.close()
@@ -239,6 +242,20 @@ def _manage() -> list[str]:
     from django.conf import settings
 
     return [sys.executable, str(settings.BASE_DIR / "manage.py")]
+
+
+def _wait_until_the_lock_is_free(*, timeout: float) -> None:
+    from core.errors import OperationInProgressError
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with tenant_operation_lock(SCHEMA):
+                return
+        except OperationInProgressError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
 
 
 def _wait_until_blocked_by(cursor, child: subprocess.Popen, *, timeout: float) -> None:

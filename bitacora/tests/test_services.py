@@ -3,8 +3,12 @@ import uuid
 import pytest
 from django.db import transaction
 
+from rest_framework import exceptions as drf_exceptions
+from rest_framework.exceptions import ValidationError
+
 from bitacora.models import Bitacora, Outcome
-from bitacora.services import AuditContext, record
+from bitacora.services import AuditContext, failure_details, record
+from core.errors import OperationInProgressError
 
 
 class OperationFailed(Exception):
@@ -46,3 +50,37 @@ def test_entries_cannot_be_edited_or_deleted(tenant_a):
         Bitacora.objects.filter(pk=entry.pk).update(action="otra")
     with pytest.raises(TypeError):
         Bitacora.objects.filter(pk=entry.pk).delete()
+
+
+@pytest.mark.parametrize(
+    ("error", "kept"),
+    [
+        (ValidationError({"backup_file": ["No se envió ningún archivo."]}),
+         {"code": "invalid", "message": "Los datos enviados no son válidos.",
+          "error": {"fields": {"backup_file": ["No se envió ningún archivo."]}}}),
+        (drf_exceptions.ParseError(), {"code": "parse_error", "message": str(drf_exceptions.ParseError.default_detail)}),
+        (drf_exceptions.UnsupportedMediaType("text/plain"), {
+            "code": "unsupported_media_type",
+            "message": str(drf_exceptions.UnsupportedMediaType.default_detail).format(media_type="text/plain")}),
+        (OperationInProgressError(), {"code": "backup_in_progress", "message": str(OperationInProgressError.message)}),
+        (RuntimeError("postgres://usuario:clave@host/base"), {"code": "server_error", "exception": "RuntimeError"}),
+    ],
+    ids=["drf_validation", "drf_parse", "drf_media_type", "domain", "anything_else"],
+)
+def test_a_failure_is_kept_with_the_code_its_answer_carries(error, kept):
+    # DRF's own errors as the API answers them (not server_error); a bug's text never
+    assert failure_details(error) == kept
+
+
+def test_a_restore_refused_by_validation_is_audited_with_the_code_it_answered(tenant_a, client_for):
+    # given a restore request without its file
+    last = Bitacora.objects.order_by("-id").values_list("id", flat=True).first() or 0
+
+    # when it is posted
+    response = client_for("test_a", "admin").post("/api/restore/", {"replace": "true"})
+
+    # then the answer's code is the audit entry's
+    assert response.status_code == 400 and response.json()["code"] == "invalid"
+    entry = Bitacora.objects.filter(action="tenant_data.restore", id__gt=last).get()
+    assert entry.outcome == "error" and entry.details["code"] == "invalid"
+    assert "backup_file" in entry.details["error"]["fields"]

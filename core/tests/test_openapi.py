@@ -1,0 +1,128 @@
+"""The OpenAPI schema says what the API does: error answers, pagination, binary downloads,
+202s; and a bounded schemathesis run finds no 5xx and no answer the schema does not describe."""
+from __future__ import annotations
+
+from contextlib import contextmanager
+
+import pytest
+import schemathesis
+from django.core.cache import cache
+from django.core.handlers.wsgi import WSGIHandler
+from django.core.signals import request_finished, request_started
+from django.db import close_old_connections
+from drf_spectacular.generators import SchemaGenerator
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hypothesis_settings
+from schemathesis.checks import not_a_server_error
+from schemathesis.specs.openapi.checks import (
+    content_type_conformance,
+    response_headers_conformance,
+    response_schema_conformance,
+    status_code_conformance,
+)
+
+from backups.tests.conftest import backups_dir  # noqa: F401 - a fixture: backups stored in the test's own folder
+from core.testing import committed_tables
+
+ERROR = {"$ref": "#/components/schemas/Error"}
+
+
+@pytest.fixture(scope="module")
+def api_schema() -> dict:
+    return SchemaGenerator(urlconf="core.urls_tenant").get_schema(request=None, public=True)
+
+
+def _error_statuses(operation: dict) -> set[str]:
+    return {status for status, answer in operation["responses"].items()
+            if answer.get("content", {}).get("application/json", {}).get("schema") == ERROR}
+
+
+def test_every_operation_documents_its_error_answers_in_the_error_shape(api_schema):
+    paths = api_schema["paths"]
+    # every operation: an unknown clinic or id; with a token: a bad token; with a role check: 403
+    for path, operations in paths.items():
+        for method, operation in operations.items():
+            assert "404" in _error_statuses(operation), (method, path)
+            if path != "/api/health/":
+                assert "401" in _error_statuses(operation), (method, path)
+    # a body: 400 and 415; uploads: 413; conflicts: 409
+    assert {"400", "401", "403", "404", "409", "413", "415"} <= _error_statuses(paths["/api/restore/"]["post"])
+    assert {"400", "401", "403", "404", "409", "415"} <= _error_statuses(paths["/api/backups/create/"]["post"])
+    assert {"400", "415"} <= _error_statuses(paths["/api/backups/history/{backup_id}/"]["patch"])
+    assert {"409"} <= _error_statuses(paths["/api/backup/"]["get"])
+    assert {"429"} <= _error_statuses(paths["/api/auth/token/"]["post"])
+    assert set(api_schema["components"]["schemas"]["Error"]["required"]) == {"success", "code", "message", "details"}
+
+
+def test_the_history_is_an_array_without_limit_and_a_page_with_it(api_schema):
+    schema = api_schema["paths"]["/api/backups/history/"]["get"]["responses"]["200"]["content"]["application/json"]["schema"]
+    array, page = schema["oneOf"]
+    assert array["type"] == "array" and array["items"] == {"$ref": "#/components/schemas/BackupRecord"}
+    assert page["type"] == "object" and set(page["required"]) == {"count", "results"}
+
+
+def test_downloads_are_binary_and_jobs_answer_202_with_a_location(api_schema):
+    paths = api_schema["paths"]
+    download = paths["/api/backups/history/{backup_id}/download/"]["get"]["responses"]["200"]
+    assert download["content"] == {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}
+    assert "X-Checksum-SHA256" in download["headers"]
+    export = paths["/api/backup/"]["get"]["responses"]["200"]["content"]
+    assert set(export) == {"application/json", "application/gzip"}
+    assert export["application/gzip"]["schema"] == {"type": "string", "format": "binary"}
+    assert "data" in export["application/json"]["schema"]["required"]  # the backup document itself
+    for path in ("/api/backups/create/", "/api/backups/history/{backup_id}/restore/"):
+        accepted = paths[path]["post"]["responses"]["202"]
+        assert accepted["headers"]["Location"]["required"] is True
+        assert "$ref" in accepted["content"]["application/json"]["schema"]
+
+
+# The SQL restore replaces the clinic's schema by psql in other sessions and renames schemas:
+# it cannot run inside the test's transaction, so the run leaves it out (its own tests drill it).
+LEFT_OUT = {("POST", "/api/backups/history/{backup_id}/restore/")}
+EXAMPLES_PER_OPERATION = 20
+
+
+@contextmanager
+def _inside_the_test_transaction():
+    """Django's WSGI handler closes the connection after each request unless told otherwise,
+    as the test client is: so every request runs inside the test's transaction, rolled back."""
+    request_started.disconnect(close_old_connections)
+    request_finished.disconnect(close_old_connections)
+    try:
+        yield
+    finally:
+        request_started.connect(close_old_connections)
+        request_finished.connect(close_old_connections)
+
+
+def test_a_bounded_schemathesis_run_finds_no_5xx_and_no_answer_the_schema_does_not_describe(
+    api_schema, tenant_a, client_for, backups_dir
+):
+    # given the schema, an admin of clinic A, and the WSGI app in-process
+    schema = schemathesis.openapi.from_dict(api_schema)
+    headers = {"Authorization": f"Bearer {client_for('test_a', 'admin').tokens['access']}", "X-Tenant-ID": "test_a"}
+    app = WSGIHandler()
+    checks = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance,
+              response_headers_conformance]
+    committed_before = committed_tables("test_a", exclude=("bitacora_bitacora",))
+    operations = [result.ok() for result in schema.get_all_operations()]
+    run = [op for op in operations if (op.method.upper(), op.path) not in LEFT_OUT]
+    assert len(run) == len(operations) - len(LEFT_OUT) >= 14
+
+    # when each operation gets a few examples, deterministically (all rolled back with the test)
+    try:
+        with _inside_the_test_transaction():
+            for operation in run:
+                @given(case=operation.as_strategy(headers=headers))
+                @hypothesis_settings(max_examples=EXAMPLES_PER_OPERATION, derandomize=True, database=None, deadline=None,
+                                     suppress_health_check=list(HealthCheck))
+                def check(case):
+                    response = case.call(app=app, headers=headers)
+                    # then no 5xx, and every answer's status, type, headers and body are as documented
+                    case.validate_response(response, checks=checks)
+
+                check()
+    finally:
+        cache.clear()  # the failed logins it tried would throttle the next tests' logins
+    # and the clinic's committed data is as it was (the audit log only grew)
+    assert committed_tables("test_a", exclude=("bitacora_bitacora",)) == committed_before

@@ -194,8 +194,9 @@ def test_a_backup_from_an_older_migration_state_is_migrated_forward(committed_db
     assert _leftover_schemas() == []
 
 
-def test_restore_as_a_new_tenant_leaves_the_live_clinic_alone(committed_db, backups_dir):
-    # given a backup, and later changes to the live clinic
+def test_restore_as_a_new_tenant_leaves_the_live_clinic_alone(committed_db, backups_dir, media_files):
+    # given a backup (every radiograph with its file), and later changes to the live clinic
+    media_files()
     backup = backup_create(context=CONTEXT)
     at_backup_time = _restored_data()
     _mutate()

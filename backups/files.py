@@ -29,6 +29,7 @@ django-storages' S3 needs AWS_S3_FILE_OVERWRITE = False).
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import posixpath
 import tarfile
@@ -94,8 +95,8 @@ def _paths_query(schema: str) -> str | None:
         f"WHERE \"{model_field.column}\" <> ''"
         for model, model_field in file_fields()
     ]
-    # UNION: a path two rows (or two fields) name is one file.
-    return f"SELECT path FROM ({' UNION '.join(selects)}) AS named ORDER BY path" if selects else None
+    # DISTINCT: a path several rows (or fields) name is one file.
+    return f"SELECT DISTINCT path FROM ({' UNION ALL '.join(selects)}) AS named ORDER BY path" if selects else None
 
 
 def paths_write(cursor, schema: str, destination: IO[bytes]) -> int:
@@ -159,8 +160,8 @@ class StoredFiles:
     missing: list[str] = field(default_factory=list)
 
     def as_manifest(self, schema: str) -> dict:
-        return {"count": self.count, "size": self.size, "missing": len(self.missing),
-                "storage_prefix": f"{schema}/files/", "hash": "sha256"}
+        return {"count": self.count, "size": self.size, "missing": len(self.missing), "uploaded": self.uploaded,
+                "uploaded_bytes": self.uploaded_bytes, "storage_prefix": f"{schema}/files/", "hash": "sha256"}
 
 
 def _media_stat(media: Storage, path: str) -> tuple[int, datetime | None]:
@@ -172,14 +173,43 @@ def _media_stat(media: Storage, path: str) -> tuple[int, datetime | None]:
     return size, modified_at
 
 
-def _read_media(media: Storage, path: str, destination: IO[bytes]) -> StoredCopy:
+def _read_whole(media: Storage, path: str) -> tuple[StoredCopy, IO[bytes]]:
+    """A media file read once and hashed, and its bytes to store from: in memory up to
+    SPOOL_MAX_BYTES (one read, no copy), else in an anonymous temporary file (the caller closes it)."""
     try:
         with media.open(path, "rb") as media_file:
-            return copy_hashed(media_file, destination)
+            data = media_file.read(SPOOL_MAX_BYTES + 1)
+            digest, size = hashlib.sha256(data), len(data)
+            if size <= SPOOL_MAX_BYTES:
+                return StoredCopy(sha256=digest.hexdigest(), size=size), io.BytesIO(data)
+            buffer = tempfile.TemporaryFile(dir=temp_dir(), prefix=TEMP_PREFIX)
+            try:
+                buffer.write(data)
+                del data
+                while chunk := media_file.read(COPY_CHUNK_SIZE):
+                    digest.update(chunk)
+                    size += len(chunk)
+                    buffer.write(chunk)
+                buffer.seek(0)
+            except BaseException:
+                buffer.close()
+                raise
+            return StoredCopy(sha256=digest.hexdigest(), size=size), buffer
     except FileNotFoundError:
         raise
     except OSError as exc:
         raise BackupFileError(details={"operation": "read", "path": path, "error": type(exc).__name__}) from exc
+
+
+def _insert_entries(cursor, schema: str, entries: list[BackupFile]) -> None:
+    """Write entries at once, in one INSERT on one cursor (the ORM's bulk_create, and a new
+    cursor, which django-tenants opens with its own SET search_path, cost more than the row)."""
+    if not entries:
+        return
+    columns = ("backup_id", "path", "sha256", "size", "modified_at")
+    values = ", ".join(["(%s, %s, %s, %s, %s)"] * len(entries))
+    params = [getattr(entry, column) for entry in entries for column in columns]
+    cursor.execute(f'INSERT INTO "{schema}"."{BackupFile._meta.db_table}" ({", ".join(columns)}) VALUES {values}', params)
 
 
 def _trusted_backups(store: Storage) -> list[int]:
@@ -204,7 +234,7 @@ def _previous_entries(paths: list[str], trusted: list[int]) -> dict[str, BackupF
 
 
 def _object_stored(store: Storage, key: str, copied: StoredCopy, trusted: list[int]) -> bool:
-    if BackupFile.objects.filter(sha256=copied.sha256, backup_id__in=trusted).exists():
+    if trusted and BackupFile.objects.filter(sha256=copied.sha256, backup_id__in=trusted).exists():
         return True  # a completed backup names it: retention keeps it while that backup exists
     if not store.exists(key):
         return False
@@ -214,17 +244,47 @@ def _object_stored(store: Storage, key: str, copied: StoredCopy, trusted: list[i
     return False
 
 
+def _content(source: IO[bytes], name: str, size: int) -> File:
+    """source as a Django File of a known size, copied by storages in large chunks (not 64 KiB)."""
+    content = File(source, name=name)
+    content.size = size
+    content.DEFAULT_CHUNK_SIZE = COPY_CHUNK_SIZE
+    return content
+
+
 def _upload(store: Storage, key: str, source: IO[bytes], copied: StoredCopy) -> None:
-    content = File(killable(source, "backup.files.upload"), name=posixpath.basename(key))
-    content.size = copied.size
+    content = _content(killable(source, "backup.files.upload"), posixpath.basename(key), copied.size)
     name = store.save(key, content)
     if name != key:  # the storage renamed it: someone else wrote that name meanwhile
         store.delete(name)
         raise BackupFileError(details={"operation": "upload", "object": key})
 
 
+@contextmanager
+def _asynchronous_commits() -> Iterator[None]:
+    """Commits that do not wait for the WAL flush, for this session, for a while.
+
+    Each entry commits on its own before its object is stored: visible at once to
+    anyone, and kept if this process dies. Only a crash of the database server
+    itself could lose the last few, leaving objects no record names (space, never
+    data). Waiting for a flush per file would cost more than hashing it.
+    """
+    with connection.cursor() as cursor:
+        cursor.execute("SET synchronous_commit TO off")
+    try:
+        yield
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute("RESET synchronous_commit")
+
+
 def backup_files_store(*, backup: BackupRecord, schema: str, paths: Iterable[str]) -> StoredFiles:
     """Store the content of every path (from the dump's snapshot) once, and list it on the backup."""
+    with _asynchronous_commits(), connection.cursor() as cursor:
+        return _store_files(cursor, backup=backup, schema=schema, paths=paths)
+
+
+def _store_files(cursor, *, backup: BackupRecord, schema: str, paths: Iterable[str]) -> StoredFiles:
     media, store = media_storage(), backup_storage()
     result = StoredFiles()
     stored_now: set[str] = set()
@@ -240,12 +300,12 @@ def backup_files_store(*, backup: BackupRecord, schema: str, paths: Iterable[str
                     pending.append(BackupFile(backup=backup, path=path, sha256=known.sha256, size=size, modified_at=modified_at))
                     result.count, result.size = result.count + 1, result.size + size
                     continue
-                with spool() as buffer:
-                    copied = _read_media(media, path, buffer)
+                copied, buffer = _read_whole(media, path)
+                with buffer:
                     pending.append(BackupFile(backup=backup, path=path, sha256=copied.sha256, size=copied.size,
                                               modified_at=modified_at))
                     # The entry before the object: whatever this backup may have stored, its record names.
-                    BackupFile.objects.bulk_create(pending)
+                    _insert_entries(cursor, schema, pending)
                     pending = []
                     key = file_object_key(schema, copied.sha256)
                     if copied.sha256 not in stored_now and not _object_stored(store, key, copied, trusted):
@@ -257,7 +317,7 @@ def backup_files_store(*, backup: BackupRecord, schema: str, paths: Iterable[str
             except FileNotFoundError:
                 pending.append(BackupFile(backup=backup, path=path))
                 result.missing.append(path)
-        BackupFile.objects.bulk_create(pending)
+        _insert_entries(cursor, schema, pending)
         kill_point("backup.files.batch_stored")
     return result
 
@@ -350,8 +410,7 @@ def _write_media(media: Storage, store: Storage, schema: str, entry: BackupFile,
         if copied.sha256 != entry.sha256:
             raise BackupChecksumMismatchError(details={"path": entry.path, "expected": entry.sha256, "actual": copied.sha256})
         buffer.seek(0)
-        content = File(killable(buffer, "restore.files.write"), name=posixpath.basename(name))
-        content.size = copied.size
+        content = _content(killable(buffer, "restore.files.write"), posixpath.basename(name), copied.size)
         # Storage.save never replaces an existing file: a name taken meanwhile gets a free one.
         return media.save(name, content, max_length=max_length)
 

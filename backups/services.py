@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from typing import BinaryIO, Iterator
 
 from django.conf import settings
@@ -116,12 +117,13 @@ def _backup_claim(backup_id: int) -> bool:
     )
 
 
-def _backup_dump_and_store(backup: BackupRecord, binaries: PgBinaries) -> tuple[DumpResult, StoredFiles]:
+def _backup_dump_and_store(backup: BackupRecord, binaries: PgBinaries) -> tuple[DumpResult, StoredFiles, dict[str, float]]:
     schema = connection.schema_name
 
     def progress(size: int) -> None:
         BackupRecord.objects.filter(pk=backup.pk).update(progress_bytes=size)
 
+    started = time.monotonic()
     with temporary_file() as spool, temporary_file() as listing:
         # The file list and the dump from one snapshot (backups.files, step 1). The
         # snapshot's transaction is read-only and lives only as long as pg_dump does.
@@ -131,12 +133,16 @@ def _backup_dump_and_store(backup: BackupRecord, binaries: PgBinaries) -> tuple[
             kill_point("backup.snapshot_taken")
             result = dump_schema(binaries=binaries, params=database_params(), schema=schema, destination=spool,
                                  progress=progress, snapshot=snapshot)
+        dumped = time.monotonic()
         spool.seek(0)
         kill_point("backup.before_upload")
         backup_storage().save(backup.file_path, File(killable(spool, "backup.upload"), name=backup.file_name))
+        uploaded = time.monotonic()
         kill_point("backup.before_files")
         files = backup_files_store(backup=backup, schema=schema, paths=paths_read(listing))
-    return result, files
+    seconds = {"dump": round(dumped - started, 3), "upload": round(uploaded - dumped, 3),
+               "files": round(time.monotonic() - uploaded, 3)}
+    return result, files, seconds
 
 
 def audit_missing_files(*, context: AuditContext, backup: BackupRecord, operation: str, missing: list[str]) -> None:
@@ -187,7 +193,7 @@ def backup_run(*, context: AuditContext, backup_id: int, retry_transient: bool =
             }
             backup.save(update_fields=["manifest"])
             try:
-                result, files = _backup_dump_and_store(backup, binaries)
+                result, files, seconds = _backup_dump_and_store(backup, binaries)
             except StorageUnavailableError as exc:
                 _remove_partial_object(backup.file_path)
                 if not retry_transient:
@@ -209,7 +215,7 @@ def backup_run(*, context: AuditContext, backup_id: int, retry_transient: bool =
             backup.sql_sha256 = result.sql_sha256
             backup.files_count = files.count
             backup.files_size = files.size
-            backup.manifest = {**backup.manifest, "files": files.as_manifest(schema)}
+            backup.manifest = {**backup.manifest, "files": files.as_manifest(schema), "seconds": seconds}
             backup.progress_bytes = result.size
             backup.status = BackupRecord.Status.COMPLETED
             backup.finished_at = timezone.now()

@@ -256,3 +256,14 @@ def test_a_file_missing_at_backup_time_is_recorded_and_audited_and_the_backup_co
     assert backup.files.get(path=lost.archivo.name).missing
     entry = Bitacora.objects.filter(action="backup.files", target_id=str(backup.pk)).get()
     assert entry.outcome == "error" and lost.archivo.name in entry.details["paths"]
+
+
+def test_a_file_several_radiographs_name_is_listed_and_stored_once(committed_db, backups_dir, media_files):
+    # given two radiographs naming the same file
+    first = media_files(count=1)[0]
+    twin = Radiografia.objects.create(paciente=first.paciente, archivo=first.archivo.name, tomada_en=first.tomada_en)
+    # when the clinic is backed up
+    backup = backup_create(context=CONTEXT)
+    # then the file is one entry and one object
+    assert backup.files.filter(path=twin.archivo.name).count() == 1
+    assert backup.files_count == backup.files.count()

@@ -20,7 +20,7 @@ from backups.errors import (
     StorageUnavailableError,
 )
 from backups.models import BackupRecord
-from backups.pg_tools import CHUNK_SIZE, DumpResult, PgBinaries, PgConnectionParams, dump_schema, find_binaries
+from backups.pg_tools import DumpResult, PgBinaries, PgConnectionParams, dump_schema, find_binaries
 from backups.selectors import backup_get, backup_get_completed
 from backups.files import (
     MISSING_LISTED,

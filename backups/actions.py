@@ -5,6 +5,8 @@ from enum import StrEnum
 class BackupAction(StrEnum):
     CREATE = "backup.create"
     DOWNLOAD = "backup.download"
+    DOWNLOAD_FILES = "backup.download_files"
+    FILES = "backup.files"  # a file operation that failed (a file missing at backup or restore time)
     DELETE = "backup.delete"
     KEEP = "backup.keep"
     VERIFY = "backup.verify"

@@ -5,8 +5,8 @@ from django.urls import path, reverse
 from django.utils.html import format_html
 
 from backups.models import BackupRecord
-from backups.services import backup_create, backup_delete, backup_open, backup_set_keep
-from backups.views import backup_download_response
+from backups.services import backup_create, backup_delete, backup_files_archive, backup_open, backup_set_keep
+from backups.views import backup_download_response, backup_files_response
 from bitacora.services import AuditContext
 from core.exceptions import DomainError
 from usuarios.permissions import AdminOrPropietarioAdminMixin
@@ -16,13 +16,16 @@ from usuarios.permissions import AdminOrPropietarioAdminMixin
 class BackupRecordAdmin(AdminOrPropietarioAdminMixin, admin.ModelAdmin):
     """Backups are made by the pipeline, not typed in: only `keep` can be changed by hand."""
 
-    list_display = ("file_name", "status", "file_size_mb", "backup_type", "created_by", "created_at", "integrity", "keep", "download_link")
+    list_display = (
+        "file_name", "status", "file_size_mb", "files_count", "backup_type", "created_by", "created_at", "integrity", "keep",
+        "download_link", "files_link",
+    )
     list_filter = ("status", "backup_type", "integrity", "keep")
     search_fields = ("file_name",)
     date_hierarchy = "created_at"
     fields = (
         "file_name", "file_path", "file_size", "backup_type", "created_by", "created_at", "status", "finished_at",
-        "sha256", "integrity", "verified_at", "error", "manifest", "keep",
+        "sha256", "sql_size", "sql_sha256", "files_count", "files_size", "integrity", "verified_at", "error", "manifest", "keep",
     )
     readonly_fields = tuple(field for field in fields if field != "keep")
 
@@ -35,10 +38,18 @@ class BackupRecordAdmin(AdminOrPropietarioAdminMixin, admin.ModelAdmin):
             return "—"
         return format_html('<a href="{}">descargar</a>', reverse("admin:backups_backuprecord_download", args=[obj.pk]))
 
+    @admin.display(description="Archivos")
+    def files_link(self, obj: BackupRecord):
+        if obj.status != BackupRecord.Status.COMPLETED or not obj.files_count:
+            return "—"
+        return format_html('<a href="{}">{} archivos (.tar)</a>', reverse("admin:backups_backuprecord_files", args=[obj.pk]),
+                           obj.files_count)
+
     def get_urls(self):
         custom = [
             path("create-now/", self.admin_site.admin_view(self.create_now_view), name="backups_backuprecord_create_now"),
             path("<int:backup_id>/download/", self.admin_site.admin_view(self.download_view), name="backups_backuprecord_download"),
+            path("<int:backup_id>/files/", self.admin_site.admin_view(self.files_view), name="backups_backuprecord_files"),
         ]
         return custom + super().get_urls()
 
@@ -60,7 +71,16 @@ class BackupRecordAdmin(AdminOrPropietarioAdminMixin, admin.ModelAdmin):
         except DomainError as exc:
             self.message_user(request, f"No se pudo descargar: {exc.message}", messages.ERROR)
             return redirect("admin:backups_backuprecord_changelist")
-        return backup_download_response(backup, stored_file)
+        return backup_download_response(request, backup, stored_file)
+
+    def files_view(self, request, backup_id: int):
+        self.require_admin_o_propietario(request)
+        try:
+            backup, size, chunks = backup_files_archive(context=AuditContext.from_request(request), backup_id=backup_id)
+        except DomainError as exc:
+            self.message_user(request, f"No se pudieron descargar los archivos: {exc.message}", messages.ERROR)
+            return redirect("admin:backups_backuprecord_changelist")
+        return backup_files_response(backup, size, chunks)
 
     def save_model(self, request, obj, form, change):
         # `keep` is the one editable field: through the service, so the change is audited as the API's is.

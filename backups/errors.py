@@ -88,6 +88,12 @@ class BackupChecksumMismatchError(DomainError):
     message = _("El archivo del backup no coincide con su checksum: está dañado.")
 
 
+class BackupFileError(DomainError):
+    status_code = 502
+    code = "backup_file_error"
+    message = _("Falló una operación con un archivo de pacientes del backup.")
+
+
 class RestoreConfirmationError(DomainError):
     status_code = 400
     code = "restore_confirmation_mismatch"

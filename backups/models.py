@@ -43,6 +43,12 @@ class BackupRecord(models.Model):
     keep = models.BooleanField(default=False, help_text="Nunca lo borra la política de retención.")
     integrity = models.CharField(max_length=10, choices=Integrity.choices, default=Integrity.UNVERIFIED, blank=True)
     verified_at = models.DateTimeField(null=True, blank=True)
+    # The SQL inside the .sql.gz, hashed while pg_dump streams: the checksum of the
+    # decompressed download. Null on backups made before it was recorded.
+    sql_sha256 = models.CharField(max_length=64, blank=True)
+    sql_size = models.BigIntegerField(null=True, blank=True)
+    files_count = models.PositiveIntegerField(default=0, help_text="Archivos de pacientes (radiografías…) que guarda el backup.")
+    files_size = models.BigIntegerField(default=0, help_text="Tamaño total de esos archivos, en bytes.")
 
     class Meta:
         ordering = ["-created_at", "-id"]
@@ -55,6 +61,36 @@ class BackupRecord(models.Model):
     @property
     def file_size_mb(self) -> Decimal:
         return (Decimal(self.file_size) / (1024 * 1024)).quantize(Decimal("0.01"), rounding=ROUND_HALF_UP)
+
+
+class BackupFile(models.Model):
+    """One file a backup holds: the path its rows name, and the content it had (by sha256).
+
+    The content lives once per clinic in the backups storage, under a name made of its
+    sha256 (backups.files.file_object_key), however many backups name it. A blank
+    sha256 means the file was already missing from the media storage at backup time.
+    """
+
+    backup = models.ForeignKey(BackupRecord, on_delete=models.CASCADE, related_name="files")
+    path = models.TextField()
+    sha256 = models.CharField(max_length=64, blank=True, db_index=True)
+    size = models.BigIntegerField(default=0)
+    # The media storage's modification time at backup time: with the size, it lets the
+    # next backup reuse the sha256 without reading an unchanged file again.
+    modified_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        verbose_name = "archivo de backup"
+        verbose_name_plural = "archivos de backup"
+        constraints = [models.UniqueConstraint(fields=["backup", "path"], name="backupfile_unique_path")]
+        indexes = [models.Index(fields=["path"], name="backupfile_path_idx")]
+
+    def __str__(self) -> str:
+        return self.path
+
+    @property
+    def missing(self) -> bool:
+        return not self.sha256
 
 
 class RestoreJob(models.Model):
@@ -80,6 +116,7 @@ class RestoreJob(models.Model):
         COPY = "copy", "Copiando el backup"
         REPLAY = "replay", "Reproduciendo el dump"
         MIGRATE = "migrate", "Migrando"
+        FILES = "files", "Reponiendo archivos"
         SWAP = "swap", "Intercambiando esquemas"
         SWAPPED = "swapped", "Intercambiada"
         DONE = "done", "Terminada"

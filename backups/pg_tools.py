@@ -72,8 +72,12 @@ class PgBinaries:
 
 @dataclass(frozen=True)
 class DumpResult:
+    """The stored (gzip) bytes' size and sha256, and those of the SQL inside them."""
+
     size: int
     sha256: str
+    sql_size: int = 0
+    sql_sha256: str = ""
 
 
 def binaries_version(bin_dir: Path) -> tuple[int, str] | None:
@@ -162,9 +166,13 @@ class _HashingWriter:
 
 def dump_schema(
     *, binaries: PgBinaries, params: PgConnectionParams, schema: str, destination: BinaryIO,
-    progress: Callable[[int], None] | None = None,
+    progress: Callable[[int], None] | None = None, snapshot: str = "",
 ) -> DumpResult:
-    """Stream `pg_dump --schema` as gzip into destination, with bounded memory; progress gets the bytes written."""
+    """Stream `pg_dump --schema` as gzip into destination, with bounded memory; progress gets the bytes written.
+
+    With snapshot (the id pg_export_snapshot() gave a transaction that stays open
+    meanwhile), the dump shows the database exactly as that transaction sees it.
+    """
     command = [
         str(binaries.pg_dump),
         f"--schema={schema}",
@@ -173,13 +181,19 @@ def dump_schema(
         "--format=plain",  # plain SQL, so that `gunzip | psql` restores it
         "--encoding=UTF8",
     ]
+    if snapshot:
+        # The caller read other things (the file list) in that snapshot: both agree.
+        command.append(f"--snapshot={snapshot}")
     writer = _HashingWriter(destination, progress)
+    sql_digest, sql_size = hashlib.sha256(), 0
     with temporary_file() as stderr_file:
         process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=stderr_file, env=params.environ())
         try:
             # mtime=0: the same data gives the same bytes, whatever the hour.
             with gzip.GzipFile(fileobj=writer, mode="wb", compresslevel=6, mtime=0) as compressed:
                 while chunk := process.stdout.read(CHUNK_SIZE):
+                    sql_digest.update(chunk)  # the SQL's own checksum, for the decompressed download
+                    sql_size += len(chunk)
                     compressed.write(chunk)
         finally:
             process.stdout.close()
@@ -189,7 +203,7 @@ def dump_schema(
                 _("pg_dump terminó con código %(code)s: %(stderr)s") % {"code": returncode, "stderr": _stderr_tail(stderr_file)},
                 details={"returncode": returncode},
             )
-    return DumpResult(size=writer.size, sha256=writer.digest.hexdigest())
+    return DumpResult(size=writer.size, sha256=writer.digest.hexdigest(), sql_size=sql_size, sql_sha256=sql_digest.hexdigest())
 
 
 def run_psql(*, binaries: PgBinaries, params: PgConnectionParams, script: BinaryIO, extra_args: tuple[str, ...] = ()) -> None:

@@ -1,4 +1,4 @@
-"""Restore a clinic from one of its SQL backups: replay into a staging schema, then swap.
+"""Restore a clinic from one of its SQL backups: replay into a staging schema, bring the files back, then swap.
 
 1. Check before touching anything: the record is completed, the object exists and
    its sha256 matches, its migrations are not newer than the code.
@@ -11,16 +11,35 @@
    the live schema was never touched. (`--single-transaction` would not do: psql
    commits what it was fed when its input simply ends.)
 3. Migrate the staging schema forward if the dump is older than the code.
-4. In one short transaction with a lock timeout: lock the live tables, carry the rows
-   that a restore must not roll back (backup history, restore jobs, audit log) into
-   staging, mark the job `swapped` there, swap the schemas. Other sessions see the
-   old tenant or the new one, never a mix.
-5. Drop the old schema.
+4. Files, all before the swap (backups.files.restore_files). For every path the
+   staging rows name, the media storage gets a file with that path's backup-time
+   content (read from its content-addressed object, checked against its sha256):
+   a. a path already holding those bytes (size, then sha256) is left as it is;
+   b. a free path is created with them;
+   c. a path holding other bytes is never written: the content is created under a
+      new name beside it (its hash in the name), and the staging rows are rewritten
+      to that name (an UPDATE of the staging schema only).
+   Writes to the media storage only ever create files at names that held nothing,
+   and nothing is deleted. So whatever happens up to the swap's commit (an error, a
+   lock timeout, SIGKILL in the middle of a file), every file the live rows name is
+   still there with its bytes, and the live rows are untouched (they are in another
+   schema); what a dead restore wrote is new files nobody's rows name yet, or files
+   at names that live rows named but whose file was gone. Once the swap commits,
+   every file the restored rows name exists, since each was written before.
+5. In one short transaction with a lock timeout: lock the live tables, carry the rows
+   that a restore must not roll back (backup history and its file lists, restore
+   jobs, audit log) into staging, mark the job `swapped` there, swap the schemas.
+   Other sessions see the old tenant or the new one, never a mix.
+6. Drop the old schema. Files that only the old rows named stay in the media
+   storage (a restore never deletes a file); they are left for a later clean-up.
 
-A restore into a new clinic replays into a staging schema too, then renames it to
-the new clinic's name and registers the clinic in one transaction. Every schema an
-operation creates is named `<clinic>__<staging|aside|old>_<hex>` (core.schemas), so
-that if the process dies at any step the reaper finds and drops it.
+A restore into a new clinic replays into a staging schema too, clears the backup
+history it brought along (those backups, and their objects, are the source
+clinic's), gives it its own copies of the files under `<new clinic>/…` by step 4
+with every row rewritten, then renames the schema to the new clinic's name and
+registers the clinic in one transaction. Every schema an operation creates is named
+`<clinic>__<staging|aside|old>_<hex>` (core.schemas), so that if the process dies
+at any step the reaper finds and drops it.
 """
 from __future__ import annotations
 
@@ -42,14 +61,14 @@ from backups.errors import (
     RestoreFailedError,
     StorageObjectMissingError,
 )
-from backups.models import BackupRecord, RestoreJob
+from backups.files import RestoredFiles, new_clinic_rename, restore_files
+from backups.models import BackupFile, BackupRecord, RestoreJob
 from backups.pg_tools import PgBinaries, run_psql
 from backups.selectors import backup_get, backup_get_completed
-from backups.services import TARGET_TYPE, backup_mark_integrity, database_params, pg_binaries
+from backups.services import TARGET_TYPE, audit_missing_files, backup_mark_integrity, database_params, pg_binaries
 from backups.storage import COPY_CHUNK_SIZE, storage_copy
 from bitacora.models import Bitacora
 from bitacora.services import AuditContext, audit_failure, record
-from core.exceptions import DomainError
 from core.faults import die_now, kill_after_bytes, kill_point
 from core.files import temporary_file
 from core.locks import tenant_operation_lock
@@ -60,9 +79,11 @@ from core.selectors import migration_state
 
 logger = logging.getLogger(__name__)
 
-# Rows written after the dump that a restore must keep: who did what, which backups exist,
-# and the restores themselves (the one running included).
-CARRIED_MODELS = (BackupRecord, RestoreJob, Bitacora)
+# Rows written after the dump that a restore must keep: who did what, which backups exist
+# and which files each holds, and the restores themselves (the one running included).
+CARRIED_MODELS = (BackupRecord, BackupFile, RestoreJob, Bitacora)
+# What a new clinic must not inherit: the source clinic's backups (their objects are the source's).
+HISTORY_MODELS = (RestoreJob, BackupFile, BackupRecord)
 PROGRESS_EVERY_BYTES = 8 * 1024 * 1024
 
 
@@ -231,6 +252,8 @@ def backup_restore_in_place(*, context: AuditContext, backup_id: int, confirm: s
                 if older_than_code:
                     _job_phase(job, RestoreJob.Phase.MIGRATE)
                     schema_migrate(names.staging)
+                _job_phase(job, RestoreJob.Phase.FILES)
+                files = restore_files(backup=backup, staging=names.staging)
                 _job_phase(job, RestoreJob.Phase.SWAP)
                 _swap(schema=schema, staging=names.staging, old=names.old, job=job)
             except DatabaseError as exc:
@@ -238,15 +261,27 @@ def backup_restore_in_place(*, context: AuditContext, backup_id: int, confirm: s
                 if "lock timeout" in str(exc):
                     raise RestoreBusyError() from exc
                 raise RestoreFailedError(details={"exception": type(exc).__name__}) from exc
-            except DomainError:
+            except Exception:
                 schema_drop(names.staging)
                 raise
             kill_point("restore.after_swap")
             schema_drop(names.old)
     backup = backup_get(backup_id=backup_id)
+    audit_missing_files(context=context, backup=backup, operation="restore", missing=files.missing)
     record(context=context, action=BackupAction.RESTORE, target_type=TARGET_TYPE, target_id=backup.pk,
-           details={"file_name": backup.file_name, "migrated_forward": older_than_code})
+           details={"file_name": backup.file_name, "migrated_forward": older_than_code, **_files_details(files)})
     return backup
+
+
+def _files_details(files: RestoredFiles) -> dict:
+    return {"files_checked": files.checked, "files_written": files.written, "files_renamed": files.renamed,
+            "files_missing": len(files.missing)}
+
+
+def _clear_history(staging: str) -> None:
+    with connection.cursor() as cursor:
+        for model in HISTORY_MODELS:
+            cursor.execute(f'DELETE FROM "{staging}"."{model._meta.db_table}"')
 
 
 def backup_restore_as_new_tenant(
@@ -277,6 +312,9 @@ def backup_restore_as_new_tenant(
                     _job_phase(job, RestoreJob.Phase.MIGRATE)
                     schema_migrate(names.staging)
                 kill_point("restore.after_replay")
+                _clear_history(names.staging)
+                _job_phase(job, RestoreJob.Phase.FILES)
+                files = restore_files(backup=backup, staging=names.staging, rename=new_clinic_rename(schema, schema_name))
                 with transaction.atomic():
                     with connection.cursor() as cursor:
                         cursor.execute(f'ALTER SCHEMA "{names.staging}" RENAME TO "{schema_name}"')
@@ -284,6 +322,8 @@ def backup_restore_as_new_tenant(
             except Exception:
                 schema_drop(names.staging)
                 raise
+    audit_missing_files(context=context, backup=backup, operation="restore", missing=files.missing)
     record(context=context, action=BackupAction.RESTORE_AS_NEW_TENANT, target_type=TARGET_TYPE, target_id=backup.pk,
-           details={"file_name": backup.file_name, "new_tenant": schema_name, "migrated_forward": older_than_code})
+           details={"file_name": backup.file_name, "new_tenant": schema_name, "migrated_forward": older_than_code,
+                    **_files_details(files)})
     return tenant

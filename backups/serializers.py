@@ -17,7 +17,7 @@ class BackupRecordSerializer(serializers.ModelSerializer):
         fields = [
             "id", "file_name", "file_path", "file_size", "file_size_mb", "backup_type", "created_by", "created_at",
             "status", "sha256", "error", "error_code", "progress_bytes", "finished_at", "manifest", "keep", "integrity",
-            "verified_at",
+            "verified_at", "sql_sha256", "sql_size", "files_count", "files_size",
         ]
         read_only_fields = fields
 

@@ -2,8 +2,9 @@
 from __future__ import annotations
 
 import logging
+import time
 from contextlib import contextmanager
-from typing import BinaryIO
+from typing import BinaryIO, Iterator
 
 from django.conf import settings
 from django.core.files import File
@@ -13,20 +14,36 @@ from django.utils import timezone
 from backups.actions import BackupAction
 from backups.errors import (
     BackupFailedError,
+    BackupFileError,
     BackupNotCompletedError,
     BackupNotPendingError,
     StorageObjectMissingError,
     StorageUnavailableError,
 )
 from backups.models import BackupRecord
-from backups.pg_tools import CHUNK_SIZE, DumpResult, PgBinaries, PgConnectionParams, dump_schema, find_binaries
+from backups.pg_tools import DumpResult, PgBinaries, PgConnectionParams, dump_schema, find_binaries
 from backups.selectors import backup_get, backup_get_completed
-from backups.storage import backup_storage, storage_copy, storage_open
+from backups.files import (
+    MISSING_LISTED,
+    StoredFiles,
+    TarMember,
+    backup_files_check,
+    backup_files_store,
+    exported_snapshot,
+    file_object_key,
+    file_objects_only_named_by,
+    paths_read,
+    paths_write,
+    tar_members,
+    tar_size,
+    tar_stream,
+)
+from backups.storage import backup_storage, killable, storage_copy, storage_open
 from bitacora.models import Outcome
 from bitacora.services import AuditContext, audit_failure, record
 from core.errors import OperationInProgressError
 from core.exceptions import DomainError
-from core.faults import die_now, kill_after_bytes, kill_point
+from core.faults import kill_point
 from core.files import file_name_timestamp, temporary_file
 from core.locks import tenant_operation_lock
 from core.selectors import migration_state
@@ -78,23 +95,6 @@ def _remove_partial_object(file_path: str) -> None:
         logger.exception("could not remove the partial object %s", file_path)
 
 
-class _KilledAfterBytes:
-    """A test's kill point on a stream: the process dies once `limit` bytes went through."""
-
-    def __init__(self, source: BinaryIO, limit: int):
-        self._source, self._limit, self._count = source, limit, 0
-
-    def read(self, size: int = -1) -> bytes:
-        if self._count >= self._limit:
-            die_now()
-        chunk = self._source.read(min(size if size and size > 0 else CHUNK_SIZE, self._limit - self._count))
-        self._count += len(chunk)
-        return chunk
-
-    def __getattr__(self, name):
-        return getattr(self._source, name)
-
-
 def backup_start(*, context: AuditContext, backup_type: str = BackupRecord.Type.MANUAL, created_by=None) -> BackupRecord:
     """Reserve a backup: a `pending` record with its file name, once the clinic is free (else 409)."""
     schema = connection.schema_name
@@ -130,20 +130,40 @@ def _backup_claim(backup_id: int) -> bool:
     )
 
 
-def _backup_dump_and_store(backup: BackupRecord, binaries: PgBinaries) -> DumpResult:
+def _backup_dump_and_store(backup: BackupRecord, binaries: PgBinaries) -> tuple[DumpResult, StoredFiles, dict[str, float]]:
     schema = connection.schema_name
 
     def progress(size: int) -> None:
         BackupRecord.objects.filter(pk=backup.pk).update(progress_bytes=size)
 
-    with temporary_file() as spool:
-        result = dump_schema(binaries=binaries, params=database_params(), schema=schema, destination=spool, progress=progress)
+    started = time.monotonic()
+    with temporary_file() as spool, temporary_file() as listing:
+        # The file list and the dump from one snapshot (backups.files, step 1). The
+        # snapshot's transaction is read-only and lives only as long as pg_dump does.
+        with exported_snapshot() as (snapshot, session):
+            with session.cursor(name="backup_file_paths") as cursor:  # server-side: any number of paths
+                paths_write(cursor, schema, listing)
+            kill_point("backup.snapshot_taken")
+            result = dump_schema(binaries=binaries, params=database_params(), schema=schema, destination=spool,
+                                 progress=progress, snapshot=snapshot)
+        dumped = time.monotonic()
         spool.seek(0)
         kill_point("backup.before_upload")
-        limit = kill_after_bytes("backup.upload")
-        source = spool if limit is None else _KilledAfterBytes(spool, limit)
-        backup_storage().save(backup.file_path, File(source, name=backup.file_name))
-    return result
+        backup_storage().save(backup.file_path, File(killable(spool, "backup.upload"), name=backup.file_name))
+        uploaded = time.monotonic()
+        kill_point("backup.before_files")
+        files = backup_files_store(backup=backup, schema=schema, paths=paths_read(listing))
+    seconds = {"dump": round(dumped - started, 3), "upload": round(uploaded - dumped, 3),
+               "files": round(time.monotonic() - uploaded, 3)}
+    return result, files, seconds
+
+
+def audit_missing_files(*, context: AuditContext, backup: BackupRecord, operation: str, missing: list[str]) -> None:
+    """One error entry for the files the rows name but the media storage (or the backup) lacks."""
+    if missing:
+        record(context=context, action=BackupAction.FILES, outcome=Outcome.ERROR, target_type=TARGET_TYPE, target_id=backup.pk,
+               details={"operation": operation, "code": "file_missing", "missing": len(missing),
+                        "paths": missing[:MISSING_LISTED], "file_name": backup.file_name})
 
 
 def backup_fail(*, backup: BackupRecord, error: BaseException | str, code: str = "") -> None:
@@ -186,7 +206,7 @@ def backup_run(*, context: AuditContext, backup_id: int, retry_transient: bool =
             }
             backup.save(update_fields=["manifest"])
             try:
-                result = _backup_dump_and_store(backup, binaries)
+                result, files, seconds = _backup_dump_and_store(backup, binaries)
             except StorageUnavailableError as exc:
                 _remove_partial_object(backup.file_path)
                 if not retry_transient:
@@ -204,16 +224,24 @@ def backup_run(*, context: AuditContext, backup_id: int, retry_transient: bool =
                 raise BackupFailedError(details={"id": backup.pk}) from exc
             backup.file_size = result.size
             backup.sha256 = result.sha256
+            backup.sql_size = result.sql_size
+            backup.sql_sha256 = result.sql_sha256
+            backup.files_count = files.count
+            backup.files_size = files.size
+            backup.manifest = {**backup.manifest, "files": files.as_manifest(schema), "seconds": seconds}
             backup.progress_bytes = result.size
             backup.status = BackupRecord.Status.COMPLETED
             backup.finished_at = timezone.now()
-            backup.save(update_fields=["file_size", "sha256", "progress_bytes", "status", "finished_at"])
+            backup.save(update_fields=["file_size", "sha256", "sql_size", "sql_sha256", "files_count", "files_size",
+                                       "manifest", "progress_bytes", "status", "finished_at"])
+    audit_missing_files(context=context, backup=backup, operation="backup", missing=files.missing)
     record(
         context=context,
         action=BackupAction.CREATE,
         target_type=TARGET_TYPE,
         target_id=backup.pk,
-        details={"file_name": backup.file_name, "file_size": backup.file_size, "backup_type": backup.backup_type},
+        details={"file_name": backup.file_name, "file_size": backup.file_size, "backup_type": backup.backup_type,
+                 "files_count": files.count, "files_uploaded": files.uploaded},
     )
     return backup
 
@@ -234,14 +262,30 @@ def backup_open(*, context: AuditContext, backup_id: int) -> tuple[BackupRecord,
 
 
 def backup_delete(*, context: AuditContext, backup_id: int) -> None:
-    """Delete the stored object, then the record (an object already gone still deletes the record)."""
+    """Delete the stored objects, then the record (an object already gone still deletes the record).
+
+    The file objects that go are those no other backup of the clinic names. Under the
+    clinic's lock: a backup running meanwhile could otherwise count on an object
+    (named by this record a moment ago) that is deleted under it.
+    """
+    schema = connection.schema_name
     with audit_failure(context=context, action=BackupAction.DELETE, target_type=TARGET_TYPE, target_id=backup_id):
         backup = backup_get(backup_id=backup_id)
         if backup.status == BackupRecord.Status.RUNNING:
             raise BackupNotCompletedError(details={"id": backup.pk, "status": backup.status})
-        backup_storage().delete(backup.file_path)
-        backup.delete()
-    record(context=context, action=BackupAction.DELETE, target_type=TARGET_TYPE, target_id=backup_id, details={"file_name": backup.file_name})
+        with tenant_operation_lock(schema):
+            storage = backup_storage()
+            orphaned = file_objects_only_named_by(backup=backup)
+            for sha256 in orphaned:
+                try:
+                    storage.delete(file_object_key(schema, sha256))
+                except DomainError as exc:
+                    raise BackupFileError(details={"operation": "delete", "object": file_object_key(schema, sha256),
+                                                   "code": exc.code}) from exc
+            storage.delete(backup.file_path)
+            backup.delete()
+    record(context=context, action=BackupAction.DELETE, target_type=TARGET_TYPE, target_id=backup_id,
+           details={"file_name": backup.file_name, "file_objects_deleted": len(orphaned)})
 
 
 def backup_set_keep(*, context: AuditContext, backup_id: int, keep: bool) -> BackupRecord:
@@ -269,12 +313,16 @@ def backup_mark_integrity(*, backup: BackupRecord, integrity: str) -> None:
 
 
 def backup_verify(*, context: AuditContext, backup: BackupRecord) -> str:
-    """Compare the stored object's sha256 with the record's; mark and audit the result."""
+    """Re-read the stored dump and every file object it names, compare each sha256; mark and audit the result."""
     try:
         actual = storage_copy(backup.file_path).sha256
         integrity = BackupRecord.Integrity.OK if actual == backup.sha256 else BackupRecord.Integrity.MISMATCH
     except StorageObjectMissingError:
         actual, integrity = "", BackupRecord.Integrity.MISSING
+    file_problems = backup_files_check(backup=backup, schema=connection.schema_name)
+    if integrity == BackupRecord.Integrity.OK and file_problems:
+        problems = {problem["problem"] for problem in file_problems}
+        integrity = BackupRecord.Integrity.MISSING if BackupRecord.Integrity.MISSING in problems else BackupRecord.Integrity.MISMATCH
     backup_mark_integrity(backup=backup, integrity=integrity)
     record(
         context=context,
@@ -282,6 +330,31 @@ def backup_verify(*, context: AuditContext, backup: BackupRecord) -> str:
         outcome=Outcome.OK if integrity == BackupRecord.Integrity.OK else Outcome.ERROR,
         target_type=TARGET_TYPE,
         target_id=backup.pk,
-        details={"integrity": integrity, "expected_sha256": backup.sha256, "actual_sha256": actual},
+        details={"integrity": integrity, "expected_sha256": backup.sha256, "actual_sha256": actual,
+                 "files_checked": backup.files_count, "files_bad": len(file_problems), "file_problems": file_problems[:MISSING_LISTED]},
     )
     return integrity
+
+
+def backup_files_archive(*, context: AuditContext, backup_id: int) -> tuple[BackupRecord, int, Iterator[bytes]]:
+    """A completed backup's files as one tar archive: its exact size, and its bytes as they are read.
+
+    The archive is produced while it is sent; a file object found missing or damaged
+    on the way ends it with an error, audited with the backup.
+    """
+    schema = connection.schema_name
+    with audit_failure(context=context, action=BackupAction.DOWNLOAD_FILES, target_type=TARGET_TYPE, target_id=backup_id):
+        backup = backup_get_completed(backup_id=backup_id)
+        members = tar_members(backup=backup)
+    record(context=context, action=BackupAction.DOWNLOAD_FILES, target_type=TARGET_TYPE, target_id=backup.pk,
+           details={"file_name": backup.file_name, "files": len(members)})
+
+    def open_member(member: TarMember) -> BinaryIO:
+        return storage_open(file_object_key(schema, member.sha256))
+
+    def chunks() -> Iterator[bytes]:
+        with audit_failure(context=context, action=BackupAction.FILES, target_type=TARGET_TYPE, target_id=backup.pk,
+                           details={"operation": "download", "file_name": backup.file_name}):
+            yield from tar_stream(members, open_member)
+
+    return backup, tar_size(members), chunks()

@@ -8,6 +8,7 @@ from typing import BinaryIO
 from django.core.files.storage import Storage, storages
 
 from backups.errors import StorageObjectMissingError
+from core.faults import die_now, kill_after_bytes
 
 COPY_CHUNK_SIZE = 1024 * 1024
 
@@ -48,3 +49,26 @@ def storage_copy(name: str, destination: BinaryIO | None = None) -> StoredCopy:
     """A stored object copied (or only hashed) by copy_hashed."""
     with storage_open(name) as stored_file:
         return copy_hashed(stored_file, destination)
+
+
+class _KilledAfterBytes:
+    """A test's kill point on a stream: the process dies once `limit` bytes went through."""
+
+    def __init__(self, source: BinaryIO, limit: int):
+        self._source, self._limit, self._count = source, limit, 0
+
+    def read(self, size: int = -1) -> bytes:
+        if self._count >= self._limit:
+            die_now()
+        chunk = self._source.read(min(size if size and size > 0 else COPY_CHUNK_SIZE, self._limit - self._count))
+        self._count += len(chunk)
+        return chunk
+
+    def __getattr__(self, name):
+        return getattr(self._source, name)
+
+
+def killable(source: BinaryIO, point: str) -> BinaryIO:
+    """source itself, or, when a test armed `point@N` (core.faults), a reader that dies after N bytes."""
+    limit = kill_after_bytes(point)
+    return source if limit is None else _KilledAfterBytes(source, limit)

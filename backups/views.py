@@ -1,5 +1,11 @@
-from django.http import FileResponse
+"""The backups API (seed 000), and the download responses it shares with the admin."""
+import gzip
+from enum import Enum
+
+from django.http import FileResponse, HttpRequest, StreamingHttpResponse
 from django.urls import reverse
+from django.utils.cache import patch_vary_headers
+from django.utils.http import content_disposition_header
 from django.utils.translation import gettext as _
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
@@ -23,13 +29,19 @@ from backups.serializers import (
     RestoreInProgressSerializer,
     RestoreJobSerializer,
 )
-from backups.services import backup_delete, backup_open, backup_set_keep
+from backups.services import backup_delete, backup_files_archive, backup_open, backup_set_keep
+from backups.storage import COPY_CHUNK_SIZE
 from bitacora.services import AuditContext
 from core.exceptions import domain_error_for
 from core.openapi import error_response
 from usuarios.permissions import IsAdminOrPropietario
 
+# sha256 of the body exactly as sent (before any Content-Encoding is undone).
 CHECKSUM_HEADER = "X-Checksum-SHA256"
+# sha256 of the SQL itself: what a browser hands the page, and what `gunzip` gives.
+SQL_CHECKSUM_HEADER = "X-SQL-SHA256"
+GZIP_MEDIA_TYPES = {"application/gzip", "application/x-gzip"}
+GZIP_FORMATS = {"gz", "gzip", "sql.gz"}
 
 # The history: an array, or a page of it when ?limit= is given (see BackupHistoryListView).
 _BACKUP_RECORD = {"$ref": "#/components/schemas/BackupRecord"}
@@ -57,12 +69,97 @@ LOCATION = OpenApiParameter("Location", str, OpenApiParameter.HEADER, response=[
 STORAGE_ERRORS = {502: error_response(502), 503: error_response(503)}
 
 
-def backup_download_response(backup: BackupRecord, stored_file) -> FileResponse:
-    """The stored file as an attachment, streamed, with its size and checksum (API and admin alike)."""
-    response = FileResponse(stored_file, as_attachment=True, filename=backup.file_name, content_type="application/octet-stream")
-    response["Content-Length"] = str(backup.file_size)
-    response[CHECKSUM_HEADER] = backup.sha256
+class DownloadForm(str, Enum):
+    GZ = "gz"  # the stored .sql.gz, unchanged: asked for explicitly
+    ENCODED = "encoded"  # the stored bytes as Content-Encoding: gzip, so the client ends up with the SQL
+    SQL = "sql"  # decompressed here, for a client that does not take gzip
+
+
+def _weighted(header: str) -> dict[str, float]:
+    """`a;q=0.5, b` → {"a": 0.5, "b": 1.0} (lower-cased; a malformed weight counts as 0)."""
+    weights = {}
+    for item in header.split(","):
+        name, *params = [part.strip() for part in item.split(";")]
+        if not name:
+            continue
+        quality = 1.0
+        for param in params:
+            key, _sep, value = param.partition("=")
+            if key.strip().lower() == "q":
+                try:
+                    quality = float(value)
+                except ValueError:
+                    quality = 0.0
+        weights[name.lower()] = quality
+    return weights
+
+
+def download_form(request: HttpRequest) -> DownloadForm:
+    """Which form of a backup a request gets (issue 11): .sql.gz only when asked for by name."""
+    accept = _weighted(request.META.get("HTTP_ACCEPT", ""))
+    if request.GET.get("format", "").lower() in GZIP_FORMATS or any(accept.get(kind, 0) > 0 for kind in GZIP_MEDIA_TYPES):
+        return DownloadForm.GZ
+    encodings = _weighted(request.META.get("HTTP_ACCEPT_ENCODING", ""))
+    gzip_weight = encodings.get("gzip", encodings.get("x-gzip", encodings.get("*", 0)))
+    return DownloadForm.ENCODED if gzip_weight > 0 else DownloadForm.SQL
+
+
+def _decompressed(stored_file):
+    with stored_file, gzip.GzipFile(fileobj=stored_file, mode="rb") as sql:
+        while chunk := sql.read(COPY_CHUNK_SIZE):
+            yield chunk
+
+
+def backup_download_response(request: HttpRequest, backup: BackupRecord, stored_file) -> StreamingHttpResponse:
+    """The backup as an attachment, streamed, with the checksum of what is sent (API and admin alike).
+
+    Saved as `.sql` whatever the form. With Content-Encoding, Content-Length is the
+    length of the gzip bytes on the wire, as HTTP defines it. Django's GZipMiddleware
+    (not installed) leaves a response that already has a Content-Encoding alone.
+    """
+    form = download_form(request)
+    sql_name = backup.file_name.removesuffix(".gz")
+    if form is DownloadForm.SQL:
+        response = StreamingHttpResponse(_decompressed(stored_file), content_type="application/octet-stream")
+        response["Content-Disposition"] = content_disposition_header(as_attachment=True, filename=sql_name)
+        if backup.sql_size is not None:  # unknown for backups made before it was recorded
+            response["Content-Length"] = str(backup.sql_size)
+        sent_sha256 = backup.sql_sha256
+    elif form is DownloadForm.ENCODED:
+        response = FileResponse(stored_file, as_attachment=True, filename=sql_name, content_type="application/octet-stream")
+        response["Content-Encoding"] = "gzip"
+        response["Content-Length"] = str(backup.file_size)
+        sent_sha256 = backup.sha256
+    else:
+        response = FileResponse(stored_file, as_attachment=True, filename=backup.file_name, content_type="application/gzip")
+        response["Content-Length"] = str(backup.file_size)
+        sent_sha256 = backup.sha256
+    if sent_sha256:
+        response[CHECKSUM_HEADER] = sent_sha256
+    if backup.sql_sha256:
+        response[SQL_CHECKSUM_HEADER] = backup.sql_sha256
+    patch_vary_headers(response, ("Accept", "Accept-Encoding"))
     return response
+
+
+def backup_files_response(backup: BackupRecord, size: int, chunks) -> StreamingHttpResponse:
+    """A backup's files as one tar archive, streamed, with its exact length (API and admin alike)."""
+    response = StreamingHttpResponse(chunks, content_type="application/x-tar")
+    response["Content-Disposition"] = content_disposition_header(
+        as_attachment=True, filename=backup.file_name.removesuffix(".sql.gz") + ".files.tar"
+    )
+    response["Content-Length"] = str(size)
+    return response
+
+
+class _BinaryDownloadView(APIView):
+    """A download answers whatever Accept says (`application/gzip`, `?format=gz`…); errors stay JSON."""
+
+    permission_classes = [IsAdminOrPropietario]
+
+    def perform_content_negotiation(self, request, force=False):
+        # DRF would answer 406 (or 404 for ?format=gz) as no renderer produces a file.
+        return super().perform_content_negotiation(request, force=True)
 
 
 class BackupHistoryListView(APIView):
@@ -143,22 +240,37 @@ class BackupDetailView(APIView):
         return Response(BackupRecordSerializer(backup).data)
 
 
-class BackupDownloadView(APIView):
-    permission_classes = [IsAdminOrPropietario]
+class BackupDownloadView(_BinaryDownloadView):
+    """GET …/download/: the SQL, saved as `.sql` (gzip-encoded on the wire when accepted); `?format=gz`
+    or `Accept: application/gzip` for the stored .sql.gz unchanged."""
 
     @extend_schema(
         parameters=[
+            OpenApiParameter("format", str, enum=["gz"], required=False,
+                             description="gz: el .sql.gz almacenado, sin cambios."),
             OpenApiParameter(CHECKSUM_HEADER, str, OpenApiParameter.HEADER, response=[200], required=True,
-                             description="sha256 del archivo, en hexadecimal."),
+                             description="sha256 de los bytes enviados, en hexadecimal."),
+            OpenApiParameter("X-SQL-SHA256", str, OpenApiParameter.HEADER, response=[200], required=False,
+                             description="sha256 del SQL sin comprimir (backups hechos desde que se registra)."),
             OpenApiParameter("Content-Disposition", str, OpenApiParameter.HEADER, response=[200], required=True,
-                             description='attachment; filename="backup_<esquema>_<fecha>.sql.gz"'),
+                             description='attachment; filename="backup_<esquema>_<fecha>.sql" (o .sql.gz con format=gz)'),
         ],
-        responses={(200, "application/octet-stream"): OpenApiResponse(OpenApiTypes.BINARY, description="El .sql.gz."),
+        responses={(200, "application/octet-stream"): OpenApiResponse(OpenApiTypes.BINARY, description="El SQL."),
+                   (200, "application/gzip"): OpenApiResponse(OpenApiTypes.BINARY, description="El .sql.gz almacenado."),
                    409: error_response(409, "El backup no está completo."), **STORAGE_ERRORS},
     )
     def get(self, request, backup_id: int):
         backup, stored_file = backup_open(context=AuditContext.from_request(request), backup_id=backup_id)
-        return backup_download_response(backup, stored_file)
+        return backup_download_response(request, backup, stored_file)
+
+
+class BackupFilesView(_BinaryDownloadView):
+    """GET …/files/: the backup's patient files as one tar archive, streamed."""
+
+    @extend_schema(responses={(200, "application/x-tar"): OpenApiResponse(OpenApiTypes.BINARY)})
+    def get(self, request, backup_id: int):
+        backup, size, chunks = backup_files_archive(context=AuditContext.from_request(request), backup_id=backup_id)
+        return backup_files_response(backup, size, chunks)
 
 
 class BackupRestoreView(APIView):

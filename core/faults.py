@@ -9,6 +9,10 @@ dictionary lookup.
 
 `CLINICA_KILL_AT=replay.fed@12345` kills once that many bytes went through a
 counted stream (see `kill_after_bytes`).
+
+`CLINICA_STOP_AT=<point>` pauses there instead (SIGSTOP): the test waits for the
+stop (waitpid with WUNTRACED, no sleeping), changes the world as a concurrent
+user would at that exact step, then lets the process go on with SIGCONT.
 """
 from __future__ import annotations
 
@@ -16,6 +20,7 @@ import os
 import signal
 
 KILL_AT_ENV = "CLINICA_KILL_AT"
+STOP_AT_ENV = "CLINICA_STOP_AT"
 
 
 def _armed() -> tuple[str, int | None] | None:
@@ -27,10 +32,12 @@ def _armed() -> tuple[str, int | None] | None:
 
 
 def kill_point(name: str) -> None:
-    """Die here, at once, if a test asked for it."""
+    """Die here, at once, if a test asked for it (or pause here, see STOP_AT_ENV)."""
     armed = _armed()
     if armed is not None and armed[0] == name and armed[1] is None:
         os.kill(os.getpid(), signal.SIGKILL)
+    if os.environ.get(STOP_AT_ENV) == name:
+        os.kill(os.getpid(), signal.SIGSTOP)
 
 
 def kill_after_bytes(name: str) -> int | None:

@@ -312,7 +312,7 @@ CORS_ALLOW_HEADERS = [
     "x-tenant-id",
     "x-tenant",
 ]
-CORS_EXPOSE_HEADERS = ["content-disposition", "content-length", "x-checksum-sha256"]
+CORS_EXPOSE_HEADERS = ["content-disposition", "content-length", "x-checksum-sha256", "x-sql-sha256"]
 
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 

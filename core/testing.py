@@ -112,7 +112,8 @@ def child_environment(**extra: str) -> dict[str, str]:
     if db["PASSWORD"]:
         auth += ":" + urllib.parse.quote(str(db["PASSWORD"]), safe="")
     env = {key: value for key, value in os.environ.items()
-           if not key.startswith(("PG", "CELERY_", "REDIS_URL", "CLINICA_KILL_AT", "DATABASE_URL"))}
+           if not key.startswith(("PG", "CELERY_", "REDIS_URL", "CLINICA_KILL_AT", "CLINICA_STOP_AT", "DATABASE_URL",
+                                   "SUPABASE_URL"))}
     env.update(
         DJANGO_SETTINGS_MODULE="core.test_settings",
         DATABASE_URL=f"postgres://{auth}@{host}:{db['PORT'] or 5432}/{db['NAME']}",

@@ -1,9 +1,14 @@
 """Fixtures of the backups tests: a local Supabase Storage server and backends pointed at it."""
 from __future__ import annotations
 
+import os
+import uuid
 from collections.abc import Callable, Iterator
+from datetime import date
 
 import pytest
+from django.core.files.base import ContentFile
+from django.core.files.storage import storages
 
 from backups.supabase_storage import SupabaseStorage
 from backups.tests.supabase_server import FakeSupabaseStorage, closed_port_url
@@ -53,3 +58,34 @@ def backups_dir(settings, tmp_path):
         "backups": {"BACKEND": "django.core.files.storage.FileSystemStorage", "OPTIONS": {"location": location}},
     }
     return location
+
+
+@pytest.fixture
+def media_dir(settings, tmp_path):
+    """The clinic's files (STORAGES["default"]) in a folder of this test's own."""
+    location = tmp_path / "media"
+    settings.MEDIA_ROOT = location
+    return location
+
+
+@pytest.fixture
+def media_files(media_dir) -> Callable[..., list]:
+    """media_files(count=2): every file the current clinic's radiographs name gets random bytes,
+    and `count` new radiographs (with their files) are added."""
+    from clinica.models import Paciente, Radiografia
+
+    def make(count: int = 0, size: int = 2048) -> list[Radiografia]:
+        storage = storages["default"]
+        for path in Radiografia.objects.exclude(archivo="").values_list("archivo", flat=True).distinct():
+            if not storage.exists(path):
+                assert storage.save(path, ContentFile(os.urandom(size))) == path
+        paciente = Paciente.objects.order_by("pk").first()
+        return [
+            Radiografia.objects.create(
+                paciente=paciente, tomada_en=date.today(), descripcion="Panorámica",
+                archivo=ContentFile(os.urandom(size), name=f"rx_{uuid.uuid4().hex[:12]}.png"),
+            )
+            for _ in range(count)
+        ]
+
+    return make

@@ -1,5 +1,8 @@
 """The clinic's Django admin for backups: the API's role rule (is_staff alone is not enough) and its services."""
+import gzip
 import hashlib
+import io
+import tarfile
 
 import pytest
 from django.db import connection
@@ -68,7 +71,7 @@ def test_admin_and_owner_use_every_backup_page_of_the_admin(staff_client, backup
     # then every page answers, and the actions happened
     assert listing.status_code == 200 and backup.file_name in listing.content.decode()
     assert detail.status_code == 200
-    assert download.status_code == 200 and len(dump) == backup.file_size
+    assert download.status_code == 200 and len(dump) == backup.sql_size
     assert created.status_code == 302
     assert BackupRecord.objects.filter(created_by__rol=rol, status="completed").exists()
     assert delete_page.status_code == 200
@@ -118,11 +121,36 @@ def test_changing_keep_in_the_admin_is_audited_like_the_api(staff_client, backup
     assert entry.outcome == "ok" and entry.actor_email == "admin@clinica-a.test" and entry.details["keep"] is True
 
 
-def test_the_admin_download_carries_the_checksum_header_as_the_api(staff_client, backup):
-    # when the clinic's admin downloads a backup from the admin site
-    response = staff_client("admin").get(f"{ADMIN}{backup.pk}/download/")
-    # then the body, its length and its checksum header agree with the record
-    body = b"".join(response.streaming_content)
-    assert response.status_code == 200
-    assert response["X-Checksum-SHA256"] == hashlib.sha256(body).hexdigest() == backup.sha256
-    assert response["Content-Length"] == str(len(body)) == str(backup.file_size)
+def test_the_admin_download_behaves_as_the_api(staff_client, backup):
+    client = staff_client("admin")
+    # when the clinic's admin downloads a backup from the admin site, as a browser does (gzip accepted)
+    encoded = client.get(f"{ADMIN}{backup.pk}/download/", HTTP_ACCEPT_ENCODING="gzip, deflate, br")
+    # then the stored bytes come gzip-encoded, saved as .sql, the checksum of what is sent and of the SQL
+    body = b"".join(encoded.streaming_content)
+    assert encoded.status_code == 200 and encoded["Content-Encoding"] == "gzip"
+    assert encoded["Content-Disposition"] == f'attachment; filename="{backup.file_name.removesuffix(".gz")}"'
+    assert encoded["X-Checksum-SHA256"] == hashlib.sha256(body).hexdigest() == backup.sha256
+    assert encoded["Content-Length"] == str(len(body)) == str(backup.file_size)
+    assert encoded["X-SQL-SHA256"] == hashlib.sha256(gzip.decompress(body)).hexdigest() == backup.sql_sha256
+    # and without gzip, the SQL itself; with ?format=gz, the stored file
+    plain = client.get(f"{ADMIN}{backup.pk}/download/")
+    sql = b"".join(plain.streaming_content)
+    assert "Content-Encoding" not in plain and sql.startswith(b"--\n-- PostgreSQL database dump")
+    assert plain["X-Checksum-SHA256"] == hashlib.sha256(sql).hexdigest() == backup.sql_sha256
+    stored = client.get(f"{ADMIN}{backup.pk}/download/", {"format": "gz"})
+    assert b"".join(stored.streaming_content) == body and stored["Content-Type"] == "application/gzip"
+
+
+def test_the_admin_links_to_the_files_archive(staff_client, tenant_a, backups_dir, media_files):
+    # given a backup of a clinic with radiographs (its committed ones: the dump's snapshot sees only those)
+    media_files()
+    backup = backup_create(context=AuditContext.system("prueba"), created_by=None)
+    client = staff_client("admin")
+    # when the admin opens the list and follows the files link
+    listing = client.get(ADMIN).content.decode()
+    url = f"{ADMIN}{backup.pk}/files/"
+    archive = client.get(url)
+    # then it is a tar of the backup's files
+    assert url in listing
+    names = tarfile.open(fileobj=io.BytesIO(b"".join(archive.streaming_content)), mode="r|").getnames()
+    assert archive.status_code == 200 and len(names) == backup.files_count >= 1

@@ -30,7 +30,7 @@ def test_backup_round_trip_restores_every_row(client_for, clinic_data, backups_d
     source = committed_tables("test_a")
     # when a backup is created and downloaded through the API
     created = _create(client)
-    response = client.get(f"/api/backups/history/{created['backup']['id']}/download/")
+    response = client.get(f"/api/backups/history/{created['backup']['id']}/download/", {"format": "gz"})
     assert response.status_code == 200
     dump = b"".join(response.streaming_content)
     # then gunzip | psql into an empty database recreates every table, row by row
@@ -121,13 +121,13 @@ def test_create_refuses_automatic_through_the_api(client_for, backups_dir):
     assert response.json()["code"] == "invalid"
 
 
-def test_download_streams_with_attachment_headers(client_for, backups_dir, tenant_a):
+def test_download_of_the_stored_gz_streams_with_attachment_headers(client_for, backups_dir, tenant_a):
     client = client_for("test_a", "admin")
     backup = _create(client)["backup"]
-    response = client.get(f"/api/backups/history/{backup['id']}/download/")
+    response = client.get(f"/api/backups/history/{backup['id']}/download/", {"format": "gz"})
     assert response.status_code == 200
     assert response.streaming
-    assert response["Content-Type"] == "application/octet-stream"
+    assert response["Content-Type"] == "application/gzip"
     assert response["Content-Disposition"] == f'attachment; filename="{backup["file_name"]}"'
     assert response["Content-Length"] == str(backup["file_size"])
     assert response["X-Checksum-SHA256"] == backup["sha256"]

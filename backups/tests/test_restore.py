@@ -9,12 +9,13 @@ from django.core.management import call_command
 from django.db import connection
 
 from backups.errors import BackupChecksumMismatchError, RestoreBusyError, StorageObjectMissingError
+from backups.files import new_clinic_rename
 from backups.models import BackupRecord
 from backups.restore import CARRIED_MODELS, backup_restore_as_new_tenant, backup_restore_in_place
 from backups.services import backup_create
 from bitacora.models import Bitacora
 from bitacora.services import AuditContext
-from clinica.models import Cita, Factura, Paciente
+from clinica.models import Cita, Factura, Paciente, Radiografia
 from core.models import Tenant
 from core.schemas import schema_drop, schema_migrate
 from core.errors import InvalidTenantNameError, TenantExistsError
@@ -24,6 +25,15 @@ from core.testing import committed_tables
 pytestmark = pytest.mark.committed
 CONTEXT = AuditContext.system("prueba-restore")
 CARRIED = tuple(model._meta.db_table for model in CARRIED_MODELS)
+RADIOGRAFIA = Radiografia._meta.db_table
+
+
+def _with_archivo(row: tuple, rename) -> tuple:
+    """A clinica_radiografia row (as committed_tables reads it) with its file path renamed."""
+    with connection.cursor() as cursor:
+        columns = [column.name for column in connection.introspection.get_table_description(cursor, RADIOGRAFIA)]
+    index = columns.index("archivo")
+    return row[:index] + (rename(row[index]),) + row[index + 1:]
 
 
 def _restored_data() -> dict:
@@ -184,8 +194,9 @@ def test_a_backup_from_an_older_migration_state_is_migrated_forward(committed_db
     assert _leftover_schemas() == []
 
 
-def test_restore_as_a_new_tenant_leaves_the_live_clinic_alone(committed_db, backups_dir):
-    # given a backup, and later changes to the live clinic
+def test_restore_as_a_new_tenant_leaves_the_live_clinic_alone(committed_db, backups_dir, media_files):
+    # given a backup (every radiograph with its file), and later changes to the live clinic
+    media_files()
     backup = backup_create(context=CONTEXT)
     at_backup_time = _restored_data()
     _mutate()
@@ -195,9 +206,11 @@ def test_restore_as_a_new_tenant_leaves_the_live_clinic_alone(committed_db, back
         # when it is restored as a new clinic
         call_command("restore_backup", "--tenant", "test_restore", "--id", str(backup.pk), "--as-new-tenant", new_schema)
         connection.set_tenant(committed_db)
-        # then the new clinic holds the backup's data, the live one keeps its changes
+        # then the new clinic holds the backup's data, its files in its own folder; the live one keeps its changes
         copy = committed_tables(new_schema, exclude=CARRIED)
-        assert [table for table in at_backup_time if copy[table] != at_backup_time[table]] == []
+        assert [table for table in at_backup_time if table != RADIOGRAFIA and copy[table] != at_backup_time[table]] == []
+        in_new_folder = new_clinic_rename("test_restore", new_schema)
+        assert copy[RADIOGRAFIA] == [_with_archivo(row, in_new_folder) for row in at_backup_time[RADIOGRAFIA]]
         assert _restored_data() == live_now
         assert Tenant.objects.filter(schema_name=new_schema, slug=new_schema.replace("_", "-")).exists()
         assert _leftover_schemas() == []

@@ -64,7 +64,9 @@ def test_the_history_is_an_array_without_limit_and_a_page_with_it(api_schema):
 def test_downloads_are_binary_and_jobs_answer_202_with_a_location(api_schema):
     paths = api_schema["paths"]
     download = paths["/api/backups/history/{backup_id}/download/"]["get"]["responses"]["200"]
-    assert download["content"] == {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}
+    # the SQL by default, the stored .sql.gz on request (issue 11); both binary
+    assert download["content"] == {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+                                   "application/gzip": {"schema": {"type": "string", "format": "binary"}}}
     assert "X-Checksum-SHA256" in download["headers"]
     export = paths["/api/backup/"]["get"]["responses"]["200"]["content"]
     assert set(export) == {"application/json", "application/gzip"}

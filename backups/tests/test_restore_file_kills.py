@@ -1,0 +1,63 @@
+"""A restore SIGKILLed at each step of its file phase loses no live file and changes no row.
+
+A real `manage.py restore_backup` child, killed by core.faults (CLINICA_KILL_AT) at
+each point restore_files marks, with the clinic set up so that the phase does every
+kind of write: a file lost since the backup (written back at its path) and a file
+overwritten since (its backup-time bytes go beside it, the staging rows rewritten).
+"""
+from __future__ import annotations
+
+import signal
+
+import pytest
+
+from backups.reaper import reap
+from backups.restore import backup_restore_in_place
+from backups.services import backup_create
+from backups.tests.processes import manage
+from backups.tests.test_files import CONTEXT, clinic_rows, live_files
+from clinica.models import Radiografia
+from core.schemas import operation_schemas_left
+
+pytestmark = pytest.mark.committed
+
+FILE_PHASE_STEPS = [
+    "restore.files.before_write",  # staging replayed, nothing written yet
+    "restore.files.write@1000",  # in the middle of writing a file's bytes
+    "restore.files.before_rewrite",  # files written, staging rows not yet rewritten
+    "restore.files.done",  # staging rows rewritten, the swap not begun
+    "restore.swap_before_commit",  # inside the swap's transaction, before its commit
+]
+
+
+@pytest.mark.parametrize("kill_at", FILE_PHASE_STEPS)
+def test_a_restore_killed_in_its_file_phase_loses_no_live_file_and_changes_no_row(
+    committed_db, backups_dir, media_dir, media_files, tmp_path, kill_at,
+):
+    # given a backup, then one radiograph's file lost, another's overwritten, and rows changed
+    lost, overwritten = media_files(count=2, size=4096)
+    backup = backup_create(context=CONTEXT)
+    (media_dir / lost.archivo.name).unlink()
+    (media_dir / overwritten.archivo.name).write_bytes(b"la radiografia nueva")
+    Radiografia.objects.filter(pk=lost.pk).update(descripcion="Cambiada")
+    rows_before, files_before = clinic_rows(), live_files()
+    # when a restore is killed at that step
+    log = tmp_path / "restore.log"
+    ran = manage("restore_backup", "--tenant", "test_restore", "--id", str(backup.pk), "--yes",
+                 backups_dir=backups_dir, kill_at=kill_at, log=log)
+    # then it died there, and the live clinic is exactly as before: rows, and every file its rows name
+    assert ran.returncode == -signal.SIGKILL, log.read_text()[-3000:]
+    assert clinic_rows() == rows_before
+    files_now = live_files()
+    assert {path: files_now[path] for path, sha256 in files_before.items() if sha256} == {
+        path: sha256 for path, sha256 in files_before.items() if sha256
+    }
+    # (the lost file's name held nothing: the restore may have written there, never anywhere a file was)
+    assert (media_dir / overwritten.archivo.name).read_bytes() == b"la radiografia nueva"
+    # and the reaper drops what it left
+    reap()
+    assert "test_restore" not in operation_schemas_left()
+    if kill_at == "restore.files.write@1000":
+        # then a new restore never trusts the half-written file: every file is whole afterwards
+        backup_restore_in_place(context=CONTEXT, backup_id=backup.pk, confirm="test_restore")
+        assert set(live_files().values()) >= set(backup.files.values_list("sha256", flat=True)) and all(live_files().values())

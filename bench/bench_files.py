@@ -1,0 +1,129 @@
+"""Backups with patient files vs `pg_dump | gzip` plus `tar` of the clinic's media folder, same run.
+
+    python bench/bench_files.py              # 100 radiographs (make bench)
+    python bench/bench_files.py --full       # 2,000 radiographs of 200 KB to 5 MB (about 5 GB)
+
+A clinic of demo rows gets N radiographs, each its own file of random (incompressible)
+bytes between 200 KB and 5 MB. Then, each as a child process (Django start-up
+included) timed with its peak RSS:
+- the bare tools: `pg_dump --schema | gzip` and `tar` of the clinic's media folder;
+- the first backup (`manage.py create_backup`: dump, file list from its snapshot,
+  every file hashed and stored once) into an empty backups folder;
+- a second backup with nothing changed (its file phase only looks at sizes and times);
+- a first backup of a clinic with a tenth of the files, for the RSS.
+Targets (issue 11): first ≤ 1.3× the bare tools; second's file phase < 10% of the
+first's; RSS flat in the number and size of the files.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import shutil
+import sys
+import tempfile
+from datetime import date
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import ROOT, django_setup, ensure_bench_tenant, measure, table  # noqa: E402
+
+MIN_SIZE, MAX_SIZE = 200 * 1024, 5 * 1024 * 1024
+BENCH_LABEL = "bench-files"
+
+
+def ensure_radiographs(schema: str, count: int, seed: int = 11) -> int:
+    """`count` radiographs in the clinic, each with its own file of random bytes; their total size."""
+    from django.core.files.storage import storages
+    from django_tenants.utils import schema_context
+
+    from clinica.models import Paciente, Radiografia
+
+    media = storages["default"]
+    rng = random.Random(f"{seed}:{schema}")
+    sizes = [rng.randint(MIN_SIZE, MAX_SIZE) for _ in range(count)]
+    with schema_context(schema):
+        paciente = Paciente.objects.order_by("pk").first()
+        existing = set(Radiografia.objects.filter(descripcion=BENCH_LABEL).values_list("archivo", flat=True))
+        rows = []
+        for index, size in enumerate(sizes):
+            name = f"{schema}/radiografias/bench_{index:05d}.bin"
+            if not media.exists(name) or media.size(name) != size:
+                path = Path(media.path(name))  # the local media folder, as `tar` sees it
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_bytes(os.urandom(size))
+            if name not in existing:
+                rows.append(Radiografia(paciente=paciente, archivo=name, descripcion=BENCH_LABEL, tomada_en=date.today()))
+        Radiografia.objects.bulk_create(rows)
+    return sum(sizes)
+
+
+def latest_backup(schema: str):
+    from django_tenants.utils import schema_context
+
+    from backups.models import BackupRecord
+
+    with schema_context(schema):
+        return BackupRecord.objects.filter(status="completed").order_by("-id").first()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--files", type=int, default=100, help="radiographs in the clinic (default 100)")
+    parser.add_argument("--full", action="store_true", help="the issue's size: 2,000 radiographs (about 5 GB)")
+    parser.add_argument("--rows", type=int, default=5000, help="demo rows besides the radiographs (make bench passes ROWS)")
+    options = parser.parse_args()
+    files = 2000 if options.full else options.files
+    rows = min(options.rows, 20000)  # the rows only have to be there; the files are what is measured
+    django_setup()
+
+    from django.conf import settings
+
+    from backups.services import database_params, pg_binaries
+
+    binaries, env = pg_binaries(), database_params().environ()
+    manage = [sys.executable, str(ROOT / "manage.py")]
+    small_files = max(files // 10, 10)
+    big, small = f"bench_files_{files}", f"bench_files_{small_files}"
+    for schema, count in ((big, files), (small, small_files)):
+        ensure_bench_tenant(schema, rows=rows)
+        total = ensure_radiographs(schema, count)
+        print(f"{schema}: {count:,} radiografías, {total / 1e9:.2f} GB", flush=True)
+    media_root = Path(settings.MEDIA_ROOT)
+    work = Path(tempfile.mkdtemp(prefix="bench_files_", dir=ROOT / "var"))
+    try:
+        backups_env = {"BACKUPS_LOCAL_ROOT": str(work / "backups")}
+        dump = measure("pg_dump | gzip",
+                       f'"{binaries.pg_dump}" --schema={big} --no-owner --no-privileges | gzip -6 > "{work}/dump.sql.gz"', env=env)
+        tar = measure("tar (carpeta de la clínica)", ["tar", "-cf", str(work / "media.tar"), "-C", str(media_root), big])
+        first = measure("create_backup, primero", [*manage, "create_backup", "--tenant", big], env=backups_env)
+        first_record = latest_backup(big)
+        second = measure("create_backup, segundo sin cambios", [*manage, "create_backup", "--tenant", big], env=backups_env)
+        second_record = latest_backup(big)
+        small_first = measure(f"create_backup, primero, {small_files} archivos", [*manage, "create_backup", "--tenant", small],
+                              env={"BACKUPS_LOCAL_ROOT": str(work / "backups-small")})
+        bare = dump.seconds + tar.seconds
+        first_files = first_record.manifest["seconds"]["files"]
+        second_files = second_record.manifest["seconds"]["files"]
+        results = [
+            ("herramientas", dump.label, f"{dump.seconds:.2f}", "", f"{dump.peak_rss_mb:.0f}"),
+            ("herramientas", tar.label, f"{tar.seconds:.2f}", "", f"{tar.peak_rss_mb:.0f}"),
+            ("herramientas", "pg_dump | gzip + tar", f"{bare:.2f}", "1.00", ""),
+            ("servicio", first.label, f"{first.seconds:.2f}", f"{first.seconds / bare:.2f}", f"{first.peak_rss_mb:.0f}"),
+            ("servicio", second.label, f"{second.seconds:.2f}", f"{second.seconds / bare:.2f}", f"{second.peak_rss_mb:.0f}"),
+            ("servicio", small_first.label, f"{small_first.seconds:.2f}", "-", f"{small_first.peak_rss_mb:.0f}"),
+        ]
+        print(f"\n{files:,} radiografías, {first_record.files_size / 1e9:.2f} GB; backup SQL {first_record.file_size / 1e6:.1f} MB (gzip)")
+        print(table(results, ("quién", "qué", "segundos", "× herramientas", "RSS pico MB")))
+        print(f"\nfase de archivos: primero {first_files:.2f} s ({first_record.manifest['files']['uploaded']} subidos), "
+              f"segundo {second_files:.2f} s ({second_record.manifest['files']['uploaded']} subidos) = "
+              f"{100 * second_files / first_files:.1f}% del primero (objetivo < 10%)")
+        print(f"RSS pico del primer backup: {small_first.peak_rss_mb:.0f} MB con {small_files:,} archivos, "
+              f"{first.peak_rss_mb:.0f} MB con {files:,} (×{first.peak_rss_mb / small_first.peak_rss_mb:.2f}; objetivo: plano)")
+        print(f"objetivo primero ≤ 1.3× herramientas: {first.seconds / bare:.2f}×")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

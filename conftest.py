@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import pytest
 from django.db import connection
-from django.test import Client
 from django_tenants.utils import schema_context
 
 from core.models import Domain, Tenant
 from core.schemas import schema_migrate
+from core.testing import SchemaKeepingClient
 from usuarios.models import Rol, Usuario
 
 TEST_PASSWORD = "clave-de-prueba-123"
@@ -102,7 +102,7 @@ def tenant_b(tenants, db):
     return tenants["test_b"]
 
 
-class TenantClient(Client):
+class TenantClient(SchemaKeepingClient):
     """A test client that talks to one clinic, optionally as one user."""
 
     def __init__(self, tenant: Tenant, **defaults):
@@ -119,15 +119,6 @@ class TenantClient(Client):
         self.tokens = response.json()
         self.defaults["HTTP_AUTHORIZATION"] = f"Bearer {self.tokens['access']}"
         return self
-
-    def request(self, **request):
-        previous = connection.tenant
-        try:
-            return super().request(**request)
-        finally:
-            # The connection stays in the request's schema after a test-client
-            # call; put it back so the test body sees the schema it expects.
-            connection.set_tenant(previous)
 
 
 @pytest.fixture

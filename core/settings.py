@@ -54,8 +54,11 @@ TENANT_DOMAIN_MODEL = "core.Domain"
 PUBLIC_SCHEMA_URLCONF = "core.urls_public"
 ROOT_URLCONF = "core.urls_tenant"
 # A host that is no clinic's domain (Render's health check, the operator's
-# admin) gets the public URLs; a clinic is chosen by header or by its domain.
+# admin) gets the public URLs; a clinic is chosen by header, by its domain, or
+# on such a host by path: /clinicas/<slug>/… (django-tenants' subfolder routing,
+# see core.middleware), so a browser reaches a clinic's admin on the one Render host.
 SHOW_PUBLIC_IF_NO_TENANT_FOUND = True
+TENANT_SUBFOLDER_PREFIX = "clinicas"
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
@@ -63,6 +66,8 @@ MIDDLEWARE = [
     # Above the tenant middleware: a CORS preflight carries no X-Tenant-ID.
     "corsheaders.middleware.CorsMiddleware",
     "core.middleware.TenantMiddleware",
+    # Right below the tenant: a clinic reached by path keeps its session and CSRF cookies its own.
+    "core.middleware.ClinicPathCookiesMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.locale.LocaleMiddleware",
     "django.middleware.common.CommonMiddleware",

@@ -4,9 +4,26 @@ from __future__ import annotations
 import uuid
 from contextlib import contextmanager
 from typing import Iterator
+from urllib.parse import quote
 
 import psycopg2
 from django.db import connection
+from django.test import Client
+
+
+class SchemaKeepingClient(Client):
+    """A test client that gives the test back its schema after each request.
+
+    After a request the connection stays in that request's schema (its clinic's, or
+    public); the test body then sees the schema it was in before.
+    """
+
+    def request(self, **request):
+        previous = connection.tenant
+        try:
+            return super().request(**request)
+        finally:
+            connection.set_tenant(previous)
 
 
 @contextmanager

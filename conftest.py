@@ -26,9 +26,9 @@ ROLES = [Rol.ADMIN, Rol.PROPIETARIO, Rol.ODONTOLOGO, Rol.RECEPCION]
 
 def pytest_collection_modifyitems(items):
     # Every test may touch a clinic's schema; each runs in a rolled-back transaction,
-    # except those marked `committed` (see the committed_db fixture).
+    # except those marked `committed` (see the committed_db fixture) or `no_test_db`.
     for item in items:
-        if item.get_closest_marker("django_db") is None and item.get_closest_marker("committed") is None:
+        if not any(item.get_closest_marker(name) for name in ("django_db", "committed", "no_test_db")):
             item.add_marker(pytest.mark.django_db)
 
 

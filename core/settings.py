@@ -35,6 +35,8 @@ SHARED_APPS = [
     "rest_framework",
     "corsheaders",
     "drf_spectacular",
+    # show_urls and other operator commands (seed 000's `manage.py show_urls | grep backups`).
+    "django_extensions",
 ]
 TENANT_APPS = [
     "django.contrib.contenttypes",

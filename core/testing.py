@@ -52,11 +52,32 @@ def _connect(dbname: str | None = None):
     return raw
 
 
+def database_url(dbname: str) -> str:
+    """A DATABASE_URL for another database on the test server, for manage.py or gunicorn in a subprocess."""
+    settings = connection.settings_dict
+    user = quote(settings["USER"] or "", safe="")
+    password = f":{quote(settings['PASSWORD'], safe='')}" if settings["PASSWORD"] else ""
+    return f"postgres://{user}{password}@{settings['HOST'] or 'localhost'}:{settings['PORT'] or 5432}/{dbname}"
+
+
+def sql_rows(dbname: str, query: str, params: tuple = ()) -> list[tuple]:
+    """Run one statement on another database of the test server (autocommit); its rows, if any."""
+    raw = _connect(dbname)
+    try:
+        with raw.cursor() as cursor:
+            cursor.execute(query, params)
+            return cursor.fetchall() if cursor.description else []
+    finally:
+        raw.close()
+
+
 @contextmanager
 def scratch_database() -> Iterator[str]:
     """An empty database on the same server, dropped afterwards."""
     name = f"scratch_{uuid.uuid4().hex[:12]}"
-    admin = _connect()
+    # The server's maintenance database: the test database may not exist (a session
+    # whose tests all run outside it, against scratch databases of their own).
+    admin = _connect("postgres")
     try:
         with admin.cursor() as cursor:
             cursor.execute(f'CREATE DATABASE "{name}"')

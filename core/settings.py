@@ -209,6 +209,10 @@ JOB_PENDING_MAX_AGE = timedelta(seconds=env.int("JOB_PENDING_MAX_AGE", default=C
 # Backups retry transient storage errors this many times, waiting 30 s, 60 s, 120 s…
 BACKUP_STORAGE_RETRIES = env.int("BACKUP_STORAGE_RETRIES", default=3)
 
+# The platform's view of every clinic's backups flags a clinic whose last completed backup
+# is older than this (the nightly cron runs every 24 h; 2 h of slack).
+BACKUP_OVERDUE_AFTER = timedelta(hours=env.float("BACKUP_OVERDUE_AFTER_HOURS", default=26))
+
 # SQL restore: how long the schema swap waits for the clinic's in-flight transactions.
 BACKUP_RESTORE_LOCK_TIMEOUT = env("BACKUP_RESTORE_LOCK_TIMEOUT", default="10s")
 

@@ -8,3 +8,5 @@ from core.settings import *  # noqa: E402,F403
 # MD5 makes creating and logging in users several times faster; never in production.
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 MEDIA_ROOT = BASE_DIR / "var" / "test-media"  # noqa: F405
+# The admin's CSS and JS straight from the apps, without collectstatic (the browser tests' gunicorn).
+WHITENOISE_USE_FINDERS = True

@@ -20,36 +20,33 @@ import sys
 import time
 import uuid
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import ROOT, django_setup, table  # noqa: E402
+from common import django_setup, table  # noqa: E402
 
 TEMPLATE = "bench_plantilla"
 CLONE_BATCH = 20  # clinics per transaction: each new table holds locks until its commit
 
 
-def _server_url() -> str:
+def _server() -> dict:
+    """How to reach the PostgreSQL server the project uses (DATABASE_URL, else the embedded one)."""
+    import environ
+
     if os.environ.get("DATABASE_URL"):
-        return os.environ["DATABASE_URL"]
-    sys.path.insert(0, str(ROOT))
+        return environ.Env.db_url_config(os.environ["DATABASE_URL"])
     from core import embedded_pg
 
     state = embedded_pg.read_state()
     if state is None:
         raise SystemExit("DATABASE_URL no está definido y el PostgreSQL embebido no está iniciado (make db).")
-    return f"postgres://{state['user']}@{state['host']}:{state['port']}/{state['name']}"
+    return {"HOST": state["host"], "PORT": state["port"], "USER": state["user"], "PASSWORD": ""}
 
 
-def _with_database(url: str, name: str) -> str:
-    parts = urlsplit(url)
-    return urlunsplit(parts._replace(path=f"/{name}"))
-
-
-def _admin_sql(url: str, statement: str) -> None:
+def _admin_sql(server: dict, statement: str) -> None:
     import psycopg2
 
-    raw = psycopg2.connect(_with_database(url, "postgres"))
+    raw = psycopg2.connect(dbname="postgres", host=server["HOST"] or None, port=server["PORT"] or None,
+                           user=server["USER"] or None, password=server["PASSWORD"] or None)
     raw.autocommit = True
     try:
         with raw.cursor() as cursor:
@@ -150,10 +147,12 @@ def main() -> None:
     parser.add_argument("--rows", help="(de make bench; no se usa aquí)")
     args = parser.parse_args()
 
-    server = _server_url()
+    from core.testing import postgres_url
+
+    server = _server()
     name = f"bench_platform_{uuid.uuid4().hex[:8]}"
     _admin_sql(server, f'CREATE DATABASE "{name}"')
-    os.environ["DATABASE_URL"] = _with_database(server, name)
+    os.environ["DATABASE_URL"] = postgres_url(server, name)
     try:
         django_setup()
         _measure(args)

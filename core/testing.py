@@ -52,12 +52,21 @@ def _connect(dbname: str | None = None):
     return raw
 
 
+def postgres_url(settings: dict, dbname: str) -> str:
+    """A DATABASE_URL, as django-environ reads it, for a database on the server that
+    Django-style connection settings (HOST, PORT, USER, PASSWORD) point at."""
+    user = quote(settings.get("USER") or "", safe="")
+    password = f":{quote(settings['PASSWORD'], safe='')}" if settings.get("PASSWORD") else ""
+    host, port = settings.get("HOST") or "localhost", settings.get("PORT") or 5432
+    if host.startswith("/"):
+        # A Unix socket directory (the embedded server's): django-environ reads it from the path.
+        return f"postgres://{user}{password}@:{port}/{quote(host, safe='')}/{dbname}"
+    return f"postgres://{user}{password}@{host}:{port}/{dbname}"
+
+
 def database_url(dbname: str) -> str:
     """A DATABASE_URL for another database on the test server, for manage.py or gunicorn in a subprocess."""
-    settings = connection.settings_dict
-    user = quote(settings["USER"] or "", safe="")
-    password = f":{quote(settings['PASSWORD'], safe='')}" if settings["PASSWORD"] else ""
-    return f"postgres://{user}{password}@{settings['HOST'] or 'localhost'}:{settings['PORT'] or 5432}/{dbname}"
+    return postgres_url(connection.settings_dict, dbname)
 
 
 def sql_rows(dbname: str, query: str, params: tuple = ()) -> list[tuple]:

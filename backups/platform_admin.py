@@ -10,6 +10,8 @@
 """
 from __future__ import annotations
 
+from dataclasses import replace
+
 from django.conf import settings
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
@@ -70,8 +72,7 @@ class PlatformBackupsAdmin:
         tenant = tenant_find(schema_name, active_only=True)
         if tenant is None:
             raise Http404
-        context = AuditContext(actor_email=request.user.email, ip=request.META.get("REMOTE_ADDR") or None,
-                               user_agent=request.META.get("HTTP_USER_AGENT", "")[:512])
+        context = replace(AuditContext.from_request(request), actor_id=None)  # a platform user's id means nothing there
         with tenant_context(tenant):
             try:
                 backup = backup_enqueue(context=context, backup_type=BackupRecord.Type.MANUAL, created_by=None)

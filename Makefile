@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 PORT ?= 8000
 SCALE ?= 1
 
-.PHONY: demo test bench install db migrate seed serve stop-db worker reap
+.PHONY: demo test test-deps bench install db migrate seed serve stop-db worker reap
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -32,7 +32,23 @@ serve:
 
 demo: seed serve
 
-test: db
+# The browser tests drive Debian's Chromium (Playwright never downloads a browser here).
+# Installed when missing and we are root (CI is); otherwise those tests skip, saying why.
+test-deps:
+	@if command -v chromium >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "instalando chromium (apt-get) para las pruebas en navegador"; \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
+			|| echo "no se pudo instalar chromium: las pruebas en navegador se omitirán"; \
+	else echo "sin chromium ni permisos para instalarlo: las pruebas en navegador se omitirán"; fi
+	@# axios for the seed's downloadBackup, run as is in the browser (backups/tests/test_browser.py).
+	@if [ -d backups/tests/browser/node_modules/axios ]; then :; \
+	elif command -v npm >/dev/null 2>&1; then \
+		npm ci --prefix backups/tests/browser --no-audit --no-fund --silent >/dev/null \
+			|| echo "no se pudo instalar axios: la prueba de descarga en navegador se omitirá"; \
+	else echo "sin npm: la prueba de descarga en navegador se omitirá"; fi
+
+test: db test-deps
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 bench: migrate

@@ -8,11 +8,11 @@ from __future__ import annotations
 import pytest
 import pytest_django.fixtures
 from django.db import connection
-from django.test import Client
 from django_tenants.utils import schema_context
 
 from core.models import Domain, Tenant
 from core.schemas import schema_migrate
+from core.testing import SchemaKeepingClient
 from usuarios.models import Rol, Usuario
 
 TEST_PASSWORD = "clave-de-prueba-123"
@@ -43,9 +43,9 @@ pytest_django.fixtures._get_databases_for_setup = _databases_for_setup_with_comm
 
 def pytest_collection_modifyitems(items):
     # Every test may touch a clinic's schema; each runs in a rolled-back transaction,
-    # except those marked `committed` (see the committed_db fixture).
+    # except those marked `committed` (see the committed_db fixture) or `no_test_db`.
     for item in items:
-        if item.get_closest_marker("django_db") is None and item.get_closest_marker("committed") is None:
+        if not any(item.get_closest_marker(name) for name in ("django_db", "committed", "no_test_db")):
             item.add_marker(pytest.mark.django_db)
 
 
@@ -135,7 +135,7 @@ def tenant_b(tenants, db):
     return tenants["test_b"]
 
 
-class TenantClient(Client):
+class TenantClient(SchemaKeepingClient):
     """A test client that talks to one clinic, optionally as one user."""
 
     def __init__(self, tenant: Tenant, **defaults):
@@ -152,15 +152,6 @@ class TenantClient(Client):
         self.tokens = response.json()
         self.defaults["HTTP_AUTHORIZATION"] = f"Bearer {self.tokens['access']}"
         return self
-
-    def request(self, **request):
-        previous = connection.tenant
-        try:
-            return super().request(**request)
-        finally:
-            # The connection stays in the request's schema after a test-client
-            # call; put it back so the test body sees the schema it expects.
-            connection.set_tenant(previous)
 
 
 @pytest.fixture

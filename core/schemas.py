@@ -57,6 +57,13 @@ def schema_migrate(schema_name: str, targets: list[tuple[str, str]] | None = Non
         connection.set_tenant(tenant)
 
 
+def quote_identifier(name: str) -> str:
+    """A PostgreSQL identifier, quoted: "name", embedded quotes doubled (as PQescapeIdentifier)."""
+    if "\x00" in name:
+        raise ValueError("an identifier cannot contain NUL")
+    return '"' + name.replace('"', '""') + '"'
+
+
 def schema_drop(schema_name: str) -> None:
     with connection.cursor() as cursor:
         cursor.execute(f'DROP SCHEMA IF EXISTS "{schema_name}" CASCADE')

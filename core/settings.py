@@ -36,6 +36,8 @@ SHARED_APPS = [
     "rest_framework",
     "corsheaders",
     "drf_spectacular",
+    # show_urls and other operator commands (seed 000's `manage.py show_urls | grep backups`).
+    "django_extensions",
 ]
 TENANT_APPS = [
     "django.contrib.contenttypes",
@@ -55,8 +57,11 @@ TENANT_DOMAIN_MODEL = "core.Domain"
 PUBLIC_SCHEMA_URLCONF = "core.urls_public"
 ROOT_URLCONF = "core.urls_tenant"
 # A host that is no clinic's domain (Render's health check, the operator's
-# admin) gets the public URLs; a clinic is chosen by header or by its domain.
+# admin) gets the public URLs; a clinic is chosen by header, by its domain, or
+# on such a host by path: /clinicas/<slug>/… (django-tenants' subfolder routing,
+# see core.middleware), so a browser reaches a clinic's admin on the one Render host.
 SHOW_PUBLIC_IF_NO_TENANT_FOUND = True
+TENANT_SUBFOLDER_PREFIX = "clinicas"
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
@@ -64,6 +69,8 @@ MIDDLEWARE = [
     # Above the tenant middleware: a CORS preflight carries no X-Tenant-ID.
     "corsheaders.middleware.CorsMiddleware",
     "core.middleware.TenantMiddleware",
+    # Right below the tenant: a clinic reached by path keeps its session and CSRF cookies its own.
+    "core.middleware.ClinicPathCookiesMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.locale.LocaleMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -216,6 +223,10 @@ JOB_WAIT_SECONDS = env.float("JOB_WAIT_SECONDS", default=20)
 JOB_PENDING_MAX_AGE = timedelta(seconds=env.int("JOB_PENDING_MAX_AGE", default=CELERY_TASK_TIME_LIMIT + 3600))
 # Backups retry transient storage errors this many times, waiting 30 s, 60 s, 120 s…
 BACKUP_STORAGE_RETRIES = env.int("BACKUP_STORAGE_RETRIES", default=3)
+
+# The platform's view of every clinic's backups flags a clinic whose last completed backup
+# is older than this (the nightly cron runs every 24 h; 2 h of slack).
+BACKUP_OVERDUE_AFTER = timedelta(hours=env.float("BACKUP_OVERDUE_AFTER_HOURS", default=26))
 
 # SQL restore: how long the schema swap waits for the clinic's in-flight transactions.
 BACKUP_RESTORE_LOCK_TIMEOUT = env("BACKUP_RESTORE_LOCK_TIMEOUT", default="10s")

@@ -10,3 +10,5 @@ from core.settings import *  # noqa: E402,F403
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 # From the environment too, so that a `manage.py` child of a test sees the test's media folder.
 MEDIA_ROOT = Path(os.environ.get("MEDIA_ROOT") or BASE_DIR / "var" / "test-media")  # noqa: F405
+# The admin's CSS and JS straight from the apps, without collectstatic (the browser tests' gunicorn).
+WHITENOISE_USE_FINDERS = True

@@ -4,9 +4,26 @@ from __future__ import annotations
 import uuid
 from contextlib import contextmanager
 from typing import Iterator
+from urllib.parse import quote
 
 import psycopg2
 from django.db import connection
+from django.test import Client
+
+
+class SchemaKeepingClient(Client):
+    """A test client that gives the test back its schema after each request.
+
+    After a request the connection stays in that request's schema (its clinic's, or
+    public); the test body then sees the schema it was in before.
+    """
+
+    def request(self, **request):
+        previous = connection.tenant
+        try:
+            return super().request(**request)
+        finally:
+            connection.set_tenant(previous)
 
 
 @contextmanager
@@ -35,6 +52,34 @@ def _connect(dbname: str | None = None):
     return raw
 
 
+def postgres_url(settings: dict, dbname: str) -> str:
+    """A DATABASE_URL, as django-environ reads it, for a database on the server that
+    Django-style connection settings (HOST, PORT, USER, PASSWORD) point at."""
+    user = quote(settings.get("USER") or "", safe="")
+    password = f":{quote(settings['PASSWORD'], safe='')}" if settings.get("PASSWORD") else ""
+    host, port = settings.get("HOST") or "localhost", settings.get("PORT") or 5432
+    if host.startswith("/"):
+        # A Unix socket directory (the embedded server's): django-environ reads it from the path.
+        return f"postgres://{user}{password}@:{port}/{quote(host, safe='')}/{dbname}"
+    return f"postgres://{user}{password}@{host}:{port}/{dbname}"
+
+
+def database_url(dbname: str) -> str:
+    """A DATABASE_URL for another database on the test server, for manage.py or gunicorn in a subprocess."""
+    return postgres_url(connection.settings_dict, dbname)
+
+
+def sql_rows(dbname: str, query: str, params: tuple = ()) -> list[tuple]:
+    """Run one statement on another database of the test server (autocommit); its rows, if any."""
+    raw = _connect(dbname)
+    try:
+        with raw.cursor() as cursor:
+            cursor.execute(query, params)
+            return cursor.fetchall() if cursor.description else []
+    finally:
+        raw.close()
+
+
 @contextmanager
 def other_session() -> Iterator:
     """A psycopg2 connection of its own (another backend, as a concurrent request would be), in a transaction."""
@@ -57,7 +102,9 @@ def backend_waiting(raw, pid: int) -> bool:
 def scratch_database() -> Iterator[str]:
     """An empty database on the same server, dropped afterwards."""
     name = f"scratch_{uuid.uuid4().hex[:12]}"
-    admin = _connect()
+    # The server's maintenance database: the test database may not exist (a session
+    # whose tests all run outside it, against scratch databases of their own).
+    admin = _connect("postgres")
     try:
         with admin.cursor() as cursor:
             cursor.execute(f'CREATE DATABASE "{name}"')

@@ -5,33 +5,24 @@ import io
 import tarfile
 
 import pytest
-from django.db import connection
-from django.test import Client
 
 from backups.models import BackupRecord
 from backups.services import backup_create
 from bitacora.models import Bitacora
 from bitacora.services import AuditContext
+from core.testing import SchemaKeepingClient
 from usuarios.models import Usuario
 
 PASSWORD = "clave-de-prueba-123"  # conftest's TEST_PASSWORD
 ADMIN = "/admin/backups/backuprecord/"
 
 
-class ClinicAdminClient(Client):
+class ClinicAdminClient(SchemaKeepingClient):
     """A browser on the clinic's own domain (clinica-a.localhost), logged in through the admin's login form."""
 
     def __init__(self, tenant):
         super().__init__(HTTP_HOST=tenant.get_primary_domain().domain)
         self.tenant = tenant
-
-    def request(self, **request):
-        previous = connection.tenant
-        try:
-            return super().request(**request)
-        finally:
-            # The request leaves the connection in the clinic's schema; give the test back its own.
-            connection.set_tenant(previous)
 
     def admin_login(self, email: str) -> "ClinicAdminClient":
         response = self.post("/admin/login/", {"username": email, "password": PASSWORD, "next": "/admin/"})

@@ -1,0 +1,95 @@
+"""The platform's page of every clinic's backups, in the public admin, for superusers only.
+
+1. The overview reads every active clinic's backups through one selector
+   (backups.selectors.backup_summary_list: a few schema-qualified queries, no schema
+   switch per clinic) and links each clinic to its own admin, by path.
+2. "Backup ahora" starts a backup of one clinic through the jobs
+   (backups.jobs.backup_enqueue) inside that clinic's tenant_context: inline without a
+   broker, queued on Celery with one. It is audited in the clinic's log under the
+   operator's e-mail, without an actor id: a platform user's id means nothing there.
+"""
+from __future__ import annotations
+
+from dataclasses import replace
+
+from django.conf import settings
+from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
+from django.http import Http404
+from django.shortcuts import redirect
+from django.template.response import TemplateResponse
+from django.urls import path
+from django.utils.translation import gettext as _
+from django.views.decorators.http import require_POST
+from django_tenants.utils import tenant_context
+
+from backups.jobs import backup_enqueue
+from backups.models import BackupRecord
+from backups.selectors import backup_summary_list
+from bitacora.services import AuditContext
+from core.clinic_paths import clinic_path_reverse
+from core.exceptions import DomainError
+from core.selectors import tenant_find
+
+
+class PlatformBackupsAdmin:
+    """Views hooked into an admin site (the public one): `urls` goes into the public URLConf."""
+
+    def __init__(self, admin_site: admin.AdminSite):
+        self.admin_site = admin_site
+
+    @property
+    def urls(self):
+        return [
+            path("", self._superuser_view(self.overview_view), name="backups"),
+            path("<str:schema_name>/backup/", self._superuser_view(require_POST(self.backup_now_view)), name="backup_now"),
+        ], "plataforma"
+
+    def _superuser_view(self, view):
+        def check(request, *args, **kwargs):
+            if not request.user.is_superuser:
+                raise PermissionDenied
+            return view(request, *args, **kwargs)
+
+        return self.admin_site.admin_view(check)
+
+    def overview_view(self, request):
+        summaries = backup_summary_list()
+        rows = [
+            {"summary": summary, "backups_url": clinic_path_reverse(summary.tenant.slug, "admin:backups_backuprecord_changelist")}
+            for summary in sorted(summaries, key=lambda summary: not summary.overdue)  # overdue first, then by name
+        ]
+        context = {
+            **self.admin_site.each_context(request),
+            "title": _("Backups de todas las clínicas"),
+            "rows": rows,
+            "overdue_count": sum(summary.overdue for summary in summaries),
+            "overdue_after_hours": f"{settings.BACKUP_OVERDUE_AFTER.total_seconds() / 3600:g}",
+        }
+        return TemplateResponse(request, "admin/backups/platform_backups.html", context)
+
+    def backup_now_view(self, request, schema_name: str):
+        tenant = tenant_find(schema_name, active_only=True)
+        if tenant is None:
+            raise Http404
+        context = replace(AuditContext.from_request(request), actor_id=None)  # a platform user's id means nothing there
+        with tenant_context(tenant):
+            try:
+                backup = backup_enqueue(context=context, backup_type=BackupRecord.Type.MANUAL, created_by=None)
+            except DomainError as exc:
+                messages.error(request, _("%(clinic)s: no se pudo crear el backup: %(reason)s")
+                               % {"clinic": tenant.nombre, "reason": exc.message})
+                return redirect("plataforma:backups")
+            backup.refresh_from_db()
+        if backup.status == BackupRecord.Status.COMPLETED:
+            messages.success(request, _("%(clinic)s: backup creado, %(file)s (%(size)s MB).")
+                             % {"clinic": tenant.nombre, "file": backup.file_name, "size": backup.file_size_mb})
+        elif backup.status == BackupRecord.Status.FAILED:
+            messages.error(request, _("%(clinic)s: no se pudo crear el backup: %(reason)s")
+                           % {"clinic": tenant.nombre, "reason": backup.error})
+        else:
+            messages.info(request, _("%(clinic)s: backup en cola (%(file)s).") % {"clinic": tenant.nombre, "file": backup.file_name})
+        return redirect("plataforma:backups")
+
+
+platform_backups = PlatformBackupsAdmin(admin.site)

@@ -1,6 +1,7 @@
 """Backups of a clinic's schema: create, download, delete, verify. Every call is audited."""
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from contextlib import contextmanager
@@ -56,7 +57,16 @@ TARGET_TYPE = "backup"
 
 def pg_binaries() -> PgBinaries:
     """pg_dump/psql matching the server's major version, or a clear error before any work."""
-    return find_binaries(server_major=connection.pg_version // 10000, configured_dir=settings.PG_BIN_DIR)
+    return _binaries_for(connection.pg_version // 10000, settings.PG_BIN_DIR)
+
+
+@functools.lru_cache(maxsize=8)
+def _binaries_for(server_major: int, configured_dir: str) -> PgBinaries:
+    # Found once per process: asking every pg_dump for its version costs a process per
+    # backup, which a worker running thousands of nightly jobs would pay each time.
+    # A failure is not cached (lru_cache keeps only results): installing the right
+    # client fixes the next job without a restart.
+    return find_binaries(server_major=server_major, configured_dir=configured_dir)
 
 
 def database_params() -> PgConnectionParams:

@@ -6,6 +6,8 @@ import os
 import subprocess
 import sys
 import time
+import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -76,3 +78,101 @@ def table(rows: list[tuple], headers: tuple) -> str:
     return "\n".join(lines)
 
 
+
+
+def postgres_server() -> dict:
+    """How to reach the PostgreSQL server the project uses (DATABASE_URL, else the embedded one)."""
+    import environ
+
+    if os.environ.get("DATABASE_URL"):
+        return environ.Env.db_url_config(os.environ["DATABASE_URL"])
+    from core import embedded_pg
+
+    state = embedded_pg.read_state()
+    if state is None:
+        raise SystemExit("DATABASE_URL no está definido y el PostgreSQL embebido no está iniciado (make db).")
+    return {"HOST": state["host"], "PORT": state["port"], "USER": state["user"], "PASSWORD": ""}
+
+
+def admin_sql(server: dict, statement: str) -> None:
+    """One statement on the server's maintenance database (CREATE/DROP DATABASE)."""
+    import psycopg2
+
+    raw = psycopg2.connect(dbname="postgres", host=server["HOST"] or None, port=server["PORT"] or None,
+                           user=server["USER"] or None, password=server["PASSWORD"] or None)
+    raw.autocommit = True
+    try:
+        with raw.cursor() as cursor:
+            cursor.execute(statement)
+    finally:
+        raw.close()
+
+
+@contextmanager
+def scratch_database(prefix: str, *, keep: bool = False):
+    """A database of the bench's own on the project's server, Django set up on it, dropped afterwards.
+
+    Benchmarks that make hundreds of clinics never touch the development data."""
+    from core.testing import postgres_url
+
+    server = postgres_server()
+    name = f"{prefix}_{uuid.uuid4().hex[:8]}"
+    admin_sql(server, f'CREATE DATABASE "{name}"')
+    os.environ["DATABASE_URL"] = postgres_url(server, name)
+    try:
+        django_setup()
+        yield name
+    finally:
+        from django.db import connections
+
+        connections.close_all()
+        if keep:
+            print(f"base de datos conservada: {name}")
+        else:
+            admin_sql(server, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+# Every table of a template clinic cloned into each new schema (structure, and the rows of
+# the tables named in COPY_TABLES), FIRST..LAST in one transaction: each new table holds
+# locks until its commit, so batches keep the lock table small.
+CLONE_SQL = r"""
+DO $$
+DECLARE s text; t text;
+BEGIN
+  FOR i IN FIRST..LAST LOOP
+    s := 'PREFIX' || lpad(i::text, 5, '0');
+    EXECUTE format('CREATE SCHEMA %I', s);
+    FOR t IN SELECT tablename FROM pg_tables WHERE schemaname = 'TEMPLATE' LOOP
+      EXECUTE format('CREATE TABLE %I.%I (LIKE %I.%I INCLUDING ALL)', s, t, 'TEMPLATE', t);
+      IF t = ANY(COPY_TABLES) THEN
+        EXECUTE format('INSERT INTO %I.%I SELECT * FROM %I.%I', s, t, 'TEMPLATE', t);
+      END IF;
+    END LOOP;
+  END LOOP;
+END $$;
+"""
+CLONE_BATCH = 20
+
+
+def clone_clinics(*, template: str, prefix: str, count: int, copy_tables: tuple[str, ...] = (), extra_sql: str = "") -> list[str]:
+    """`count` clinic schemas cloned in SQL from a template clinic's (no migrations run), registered
+    as clinics. `extra_sql` runs after each batch, with FIRST, LAST and PREFIX replaced."""
+    from django.db import connection, transaction
+
+    from core.models import Tenant
+
+    tables = "ARRAY[" + ",".join(f"'{t}'" for t in copy_tables) + "]::text[]" if copy_tables else "ARRAY[]::text[]"
+    for first in range(1, count + 1, CLONE_BATCH):
+        last = min(first + CLONE_BATCH - 1, count)
+        statement = CLONE_SQL + extra_sql
+        for key, value in (("FIRST", str(first)), ("LAST", str(last)), ("TEMPLATE", template), ("PREFIX", prefix),
+                           ("COPY_TABLES", tables)):
+            statement = statement.replace(key, value)
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute(statement)
+    names = [f"{prefix}{i:05d}" for i in range(1, count + 1)]
+    Tenant.objects.bulk_create(
+        [Tenant(schema_name=name, slug=name.replace("_", "-"), nombre=f"Clínica bench {name}") for name in names],
+        batch_size=1000,
+    )
+    return names

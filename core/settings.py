@@ -100,8 +100,8 @@ WSGI_APPLICATION = "core.wsgi.application"
 def _database_settings() -> dict:
     if env("DATABASE_URL", default=""):
         database = env.db_url("DATABASE_URL")
-        # A socket directory is written percent-encoded (postgres://u@%2Frun%2Fpostgresql/db);
-        # django-environ keeps the escapes, and libpq would look for a host of that name.
+        # A socket directory may also be written percent-encoded as the host
+        # (postgres://u@%2Frun%2Fpostgresql/db); django-environ keeps the escapes.
         database["HOST"] = unquote(str(database.get("HOST") or ""))
     else:
         state = embedded_pg.read_state()

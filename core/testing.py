@@ -149,21 +149,15 @@ def child_environment(**extra: str) -> dict[str, str]:
     this test session's database: its own settings, no broker unless given, nothing inherited
     that could point it elsewhere."""
     import os
-    import urllib.parse
 
     from django.conf import settings as django_settings
 
-    db = connection.settings_dict
-    host = urllib.parse.quote(str(db["HOST"] or ""), safe="")
-    auth = urllib.parse.quote(str(db["USER"] or ""), safe="")
-    if db["PASSWORD"]:
-        auth += ":" + urllib.parse.quote(str(db["PASSWORD"]), safe="")
     env = {key: value for key, value in os.environ.items()
            if not key.startswith(("PG", "CELERY_", "REDIS_URL", "CLINICA_KILL_AT", "CLINICA_STOP_AT", "DATABASE_URL",
                                    "SUPABASE_URL"))}
     env.update(
         DJANGO_SETTINGS_MODULE="core.test_settings",
-        DATABASE_URL=f"postgres://{auth}@{host}:{db['PORT'] or 5432}/{db['NAME']}",
+        DATABASE_URL=database_url(connection.settings_dict["NAME"]),
         PG_BIN_DIR=str(django_settings.PG_BIN_DIR or ""),
         PYTHONUNBUFFERED="1",
     )

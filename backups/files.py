@@ -18,13 +18,14 @@ Backup, after the dump (backups.services.backup_run):
 4. A file the rows name but the media storage lacks is recorded as missing (a blank
    sha256) and audited; the backup still completes, since its SQL is still good.
 
-Restore, before the schema swap (backups.restore; the write order is in its map):
+Restore, before the schema swap (backups.files_restore; the write order is in backups.restore's map):
 every path the staging rows name gets a media file with its backup-time content, by
 creating files only, never by overwriting or deleting one. A path that holds the
 same bytes is left as it is; a free path is written; a path holding other bytes is
 left alone and the content goes to a new name that the staging rows are rewritten
 to. The media storage must not overwrite on save (FileSystemStorage never does;
 django-storages' S3 needs AWS_S3_FILE_OVERWRITE = False).
+The archive of a backup's files is backups.files_archive.
 """
 from __future__ import annotations
 
@@ -32,13 +33,12 @@ import hashlib
 import io
 import json
 import posixpath
-import tarfile
 import tempfile
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from itertools import islice
-from typing import IO, Any, BinaryIO, Callable, Iterable, Iterator
+from typing import IO, Any, Iterable, Iterator
 
 import psycopg2.extensions
 from django.core.files import File
@@ -46,7 +46,7 @@ from django.core.files.storage import Storage, storages
 from django.db import connection, models
 
 from backup_restore.classification import tenant_models
-from backups.errors import BackupChecksumMismatchError, BackupFileError, StorageObjectMissingError
+from backups.errors import BackupFileError, StorageObjectMissingError
 from backups.models import BackupFile, BackupRecord
 from backups.storage import COPY_CHUNK_SIZE, StoredCopy, backup_storage, copy_hashed, killable, storage_open
 from core.faults import kill_point
@@ -244,7 +244,7 @@ def _object_stored(store: Storage, key: str, copied: StoredCopy, trusted: list[i
     return False
 
 
-def _content(source: IO[bytes], name: str, size: int) -> File:
+def stored_content(source: IO[bytes], name: str, size: int) -> File:
     """source as a Django File of a known size, copied by storages in large chunks (not 64 KiB)."""
     content = File(source, name=name)
     content.size = size
@@ -253,7 +253,7 @@ def _content(source: IO[bytes], name: str, size: int) -> File:
 
 
 def _upload(store: Storage, key: str, source: IO[bytes], copied: StoredCopy) -> None:
-    content = _content(killable(source, "backup.files.upload"), posixpath.basename(key), copied.size)
+    content = stored_content(killable(source, "backup.files.upload"), posixpath.basename(key), copied.size)
     name = store.save(key, content)
     if name != key:  # the storage renamed it: someone else wrote that name meanwhile
         store.delete(name)
@@ -352,199 +352,3 @@ def file_objects_only_named_by(*, backup: BackupRecord) -> list[str]:
         backup.files.exclude(sha256="").exclude(sha256__in=named_elsewhere)
         .values_list("sha256", flat=True).distinct().order_by("sha256")
     )
-
-
-# Restore: create-only writes to the media storage, rows rewritten in staging
-
-
-@dataclass
-class RestoredFiles:
-    """What a restore's file phase did."""
-
-    checked: int = 0
-    written: int = 0
-    renamed: int = 0
-    missing: list[str] = field(default_factory=list)
-
-
-def _media_holds(media: Storage, name: str, entry: BackupFile) -> bool:
-    """Whether the media storage has `name` with exactly the entry's content."""
-    try:
-        if media.size(name) != entry.size:
-            return False
-        with media.open(name, "rb") as existing:
-            return copy_hashed(existing).sha256 == entry.sha256
-    except FileNotFoundError:
-        return False
-
-
-def _fit(name: str, max_length: int) -> str:
-    """name shortened (its stem, never its folder or extension) to max_length characters."""
-    if len(name) <= max_length:
-        return name
-    folder, base = posixpath.split(name)
-    stem, extension = posixpath.splitext(base)
-    keep = max_length - len(name) + len(stem)
-    if keep < 1:
-        raise BackupFileError(details={"operation": "name", "path": name, "max_length": max_length})
-    return posixpath.join(folder, stem[:keep] + extension)
-
-
-def versioned_name(path: str, sha256: str, max_length: int) -> str:
-    """Where a content goes when its path holds other bytes: the same folder, its hash in the name."""
-    folder, base = posixpath.split(path)
-    stem, extension = posixpath.splitext(base)
-    suffix = f".{sha256[:12]}{extension}"
-    stem = stem[: max(1, max_length - len(folder) - 1 - len(suffix))] if folder else stem[: max(1, max_length - len(suffix))]
-    return posixpath.join(folder, stem + suffix)
-
-
-def _write_media(media: Storage, store: Storage, schema: str, entry: BackupFile, name: str, max_length: int) -> str:
-    """Create a media file holding entry's content at name (or a free name beside it); the name used."""
-    with spool() as buffer:
-        try:
-            copied = copy_hashed(storage_open(file_object_key(schema, entry.sha256)), buffer)
-        except StorageObjectMissingError as exc:
-            raise BackupFileError(details={"operation": "read", "path": entry.path,
-                                           "object": file_object_key(schema, entry.sha256)}) from exc
-        if copied.sha256 != entry.sha256:
-            raise BackupChecksumMismatchError(details={"path": entry.path, "expected": entry.sha256, "actual": copied.sha256})
-        buffer.seek(0)
-        content = _content(killable(buffer, "restore.files.write"), posixpath.basename(name), copied.size)
-        # Storage.save never replaces an existing file: a name taken meanwhile gets a free one.
-        return media.save(name, content, max_length=max_length)
-
-
-def _rewrite(schema: str, renames: list[tuple[str, str]]) -> None:
-    """Point the schema's rows from each old path to its new one (every file field)."""
-    if not renames:
-        return
-    values = ", ".join(["(%s, %s)"] * len(renames))
-    params = [value for pair in renames for value in pair]
-    with connection.cursor() as cursor:
-        for model, model_field in file_fields():
-            column, table = model_field.column, model._meta.db_table
-            cursor.execute(
-                f'UPDATE "{schema}"."{table}" AS t SET "{column}" = m.new FROM (VALUES {values}) AS m(old, new) '
-                f'WHERE t."{column}" = m.old',
-                params,
-            )
-
-
-def restore_files(
-    *, backup: BackupRecord, staging: str, rename: Callable[[str], str] = lambda path: path,
-) -> RestoredFiles:
-    """Give every path the staging rows name its backup-time content in the media storage (see the map above).
-
-    rename maps a restored path to where it should live (a new clinic's own folder);
-    the rows are rewritten in staging wherever the content ends up elsewhere.
-    """
-    media, store, schema = media_storage(), backup_storage(), connection.schema_name
-    max_length = min((model_field.max_length or 100 for _model, model_field in file_fields()), default=100)
-    result = RestoredFiles()
-    with tempfile.TemporaryFile(dir=temp_dir(), prefix=TEMP_PREFIX) as listing:
-        with connection.cursor() as cursor:
-            paths_write(cursor, staging, listing)
-        kill_point("restore.files.before_write")
-        for batch in batched(paths_read(listing)):
-            entries = {entry.path: entry for entry in BackupFile.objects.filter(backup=backup, path__in=batch)}
-            renames: list[tuple[str, str]] = []
-            for path in batch:
-                entry = entries.get(path)
-                if entry is None or entry.missing:
-                    # Not in the backup (missing at backup time): nothing to bring back; the row keeps its path.
-                    if not media.exists(path):
-                        result.missing.append(path)
-                    continue
-                result.checked += 1
-                target = _fit(rename(path), max_length)
-                if not _media_holds(media, target, entry):
-                    if media.exists(target):
-                        # Other bytes at that name, perhaps a file live rows name: never touched.
-                        target = versioned_name(target, entry.sha256, max_length)
-                    if not _media_holds(media, target, entry):
-                        target = _write_media(media, store, schema, entry, target, max_length)
-                        result.written += 1
-                if target != path:
-                    renames.append((path, target))
-            kill_point("restore.files.before_rewrite")
-            _rewrite(staging, renames)
-            result.renamed += len(renames)
-    kill_point("restore.files.done")
-    return result
-
-
-def new_clinic_rename(source_schema: str, new_schema: str) -> Callable[[str], str]:
-    """A new clinic's files in its own folder: `<source>/x` becomes `<new>/x`, anything else `<new>/…`."""
-    prefix = f"{source_schema}/"
-
-    def rename(path: str) -> str:
-        return f"{new_schema}/{path[len(prefix):]}" if path.startswith(prefix) else f"{new_schema}/{path}"
-
-    return rename
-
-
-# The files of a backup as one tar archive, streamed
-
-
-@dataclass(frozen=True)
-class TarMember:
-    path: str
-    sha256: str
-    size: int
-    mtime: float
-
-
-def _header(member: TarMember) -> bytes:
-    info = tarfile.TarInfo(member.path)
-    info.size, info.mtime, info.mode = member.size, member.mtime, 0o644
-    # PAX: long and non-ASCII names are kept whole.
-    return info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape")
-
-
-def _padding(size: int) -> int:
-    return -size % tarfile.BLOCKSIZE
-
-
-def tar_members(*, backup: BackupRecord) -> list[TarMember]:
-    fallback = backup.created_at.timestamp()
-    return [
-        TarMember(path, sha256, size, modified_at.timestamp() if modified_at else fallback)
-        for path, sha256, size, modified_at in backup.files.exclude(sha256="").order_by("path")
-        .values_list("path", "sha256", "size", "modified_at")
-    ]
-
-
-def tar_size(members: list[TarMember]) -> int:
-    """The exact length of tar_stream's output for these members."""
-    total = sum(len(_header(m)) + m.size + _padding(m.size) for m in members) + 2 * tarfile.BLOCKSIZE
-    return total + (-total % tarfile.RECORDSIZE)
-
-
-def tar_stream(members: list[TarMember], open_member: Callable[[TarMember], BinaryIO]) -> Iterator[bytes]:
-    """A tar archive of the members, as tarfile writes one, produced chunk by chunk.
-
-    tarfile's own writer copies a whole member per call; here only the headers come
-    from it, so memory holds one chunk whatever the size of a file. Each member's
-    bytes are checked against its size and sha256 as they go: a damaged object ends
-    the stream with an error instead of handing out wrong content.
-    """
-    written = 0
-    for member in members:
-        header = _header(member)
-        yield header
-        digest, remaining = hashlib.sha256(), member.size
-        with open_member(member) as source:
-            while remaining and (chunk := source.read(min(COPY_CHUNK_SIZE, remaining))):
-                digest.update(chunk)
-                remaining -= len(chunk)
-                yield chunk
-        if remaining or digest.hexdigest() != member.sha256:
-            raise BackupChecksumMismatchError(details={"path": member.path, "expected": member.sha256})
-        padding = _padding(member.size)
-        yield tarfile.NUL * padding
-        written += len(header) + member.size + padding
-    end = 2 * tarfile.BLOCKSIZE
-    written += end
-    yield tarfile.NUL * (end + (-written % tarfile.RECORDSIZE))
-

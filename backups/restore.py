@@ -11,7 +11,7 @@
    the live schema was never touched. (`--single-transaction` would not do: psql
    commits what it was fed when its input simply ends.)
 3. Migrate the staging schema forward if the dump is older than the code.
-4. Files, all before the swap (backups.files.restore_files). For every path the
+4. Files, all before the swap (backups.files_restore.restore_files). For every path the
    staging rows name, the media storage gets a file with that path's backup-time
    content (read from its content-addressed object, checked against its sha256):
    a. a path already holding those bytes (size, then sha256) is left as it is;
@@ -61,7 +61,7 @@ from backups.errors import (
     RestoreFailedError,
     StorageObjectMissingError,
 )
-from backups.files import RestoredFiles, new_clinic_rename, restore_files
+from backups.files_restore import RestoredFiles, new_clinic_rename, restore_files
 from backups.models import BackupFile, BackupRecord, RestoreJob
 from backups.pg_tools import PgBinaries, run_psql
 from backups.selectors import backup_get, backup_get_completed

@@ -27,7 +27,6 @@ from backups.selectors import backup_get, backup_get_completed
 from backups.files import (
     MISSING_LISTED,
     StoredFiles,
-    TarMember,
     backup_files_check,
     backup_files_store,
     exported_snapshot,
@@ -35,10 +34,8 @@ from backups.files import (
     file_objects_only_named_by,
     paths_read,
     paths_write,
-    tar_members,
-    tar_size,
-    tar_stream,
 )
+from backups.files_archive import TarMember, tar_members, tar_size, tar_stream
 from backups.storage import backup_storage, killable, storage_copy, storage_open
 from bitacora.models import Outcome
 from bitacora.services import AuditContext, audit_failure, record
@@ -190,6 +187,18 @@ def backup_fail(*, backup: BackupRecord, error: BaseException | str, code: str =
     )
 
 
+def _backup_complete(backup: BackupRecord, result: DumpResult, files: StoredFiles, manifest: dict) -> None:
+    backup.file_size, backup.sha256 = result.size, result.sha256
+    backup.sql_size, backup.sql_sha256 = result.sql_size, result.sql_sha256
+    backup.files_count, backup.files_size = files.count, files.size
+    backup.manifest = manifest
+    backup.progress_bytes = result.size
+    backup.status = BackupRecord.Status.COMPLETED
+    backup.finished_at = timezone.now()
+    backup.save(update_fields=["file_size", "sha256", "sql_size", "sql_sha256", "files_count", "files_size",
+                               "manifest", "progress_bytes", "status", "finished_at"])
+
+
 def backup_run(*, context: AuditContext, backup_id: int, retry_transient: bool = False) -> BackupRecord:
     """Dump a reserved backup (pg_dump → gzip → sha256 → storage) and record it.
 
@@ -232,18 +241,7 @@ def backup_run(*, context: AuditContext, backup_id: int, retry_transient: bool =
                 if isinstance(exc, DomainError):
                     raise
                 raise BackupFailedError(details={"id": backup.pk}) from exc
-            backup.file_size = result.size
-            backup.sha256 = result.sha256
-            backup.sql_size = result.sql_size
-            backup.sql_sha256 = result.sql_sha256
-            backup.files_count = files.count
-            backup.files_size = files.size
-            backup.manifest = {**backup.manifest, "files": files.as_manifest(schema), "seconds": seconds}
-            backup.progress_bytes = result.size
-            backup.status = BackupRecord.Status.COMPLETED
-            backup.finished_at = timezone.now()
-            backup.save(update_fields=["file_size", "sha256", "sql_size", "sql_sha256", "files_count", "files_size",
-                                       "manifest", "progress_bytes", "status", "finished_at"])
+            _backup_complete(backup, result, files, {**backup.manifest, "files": files.as_manifest(schema), "seconds": seconds})
     audit_missing_files(context=context, backup=backup, operation="backup", missing=files.missing)
     record(
         context=context,

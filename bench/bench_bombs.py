@@ -135,6 +135,35 @@ def reset_peak(pid: int) -> None:
     Path(f"/proc/{pid}/clear_refs").write_text("5")  # 5: reset the peak RSS (VmHWM) to the current RSS
 
 
+def _log_in(client, email: str) -> None:
+    """Once gunicorn answers: a token for the bench clinic's admin."""
+    import httpx
+
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            response = client.post("/api/auth/token/", json={"email": email, "password": PASSWORD})
+            break
+        except httpx.TransportError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+    response.raise_for_status()
+    client.headers["Authorization"] = f"Bearer {response.json()['access']}"
+
+
+def _upload(client, worker: int, label: str, path: Path, compressed: int, inflated: int) -> Shot:
+    """One restore upload, with the worker's peak RSS during it."""
+    reset_peak(worker)
+    started = time.perf_counter()
+    with open(path, "rb") as upload:
+        form = {"replace": "true", "dry_run": "true" if label.startswith("real") else "false"}
+        response = client.post("/api/restore/", data=form, files={"backup_file": (path.name, upload)})
+    seconds = time.perf_counter() - started
+    return Shot(label, compressed, inflated, response.status_code, response.json().get("code", "ok"), seconds,
+                rss_kb(worker, "VmHWM") / 1024)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, default=2000, help="size of the bench clinic whose export heads the bombs")
@@ -156,34 +185,14 @@ def main() -> None:
          "--timeout", "300", "--log-level", "warning"],
         cwd=ROOT, env={**os.environ, "ALLOWED_HOSTS": "127.0.0.1,localhost", "LOG_LEVEL": "ERROR"},
     )
-    shots: list[Shot] = []
     try:
         worker = worker_pid(server.pid, time.monotonic() + 30)
         base = f"http://127.0.0.1:{port}"
         with httpx.Client(base_url=base, timeout=600, headers={"X-Tenant-ID": schema}) as client:
-            deadline = time.monotonic() + 30
-            while True:
-                try:
-                    response = client.post("/api/auth/token/", json={"email": email, "password": PASSWORD})
-                    break
-                except httpx.TransportError:
-                    if time.monotonic() > deadline:
-                        raise
-                    time.sleep(0.1)
-            response.raise_for_status()
-            client.headers["Authorization"] = f"Bearer {response.json()['access']}"
+            _log_in(client, email)
             client.get("/api/backups/history/").raise_for_status()  # warm-up: every module the API needs is loaded
             idle_kb = rss_kb(worker, "VmRSS")
-            for label, (path, compressed, inflated) in files.items():
-                reset_peak(worker)
-                started = time.perf_counter()
-                with open(path, "rb") as upload:
-                    form = {"replace": "true", "dry_run": "true" if label.startswith("real") else "false"}
-                    response = client.post("/api/restore/", data=form, files={"backup_file": (path.name, upload)})
-                seconds = time.perf_counter() - started
-                body = response.json()
-                shots.append(Shot(label, compressed, inflated, response.status_code, body.get("code", "ok"), seconds,
-                                  rss_kb(worker, "VmHWM") / 1024))
+            shots = [_upload(client, worker, label, *entry) for label, entry in files.items()]
     finally:
         server.send_signal(signal.SIGTERM)
         server.wait(30)

@@ -17,7 +17,8 @@ import pytest
 from django.core.files.storage import FileSystemStorage, storages
 from django.db import connection
 
-from backups.files import file_object_key, new_clinic_rename
+from backups.files import file_object_key
+from backups.files_restore import new_clinic_rename
 from backups.models import BackupRecord
 from backups.restore import CARRIED_MODELS, backup_restore_as_new_tenant
 from backups.retention import RetentionPolicy, backup_prune

@@ -1,0 +1,154 @@
+"""A restore's file phase: every path the staging rows name gets its backup-time content in the
+media storage, by creating files only (see the map at the top of backups.files)."""
+from __future__ import annotations
+
+import posixpath
+import tempfile
+from dataclasses import dataclass, field
+from typing import Callable
+
+from django.core.files.storage import Storage
+from django.db import connection
+
+from backups.errors import BackupChecksumMismatchError, BackupFileError, StorageObjectMissingError
+from backups.files import (
+    batched,
+    file_fields,
+    file_object_key,
+    media_storage,
+    paths_read,
+    paths_write,
+    spool,
+    stored_content,
+)
+from backups.models import BackupFile, BackupRecord
+from backups.storage import backup_storage, copy_hashed, killable, storage_open
+from core.faults import kill_point
+from core.files import TEMP_PREFIX, temp_dir
+
+
+@dataclass
+class RestoredFiles:
+    """What a restore's file phase did."""
+
+    checked: int = 0
+    written: int = 0
+    renamed: int = 0
+    missing: list[str] = field(default_factory=list)
+
+
+def _media_holds(media: Storage, name: str, entry: BackupFile) -> bool:
+    """Whether the media storage has `name` with exactly the entry's content."""
+    try:
+        if media.size(name) != entry.size:
+            return False
+        with media.open(name, "rb") as existing:
+            return copy_hashed(existing).sha256 == entry.sha256
+    except FileNotFoundError:
+        return False
+
+
+def _fit(name: str, max_length: int) -> str:
+    """name shortened (its stem, never its folder or extension) to max_length characters."""
+    if len(name) <= max_length:
+        return name
+    folder, base = posixpath.split(name)
+    stem, extension = posixpath.splitext(base)
+    keep = max_length - len(name) + len(stem)
+    if keep < 1:
+        raise BackupFileError(details={"operation": "name", "path": name, "max_length": max_length})
+    return posixpath.join(folder, stem[:keep] + extension)
+
+
+def versioned_name(path: str, sha256: str, max_length: int) -> str:
+    """Where a content goes when its path holds other bytes: the same folder, its hash in the name."""
+    folder, base = posixpath.split(path)
+    stem, extension = posixpath.splitext(base)
+    suffix = f".{sha256[:12]}{extension}"
+    stem = stem[: max(1, max_length - len(folder) - 1 - len(suffix))] if folder else stem[: max(1, max_length - len(suffix))]
+    return posixpath.join(folder, stem + suffix)
+
+
+def _write_media(media: Storage, store: Storage, schema: str, entry: BackupFile, name: str, max_length: int) -> str:
+    """Create a media file holding entry's content at name (or a free name beside it); the name used."""
+    with spool() as buffer:
+        try:
+            copied = copy_hashed(storage_open(file_object_key(schema, entry.sha256)), buffer)
+        except StorageObjectMissingError as exc:
+            raise BackupFileError(details={"operation": "read", "path": entry.path,
+                                           "object": file_object_key(schema, entry.sha256)}) from exc
+        if copied.sha256 != entry.sha256:
+            raise BackupChecksumMismatchError(details={"path": entry.path, "expected": entry.sha256, "actual": copied.sha256})
+        buffer.seek(0)
+        content = stored_content(killable(buffer, "restore.files.write"), posixpath.basename(name), copied.size)
+        # Storage.save never replaces an existing file: a name taken meanwhile gets a free one.
+        return media.save(name, content, max_length=max_length)
+
+
+def _rewrite(schema: str, renames: list[tuple[str, str]]) -> None:
+    """Point the schema's rows from each old path to its new one (every file field)."""
+    if not renames:
+        return
+    values = ", ".join(["(%s, %s)"] * len(renames))
+    params = [value for pair in renames for value in pair]
+    with connection.cursor() as cursor:
+        for model, model_field in file_fields():
+            column, table = model_field.column, model._meta.db_table
+            cursor.execute(
+                f'UPDATE "{schema}"."{table}" AS t SET "{column}" = m.new FROM (VALUES {values}) AS m(old, new) '
+                f'WHERE t."{column}" = m.old',
+                params,
+            )
+
+
+def restore_files(
+    *, backup: BackupRecord, staging: str, rename: Callable[[str], str] = lambda path: path,
+) -> RestoredFiles:
+    """Give every path the staging rows name its backup-time content in the media storage (see the map above).
+
+    rename maps a restored path to where it should live (a new clinic's own folder);
+    the rows are rewritten in staging wherever the content ends up elsewhere.
+    """
+    media, store, schema = media_storage(), backup_storage(), connection.schema_name
+    max_length = min((model_field.max_length or 100 for _model, model_field in file_fields()), default=100)
+    result = RestoredFiles()
+    with tempfile.TemporaryFile(dir=temp_dir(), prefix=TEMP_PREFIX) as listing:
+        with connection.cursor() as cursor:
+            paths_write(cursor, staging, listing)
+        kill_point("restore.files.before_write")
+        for batch in batched(paths_read(listing)):
+            entries = {entry.path: entry for entry in BackupFile.objects.filter(backup=backup, path__in=batch)}
+            renames: list[tuple[str, str]] = []
+            for path in batch:
+                entry = entries.get(path)
+                if entry is None or entry.missing:
+                    # Not in the backup (missing at backup time): nothing to bring back; the row keeps its path.
+                    if not media.exists(path):
+                        result.missing.append(path)
+                    continue
+                result.checked += 1
+                target = _fit(rename(path), max_length)
+                if not _media_holds(media, target, entry):
+                    if media.exists(target):
+                        # Other bytes at that name, perhaps a file live rows name: never touched.
+                        target = versioned_name(target, entry.sha256, max_length)
+                    if not _media_holds(media, target, entry):
+                        target = _write_media(media, store, schema, entry, target, max_length)
+                        result.written += 1
+                if target != path:
+                    renames.append((path, target))
+            kill_point("restore.files.before_rewrite")
+            _rewrite(staging, renames)
+            result.renamed += len(renames)
+    kill_point("restore.files.done")
+    return result
+
+
+def new_clinic_rename(source_schema: str, new_schema: str) -> Callable[[str], str]:
+    """A new clinic's files in its own folder: `<source>/x` becomes `<new>/x`, anything else `<new>/…`."""
+    prefix = f"{source_schema}/"
+
+    def rename(path: str) -> str:
+        return f"{new_schema}/{path[len(prefix):]}" if path.startswith(prefix) else f"{new_schema}/{path}"
+
+    return rename

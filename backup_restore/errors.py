@@ -4,7 +4,7 @@ from __future__ import annotations
 from django.utils.translation import gettext_lazy as _
 from rest_framework import status
 
-from core.exceptions import ConflictError, DomainError
+from core.exceptions import DomainError
 
 
 class RestoreError(DomainError):
@@ -98,21 +98,6 @@ class InflatedTooLargeError(UploadTooLargeError):
 class CountMismatchError(RestoreError):
     code = "count_mismatch"
     message = _("El archivo no tiene las filas que declara su cabecera (está incompleto o alterado).")
-
-
-class TablesBusyError(ConflictError):
-    """The clinic's tables stayed locked by other work past the lock timeout (or in a deadlock): retry."""
-
-    code = "restore_tables_busy"
-    message = _("La clínica tiene operaciones en curso que impiden restaurar; inténtelo de nuevo en unos minutos.")
-
-
-class RestoreFailedError(DomainError):
-    """PostgreSQL failed the restore for a reason that is not the file's: rolled back, nothing changed."""
-
-    status_code = status.HTTP_500_INTERNAL_SERVER_ERROR
-    code = "restore_failed"
-    message = _("La restauración falló; los datos de la clínica no se modificaron.")
 
 
 class OtherTenantNotAllowedError(DomainError):

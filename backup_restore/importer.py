@@ -60,6 +60,7 @@ from backup_restore.plan import (
 )
 from backup_restore.reader import BackupReader, open_backup_stream
 from backup_restore.values import MAX_JSONB_BYTES, row_text_suspect, too_big_refusal, value_refusal
+from core.errors import RestoreBusyError, RestoreFailedError
 from core.schemas import code_migrations
 
 logger = logging.getLogger(__name__)
@@ -142,7 +143,7 @@ def tenant_data_import(
         # quote the file's rows, so only its code reaches the log and the answer.
         code = getattr(exc.__cause__, "pgcode", None)
         logger.error("restore of %s failed: pgcode=%s model=%s", schema_name, code, label)
-        raise errors.RestoreFailedError(details={"pgcode": code, "model": label}) from None
+        raise RestoreFailedError(details={"pgcode": code, "model": label}) from None
     result.duration_ms = int((time.monotonic() - started) * 1000)
     return result
 
@@ -291,7 +292,7 @@ class _Restorer:
             if code not in _BUSY_CODES:
                 raise
             logger.warning("restore of %s: tables busy (%s), answered 409", self.schema, code)
-            raise errors.TablesBusyError(details={"lock_timeout": settings.BACKUP_RESTORE_LOCK_TIMEOUT}) from None
+            raise RestoreBusyError(details={"lock_timeout": settings.BACKUP_RESTORE_LOCK_TIMEOUT}) from None
         self.execute("SELECT set_config('lock_timeout', %s, true)", [previous])
 
     # -- one section

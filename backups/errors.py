@@ -106,16 +106,6 @@ class BackupNewerThanCodeError(DomainError):
     message = _("El backup tiene migraciones que este código no conoce: actualice el código antes de restaurarlo.")
 
 
-class RestoreBusyError(DomainError):
-    status_code = 409
-    code = "restore_tables_busy"
-    message = _("La clínica tiene operaciones en curso que impiden el cambio de esquema; inténtelo de nuevo en unos minutos.")
-
-
-class RestoreFailedError(DomainError):
-    status_code = 500
-    code = "restore_failed"
-    message = _("La restauración falló; los datos de la clínica no se modificaron.")
 
 
 class PgVersionMismatchError(DomainError):

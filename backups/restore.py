@@ -56,9 +56,7 @@ from backups.actions import BackupAction
 from backups.errors import (
     BackupChecksumMismatchError,
     BackupNewerThanCodeError,
-    RestoreBusyError,
     RestoreConfirmationError,
-    RestoreFailedError,
     StorageObjectMissingError,
 )
 from backups.files_restore import RestoredFiles, new_clinic_rename, restore_files
@@ -69,6 +67,7 @@ from backups.services import TARGET_TYPE, audit_missing_files, backup_mark_integ
 from backups.storage import COPY_CHUNK_SIZE, storage_copy
 from bitacora.models import Bitacora
 from bitacora.services import AuditContext, audit_failure, record
+from core.errors import RestoreBusyError, RestoreFailedError
 from core.faults import die_now, kill_after_bytes, kill_point
 from core.files import temporary_file
 from core.locks import tenant_operation_lock

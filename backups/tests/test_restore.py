@@ -8,7 +8,7 @@ import pytest
 from django.core.management import call_command
 from django.db import connection
 
-from backups.errors import BackupChecksumMismatchError, RestoreBusyError, StorageObjectMissingError
+from backups.errors import BackupChecksumMismatchError, StorageObjectMissingError
 from backups.files_restore import new_clinic_rename
 from backups.models import BackupRecord
 from backups.restore import CARRIED_MODELS, backup_restore_as_new_tenant, backup_restore_in_place
@@ -18,7 +18,7 @@ from bitacora.services import AuditContext
 from clinica.models import Cita, Factura, Paciente, Radiografia
 from core.models import Tenant
 from core.schemas import schema_drop, schema_migrate
-from core.errors import InvalidTenantNameError, TenantExistsError
+from core.errors import InvalidTenantNameError, RestoreBusyError, TenantExistsError
 from core.selectors import migration_state
 from core.testing import committed_tables
 

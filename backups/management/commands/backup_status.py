@@ -4,7 +4,7 @@ from django.core.management.base import CommandError
 from django.utils import timezone
 from django.utils.dateparse import parse_duration
 
-from backups.selectors import backup_last_completed
+from backups.selectors import backup_is_overdue, backup_last_completed
 from core.management.base import TenantCommand
 
 UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -40,7 +40,8 @@ class Command(TenantCommand):
 
     def handle_tenant(self, tenant, **options):
         last = backup_last_completed()
-        if last is None or self.now - last.created_at > self.window:
+        if backup_is_overdue(last_completed_at=last.created_at if last else None, clinic_created_at=tenant.created_at,
+                             now=self.now, after=self.window):
             self.overdue.append(tenant.schema_name)
             when = f"último {last.created_at:%Y-%m-%d %H:%M:%S}" if last else "nunca"
             self.stdout.write(f"  ATRASADA {tenant.schema_name}: {when}")

@@ -42,3 +42,26 @@ def test_unknown_tenant_and_unknown_id_are_one_clear_line(tenants, backups_dir):
         call_command("list_backups", "--tenant", "public")
     with pytest.raises(CommandError, match="Backup no encontrado"):
         call_command("delete_backup", "--tenant", "test_a", "--id", "999999999")
+
+
+def test_backup_status_names_the_clinics_without_a_recent_completed_backup_and_fails(tenants, backups_dir, capsys):
+    # given clinic B backed up just now, and clinic A whose newest completed backup is two days old
+    from datetime import timedelta
+
+    from django.utils import timezone
+    from django_tenants.utils import schema_context
+
+    call_command("create_backup", "--tenant", "test_b")
+    call_command("create_backup", "--tenant", "test_a")
+    with schema_context("test_a"):
+        BackupRecord.objects.filter(status="completed").update(created_at=timezone.now() - timedelta(days=2))
+    # when the alert runs over every clinic with a 26 h window, then it fails naming A and not B
+    with pytest.raises(CommandError, match="test_a") as failed:
+        call_command("backup_status", "--all-tenants", "--max-age", "26h")
+    assert "test_b" not in str(failed.value)
+    output = capsys.readouterr().out
+    assert "ATRASADA test_a" in output and "ok test_b" in output
+    # and a window that B's backup fits passes for B alone
+    call_command("backup_status", "--tenant", "test_b", "--max-age", "90m")
+    with pytest.raises(CommandError, match="--max-age"):
+        call_command("backup_status", "--tenant", "test_b", "--max-age", "mucho")

@@ -45,5 +45,7 @@ class Command(TenantCommand):
             self.overdue.append(tenant.schema_name)
             when = f"último {last.created_at:%Y-%m-%d %H:%M:%S}" if last else "nunca"
             self.stdout.write(f"  ATRASADA {tenant.schema_name}: {when}")
+        elif last is None:  # a clinic younger than the window has until then for its first backup
+            self.stdout.write(f"  ok {tenant.schema_name}: sin backups todavía (clínica creada {tenant.created_at:%Y-%m-%d %H:%M})")
         else:
             self.stdout.write(f"  ok {tenant.schema_name}: último {last.created_at:%Y-%m-%d %H:%M:%S} ({last.file_size_mb} MB)")

@@ -31,7 +31,7 @@ def backup_task(self, backup_id: int, context: dict, prune_after: bool = False) 
         if not may_retry:
             raise
         # The record is `pending` again; the storage gets 30 s, 60 s, 120 s… to come back.
-        raise self.retry(exc=exc, countdown=30 * 2 ** self.request.retries) from None
+        raise self.retry(exc=exc, countdown=settings.BACKUP_RETRY_BASE_SECONDS * 2 ** self.request.retries) from None
     except BackupNotPendingError:
         logger.warning("backup %s was delivered again after it started; not run twice", backup_id)
     except DomainError as exc:

@@ -223,6 +223,7 @@ JOB_WAIT_SECONDS = env.float("JOB_WAIT_SECONDS", default=20)
 JOB_PENDING_MAX_AGE = timedelta(seconds=env.int("JOB_PENDING_MAX_AGE", default=CELERY_TASK_TIME_LIMIT + 3600))
 # Backups retry transient storage errors this many times, waiting 30 s, 60 s, 120 s…
 BACKUP_STORAGE_RETRIES = env.int("BACKUP_STORAGE_RETRIES", default=3)
+BACKUP_RETRY_BASE_SECONDS = env.int("BACKUP_RETRY_BASE_SECONDS", default=30)
 
 # The platform's view of every clinic's backups flags a clinic whose last completed backup
 # is older than this (the nightly cron runs every 24 h; 2 h of slack).

@@ -71,7 +71,7 @@ def celery_worker(redis_url: str, queue: str, backups_dir, **env: str):
             env=child_environment(CELERY_BROKER_URL=redis_url, JOB_KEY_PREFIX=queue, BACKUPS_LOCAL_ROOT=str(backups_dir), **env),
             stdout=log, stderr=subprocess.STDOUT, cwd=settings.BASE_DIR,
         )
-    process.log = lambda: log_path.read_text()[-4000:]
+    process.log = lambda: log_path.read_text()
     try:
         deadline = time.monotonic() + POLL_TIMEOUT
         while " ready." not in log_path.read_text():  # the worker says so once it consumes
@@ -213,6 +213,26 @@ def test_a_worker_killed_mid_restore_is_reaped_by_the_next_one(committed_db, sen
     with connection.cursor() as cursor:
         cursor.execute("SELECT count(*) FROM pg_namespace WHERE nspname LIKE %s", [f"{SCHEMA}\\_\\_%"])
         assert cursor.fetchone()[0] == 0
+
+
+def test_a_backup_retries_a_storage_that_does_not_answer_then_fails_clearly(committed_db, send_to_workers, redis_url,
+                                                                          job_queue, worker_backups_dir, client_for,
+                                                                          settings):
+    # given a worker whose backups storage (Supabase) refuses every connection, two retries, no wait
+    from backups.tests.supabase_server import closed_port_url
+
+    settings.JOB_WAIT_SECONDS = 0
+    client = client_for(SCHEMA, "admin")
+    with celery_worker(redis_url, job_queue, worker_backups_dir, SUPABASE_URL=closed_port_url(),
+                       SUPABASE_KEY="clave-de-prueba", BACKUP_STORAGE_RETRIES="2", BACKUP_RETRY_BASE_SECONDS="0") as worker:
+        # when a backup is created
+        response = client.post("/api/backups/create/", {"backup_type": "manual"}, content_type="application/json")
+        assert response.status_code == 202, response.content
+        polled = _poll(client, response["Location"])
+        log = worker.log()
+    # then it was tried three times, and ends failed with the storage's own error, nothing stored
+    assert log.count("Retry in 0s") == 2, log[-4000:]
+    assert polled["status"] == "failed" and polled["error_code"] == "storage_unavailable", polled
 
 
 @pytest.mark.parametrize(("broker", "eager"), [("", True), ("redis://127.0.0.1:6379/0", False)])

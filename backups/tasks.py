@@ -62,6 +62,12 @@ def verify_task(context: dict) -> dict:
     return {backup.pk: backup_verify(context=audit, backup=backup) for backup in backup_list(status="completed")}
 
 
+@shared_task(name="backups.tasks.prune_task")
+def prune_task(context: dict) -> list[int]:
+    """Apply the retention policy to the clinic; the ids it deleted."""
+    return backup_prune(context=AuditContext(**context), apply=True).delete
+
+
 @shared_task(name="backups.tasks.reap_task")
 def reap_task() -> dict:
     from backups.reaper import reap

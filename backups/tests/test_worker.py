@@ -235,6 +235,36 @@ def test_a_backup_retries_a_storage_that_does_not_answer_then_fails_clearly(comm
     assert polled["status"] == "failed" and polled["error_code"] == "storage_unavailable", polled
 
 
+def test_the_nightly_run_only_enqueues_one_job_per_clinic_and_workers_do_them(committed_db, send_to_workers, redis_url,
+                                                                             job_queue, worker_backups_dir):
+    # given a broker; when the cron's command runs
+    from django_tenants.utils import schema_context
+
+    from backups.models import BackupRecord
+
+    def automatic_completed() -> dict[str, int]:
+        counts = {}
+        for schema in ("test_a", "test_b", SCHEMA):
+            with schema_context(schema):
+                counts[schema] = BackupRecord.objects.filter(backup_type="automatic", status="completed").count()
+        return counts
+
+    before = automatic_completed()
+    env = child_environment(CELERY_BROKER_URL=redis_url, JOB_KEY_PREFIX=job_queue, BACKUPS_LOCAL_ROOT=str(worker_backups_dir))
+    done = subprocess.run([sys.executable, str(settings.BASE_DIR / "manage.py"), "create_backup", "--all-tenants",
+                           "--type", "automatic", "--prune"], env=env, capture_output=True, text=True, timeout=120)
+    # then it exits at once, having queued one job per clinic and run none
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert all(f"{schema}: backup" in done.stdout and "en cola" in done.stdout for schema in before), done.stdout
+    assert automatic_completed() == before
+    # and a worker then makes each clinic's backup
+    with celery_worker(redis_url, job_queue, worker_backups_dir):
+        deadline = time.monotonic() + POLL_TIMEOUT
+        while any(count <= before[schema] for schema, count in automatic_completed().items()):
+            assert time.monotonic() < deadline, automatic_completed()
+            time.sleep(0.1)
+
+
 @pytest.mark.parametrize(("broker", "eager"), [("", True), ("redis://127.0.0.1:6379/0", False)])
 def test_jobs_run_inline_when_no_broker_is_configured(broker, eager):
     # The embedded default: `make demo` and `make test` need no Redis; a broker switches to workers.

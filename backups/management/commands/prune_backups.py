@@ -1,5 +1,8 @@
+from dataclasses import asdict
+
 from backups.retention import backup_prune
 from backups.selectors import backup_list
+from backups.tasks import prune_task
 from bitacora.services import AuditContext
 from core.management.base import TenantCommand
 
@@ -9,6 +12,13 @@ class Command(TenantCommand):
         "Aplica la política de retención (BACKUP_RETENTION): sin --apply sólo muestra qué borraría "
         "y qué conserva y por qué; con --apply borra archivo y registro (auditado)."
     )
+
+    def enqueue_tenant(self, tenant, *, apply, **options) -> str:
+        if not apply:  # a dry run is read here and now, where its output is wanted
+            self.handle_tenant(tenant, apply=False, **options)
+            return "simulación mostrada arriba"
+        prune_task.delay(asdict(AuditContext.system("manage.py prune_backups")))
+        return "retención en cola"
 
     def add_tenant_arguments(self, parser):
         parser.add_argument("--apply", action="store_true", help="Borrar de verdad (por defecto, simulación).")

@@ -220,7 +220,9 @@ CELERY_BEAT_SCHEDULE = {
 # How long an API call waits for the job it started before answering 202 with something to poll.
 JOB_WAIT_SECONDS = env.float("JOB_WAIT_SECONDS", default=20)
 # A job still `pending` after this long never reached a worker (a lost message): the reaper fails it.
-JOB_PENDING_MAX_AGE = timedelta(seconds=env.int("JOB_PENDING_MAX_AGE", default=CELERY_TASK_TIME_LIMIT + 3600))
+# Long enough for a whole night's queue of clinics to drain, short enough that the next night's
+# run finds the clinic free (a queued backup makes a new one a 409).
+JOB_PENDING_MAX_AGE = timedelta(seconds=env.int("JOB_PENDING_MAX_AGE", default=20 * 3600))
 # Backups retry transient storage errors this many times, waiting 30 s, 60 s, 120 s…
 BACKUP_STORAGE_RETRIES = env.int("BACKUP_STORAGE_RETRIES", default=3)
 BACKUP_RETRY_BASE_SECONDS = env.int("BACKUP_RETRY_BASE_SECONDS", default=30)

@@ -24,6 +24,11 @@ entry, the clinic's operation lock) → tenant_data_import below:
    INSERT … SELECT … ON CONFLICT (pk) DO UPDATE casts and writes them. When
    PostgreSQL refuses the statement, diagnosis.py names the row and the reason.
    A section with more or fewer rows than the header declared is refused.
+   With replace, a model's first section skips the staging table: its rows go by COPY
+   straight into the emptied table, as psql loads a pg_dump file (_Restorer._load),
+   each batch loaded while the next is read. The same checks run first and the same
+   values are stored; a batch PostgreSQL refuses is rolled back and goes through the
+   staging table, whose diagnosis names the row and the reason.
 5. After the last section: a model the header declared rows for but the file
    never brought (a file cut short and closed again) is refused.
 6. _Restorer.check_foreign_keys: queued checks fire, indexes are rebuilt, the
@@ -37,13 +42,16 @@ A refused row is logged as its code, model and key, never its values.
 """
 from __future__ import annotations
 
+import concurrent.futures
 import io
 import json
 import logging
+import operator
 import re
 import time
 from dataclasses import dataclass, field
 from decimal import Decimal
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import BinaryIO, Callable, Iterator
 
 import psycopg2
@@ -205,6 +213,144 @@ def _dumps_default(value):
 _dumps = json.JSONEncoder(default=_dumps_default, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
 
 
+class _NotCopyText(Exception):
+    """A value the staging path would read in a way copy_text does not reproduce (a list in a
+    text column, a decimal in an integer one): its batch goes through the staging table."""
+
+
+_COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t"})
+
+
+def _scalar_text(value) -> str:
+    """A JSON scalar as COPY text, spelled as jsonb's `->>` spells it (the staging path's reading)."""
+    kind = type(value)
+    if kind is str:
+        return value.translate(_COPY_ESCAPES)
+    if value is None:
+        return "\\N"
+    if kind is int:
+        return str(value)
+    if kind is bool:
+        return "true" if value else "false"
+    raise _NotCopyText()
+
+
+def _decimal_text(value) -> str:
+    if type(value) is Decimal:
+        return str(value)  # numeric input reads 1E+2 as jsonb's 100: the same number, the same scale once stored
+    return _scalar_text(value)
+
+
+def copy_encoder(f: models.Field) -> Callable[[object], str]:
+    """How a field's value from the file is written as COPY text for its column."""
+    if isinstance(f, models.JSONField):
+        null = "\\N" if f.null else "null"  # the staging path: NULLIF(j->i, 'null') only when nullable
+
+        def encode_json(value) -> str:
+            if value is None:
+                return null
+            try:
+                return _dumps(value).translate(_COPY_ESCAPES)
+            except ValueError:  # a number jsonb cannot hold: refused through the staging path
+                raise _NotCopyText() from None
+
+        return encode_json
+    if isinstance(f, models.DecimalField):
+        return _decimal_text
+    return _scalar_text
+
+
+_NULL_FIELDS = re.compile(r"(?<![^\t])None(?![^\t])")  # a whole field reading None
+_PLAIN_TYPES = frozenset({str, int, type(None)})
+
+
+class CopyRows:
+    """A section's rows as COPY text lines for their table, or _NotCopyText.
+
+    Most rows hold only strings, integers and nulls: such a row is converted and joined
+    by C code (str, join, one escape pass over the line) instead of value by value; a
+    row with anything else (a boolean, a decimal, a list), or whose text could be read
+    two ways (a tab inside a value, the string "None"), is written value by value by
+    copy_encoder. Both write the same text.
+    """
+
+    def __init__(self, fields: list[models.Field]):
+        self.width = len(fields)
+        self.encoders = [copy_encoder(f) for f in fields]
+        self.json = [(i, f.null) for i, f in enumerate(fields) if isinstance(f, models.JSONField)]
+        self.allowed = [frozenset({str, type(None)}) if isinstance(f, models.JSONField)
+                        else _PLAIN_TYPES | {Decimal} if isinstance(f, models.DecimalField)
+                        else _PLAIN_TYPES | {bool} - {int} if isinstance(f, models.BooleanField)
+                        else _PLAIN_TYPES for f in fields]
+
+    def line(self, row: list) -> str:
+        values = row
+        if self.json:
+            values = list(row)
+            for i, nullable in self.json:
+                if values[i] is not None or not nullable:  # the staging path: NULLIF(j->i, 'null') when nullable
+                    try:
+                        values[i] = _dumps(values[i])
+                    except ValueError:  # a number jsonb cannot hold: refused through the staging path
+                        raise _NotCopyText() from None
+        if all(map(operator.contains, self.allowed, map(type, values))):
+            nulls = None in values
+            line = "\t".join(map(str, values))
+            # No value holds a tab (the line can then be escaped whole), and no string reads "None"
+            # when a null does too.
+            if line.count("\t") == self.width - 1 and not (nulls and "None" in values):
+                if "\\" in line or "\n" in line or "\r" in line:
+                    line = line.replace("\\", "\\\\").replace("\n", "\\n").replace("\r", "\\r")
+                if nulls:
+                    line = _NULL_FIELDS.sub(lambda _match: "\\N", line)
+                return line
+        return "\t".join([encode(value) for encode, value in zip(self.encoders, row)])
+
+
+def _copy_in_savepoint(raw, sql: str, data: bytes) -> bool:
+    """COPY data in a savepoint of its own: True, or False once PostgreSQL refused it and it was rolled back."""
+    with raw.cursor() as cursor:
+        cursor.execute("SAVEPOINT backup_restore_copy")
+        try:
+            cursor.copy_expert(sql, io.BytesIO(data), size=1 << 20)
+        except (psycopg2.DataError, psycopg2.IntegrityError, psycopg2.ProgrammingError, psycopg2.InternalError):
+            cursor.execute("ROLLBACK TO SAVEPOINT backup_restore_copy")
+            return False
+        finally:
+            cursor.execute("RELEASE SAVEPOINT backup_restore_copy")
+    return True
+
+
+class _OverlappedCopy:
+    """One batch's COPY at a time, on a thread of its own: psycopg2 lets the GIL go while the
+    server loads it, so the next batch is parsed and encoded meanwhile (the machine's second
+    core). Only that thread touches the connection until wait() returns, and it uses the
+    psycopg2 connection directly, with savepoints of its own (Django's are per thread)."""
+
+    def __init__(self, raw, sql: str):
+        self._raw, self._sql = raw, sql
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="restore-copy")
+        self._pending: tuple[list[list], Future] | None = None
+
+    def start(self, batch: list[list], data: bytes) -> None:
+        assert self._pending is None
+        self._pending = (batch, self._pool.submit(_copy_in_savepoint, self._raw, self._sql, data))
+
+    def wait(self) -> tuple[list[list], bool] | None:
+        """The batch in flight and whether it was copied, once it ended (None if there was none)."""
+        if self._pending is None:
+            return None
+        batch, future = self._pending
+        self._pending = None
+        return batch, future.result()
+
+    def close(self) -> None:
+        if self._pending is not None:  # an error elsewhere: let the COPY end before anything else uses the connection
+            concurrent.futures.wait([self._pending[1]])
+            self._pending = None
+        self._pool.shutdown(wait=True)
+
+
 class _Restorer:
     def __init__(self, *, schema_name: str, replace: bool, progress: ProgressCallback | None):
         self.schema = schema_name
@@ -215,6 +361,7 @@ class _Restorer:
         self.restorable_models = {p.model for p in self.restorable}
         self.cursor = connection.cursor()
         self.constraints = SuspendedConstraints(execute=self.execute, schema=schema_name, restorable=self.restorable)
+        self.loaded: set[str] = set()  # models whose section was read already
 
     def table(self, plan_or_model) -> str:
         model = plan_or_model.model if isinstance(plan_or_model, ModelPlan) else plan_or_model
@@ -304,11 +451,15 @@ class _Restorer:
             summary.skipped_models.append(label)
             return
         fields, default_makers = self._section_fields(plan, names)
-        total = self._stage(plan, fields, rows, ncols=len(names), default_makers=default_makers)
-        if total:
-            created, updated = self._write(plan, fields)
-            summary.models[label].created += created
-            summary.models[label].updated += updated
+        first_section = label not in self.loaded
+        self.loaded.add(label)
+        if self.replace and first_section:
+            created, updated = self._load(plan, fields, rows, ncols=len(names), default_makers=default_makers)
+        else:
+            total = self._stage(plan, fields, rows, ncols=len(names), default_makers=default_makers)
+            created, updated = self._write(plan, fields)[:2] if total else (0, 0)
+        summary.models[label].created += created
+        summary.models[label].updated += updated
 
     def _section_fields(self, plan: ModelPlan, names: list) -> tuple[list[models.Field], list[Callable]]:
         """The model's fields in the file's column order, then those the file lacks, with what fills them."""
@@ -337,19 +488,14 @@ class _Restorer:
                 raise errors.MissingFieldError(details={"model": label, "field": f.attname})
         return fields + [f for f, _maker in defaults], [maker for _field, maker in defaults]
 
-    def _stage(
+    def _checked_rows(
         self, plan: ModelPlan, fields: list[models.Field], rows: Iterator[list], *,
         ncols: int, default_makers: list[Callable],
-    ) -> int:
-        """COPY the section's rows, as jsonb arrays, into the emptied staging table; how many there were."""
+    ) -> Iterator[list]:
+        """The section's rows, each with its defaults added, once it has the right length and a key."""
         label = plan.label
         pk_index = fields.index(plan.pk)
         json_indexes = [i for i, f in enumerate(fields) if isinstance(f, models.JSONField)]
-        self.execute(f"TRUNCATE {STAGE}")
-        raw = self.cursor.cursor
-        total = 0
-        buffer: list[str] = []
-        size = 0
         for row in rows:
             if len(row) != ncols:
                 pk = row[pk_index] if len(row) > pk_index and not isinstance(row[pk_index], (list, dict)) else None
@@ -362,12 +508,32 @@ class _Restorer:
                 row[i] = _json_fit(row[i])
             if default_makers:
                 row.extend(make() for make in default_makers)
-            try:
-                line = _dumps(row)
-            except ValueError:  # a number jsonb cannot hold
-                line = None
-            if line is None or row_text_suspect(line):
-                line = self._storable_line(plan, fields, row, line)
+            yield row
+
+    def _json_line(self, plan: ModelPlan, fields: list[models.Field], row: list) -> str:
+        """The row as the staging table's JSON text, once it is known PostgreSQL can store it."""
+        try:
+            line = _dumps(row)
+        except ValueError:  # a number jsonb cannot hold
+            line = None
+        if line is None or row_text_suspect(line):
+            line = self._storable_line(plan, fields, row, line)
+        return line
+
+    def _stage(
+        self, plan: ModelPlan, fields: list[models.Field], rows: Iterator[list], *,
+        ncols: int, default_makers: list[Callable],
+    ) -> int:
+        """COPY the section's rows, as jsonb arrays, into the emptied staging table; how many there were."""
+        label = plan.label
+        pk_index = fields.index(plan.pk)
+        self.execute(f"TRUNCATE {STAGE}")
+        raw = self.cursor.cursor
+        total = 0
+        buffer: list[str] = []
+        size = 0
+        for row in self._checked_rows(plan, fields, rows, ncols=ncols, default_makers=default_makers):
+            line = self._json_line(plan, fields, row)
             buffer.append(line)
             size += len(line)
             if len(buffer) >= IMPORT_COPY_ROWS or size >= IMPORT_COPY_CHARS:
@@ -382,6 +548,108 @@ class _Restorer:
         if self.progress:
             self.progress(label, total, None)
         return total
+
+    # -- replace: straight into the emptied table
+
+    def _load(
+        self, plan: ModelPlan, fields: list[models.Field], rows: Iterator[list], *,
+        ncols: int, default_makers: list[Callable],
+    ) -> tuple[int, int]:
+        """A model's first section when replacing: COPY straight into its emptied table, as psql
+        loads a pg_dump file, instead of through the staging table; (created, updated).
+
+        The same rows are accepted and the same values stored (CopyRows writes each value as
+        the staging path's `->>` reads it, and the column's own type reads it); a row it
+        cannot write so sends its batch through the staging path. A batch PostgreSQL refuses
+        is rolled back and loaded through the staging table, whose diagnosis names the row
+        and the reason; a key already loaded from this section is refused there as repeated,
+        as it is when the whole section is staged at once. Each batch's COPY runs while the
+        next batch is read (_OverlappedCopy).
+        """
+        copy_rows = CopyRows(fields)
+        loader = _OverlappedCopy(self.cursor.cursor.connection, f"COPY {self.table(plan)} ({', '.join(qn(f.column) for f in fields)}) FROM STDIN")
+        created = total = 0
+        batch: list[list] = []
+        lines: list[str] | None = []
+        size = 0
+        try:
+            for row in self._checked_rows(plan, fields, rows, ncols=ncols, default_makers=default_makers):
+                batch.append(row)
+                if lines is not None:
+                    try:
+                        line = copy_rows.line(row)
+                    except _NotCopyText:
+                        lines = None  # this batch goes through the staging table
+                        line = self._json_line(plan, fields, row)
+                    else:
+                        if row_text_suspect(line) or "\x00" in line:
+                            self._json_line(plan, fields, row)  # refuses what PostgreSQL cannot store, naming the field
+                        lines.append(line)
+                else:
+                    line = self._json_line(plan, fields, row)
+                size += len(line)
+                if len(batch) >= IMPORT_COPY_ROWS or size >= IMPORT_COPY_CHARS:
+                    total += len(batch)
+                    created += self._load_batch(loader, plan, fields, batch, lines, total)
+                    batch, lines, size = [], [], 0
+            total += len(batch)
+            created += self._load_batch(loader, plan, fields, batch, lines, total)
+            created += self._copy_settled(loader, plan, fields)
+        finally:
+            loader.close()
+        if total:
+            self._loaded_references(plan, fields)
+        return created, 0
+
+    def _load_batch(self, loader: "_OverlappedCopy", plan: ModelPlan, fields: list[models.Field], batch: list[list],
+                    lines: list[str] | None, total: int) -> int:
+        """Start a batch's COPY (the previous one settled first: one statement at a time); rows created."""
+        created = self._copy_settled(loader, plan, fields)
+        if self.progress:  # the rows read, before this batch is written (as the staging path reports them)
+            self.progress(plan.label, total, None)
+        if not batch:
+            return created
+        if lines is None:
+            return created + self._staged_batch(plan, fields, batch)
+        loader.start(batch, ("\n".join(lines) + "\n").encode())
+        return created
+
+    def _copy_settled(self, loader: "_OverlappedCopy", plan: ModelPlan, fields: list[models.Field]) -> int:
+        done = loader.wait()
+        if done is None:
+            return 0
+        batch, copied = done
+        return len(batch) if copied else self._staged_batch(plan, fields, batch)
+
+    def _staged_batch(self, plan: ModelPlan, fields: list[models.Field], batch: list[list]) -> int:
+        """A batch through the staging table and its diagnosis; rows created."""
+        self.execute(f"TRUNCATE {STAGE}")
+        self._copy(self.cursor.cursor, [self._json_line(plan, fields, row) for row in batch], plan, fields.index(plan.pk))
+        created, updated, updated_pk = self._write(plan, fields)
+        if updated:  # a key an earlier batch of this section loaded: repeated, as the whole section staged says
+            raise errors.DuplicatePrimaryKeyError(details={"model": plan.label, "pk": updated_pk, "reason": _(
+                "La clave primaria aparece más de una vez.")})
+        return created
+
+    def _loaded_references(self, plan: ModelPlan, fields: list[models.Field]) -> None:
+        """What _value_sql and _check_required_references do to staged rows, done to the loaded ones:
+        a key to a row a restore does not bring back (a user) is kept only if it exists here."""
+        for f in fields:
+            related = f.related_model if f.is_relation else None
+            if related is None or related in self.restorable_models:
+                continue
+            column, key = qn(f.column), qn(f.target_field.column)
+            missing = f"{column} IS NOT NULL AND NOT EXISTS (SELECT 1 FROM {self.table(related)} r WHERE r.{key} = t.{column})"
+            if f.null:
+                self.execute(f"UPDATE {self.table(plan)} t SET {column} = NULL WHERE {missing}")
+                continue
+            row = self.execute(f"SELECT t.{qn(plan.pk.column)}::text FROM {self.table(plan)} t WHERE {missing} LIMIT 1").fetchone()
+            if row:
+                reason = _("%(model)s no existe en esta clínica y el campo es obligatorio.") % {
+                    "model": related._meta.verbose_name}
+                raise errors.DanglingForeignKeyError(
+                    details={"model": plan.label, "pk": row[0], "field": f.attname, "reason": reason}
+                )
 
     def _storable_line(self, plan: ModelPlan, fields: list[models.Field], row: list, line: str | None) -> str:
         """The row's JSON text once it is known PostgreSQL can store it; else refused, naming the field."""
@@ -449,8 +717,8 @@ class _Restorer:
                         details={"model": plan.label, "pk": row[0], "field": f.attname, "reason": reason}
                     )
 
-    def _write(self, plan: ModelPlan, fields: list[models.Field]) -> tuple[int, int]:
-        """Upsert the staged rows into the model's table; (created, updated)."""
+    def _write(self, plan: ModelPlan, fields: list[models.Field]) -> tuple[int, int, object]:
+        """Upsert the staged rows into the model's table; (created, updated, the key of one row updated)."""
         self._check_required_references(plan, fields)
         columns = ", ".join(qn(f.column) for f in fields)
         values = ", ".join(self._value_sql(f, i) for i, f in enumerate(fields))
@@ -458,8 +726,9 @@ class _Restorer:
         conflict = f"DO UPDATE SET {updates}" if updates else "DO NOTHING"
         sql = (
             f"WITH written AS (INSERT INTO {self.table(plan)} ({columns}) SELECT {values} FROM {STAGE} s "
-            f"ON CONFLICT ({qn(plan.pk.column)}) {conflict} RETURNING (xmax = 0) AS created) "
-            "SELECT count(*) FILTER (WHERE created), count(*) FILTER (WHERE NOT created) FROM written"
+            f"ON CONFLICT ({qn(plan.pk.column)}) {conflict} RETURNING (xmax = 0) AS created, {qn(plan.pk.column)} AS pk) "
+            "SELECT count(*) FILTER (WHERE created), count(*) FILTER (WHERE NOT created), "
+            "(array_agg(pk) FILTER (WHERE NOT created))[1] FROM written"
         )
         try:
             with transaction.atomic():

@@ -48,10 +48,12 @@ import json
 import logging
 import operator
 import re
+import sys
 import time
 from dataclasses import dataclass, field
 from decimal import Decimal
 from concurrent.futures import Future, ThreadPoolExecutor
+from itertools import repeat
 from typing import BinaryIO, Callable, Iterator
 
 import psycopg2
@@ -62,18 +64,22 @@ from django.utils.translation import gettext as _
 from backup_restore import errors
 from backup_restore.classification import Policy
 from backup_restore.constraints import SuspendedConstraints
-from backup_restore.diagnosis import refused_batch_error
+from backup_restore.diagnosis import dangling_keys_reported, refused_batch_error
 from backup_restore.plan import (
     FORMAT_NAME, FORMAT_VERSION, STAGE, ModelPlan, ProgressCallback, models_plan, qn, qualified_table,
 )
 from backup_restore.reader import BackupReader, open_backup_stream
-from backup_restore.values import MAX_JSONB_BYTES, row_text_suspect, too_big_refusal, value_refusal
+from backup_restore.values import MAX_JSONB_BYTES, NUL_ESCAPE, row_text_suspect, too_big_refusal, value_refusal
 from core.schemas import code_migrations
 
 logger = logging.getLogger(__name__)
 
 # A COPY batch ends at this many rows or this many characters of JSON, whichever comes first.
 IMPORT_COPY_ROWS = 20_000
+# How often the parsing thread offers the GIL to the loading one (seconds; Python's default is 0.005).
+SWITCH_INTERVAL = 0.0005
+# Loaded straight into a table, a batch is smaller: it is kept (as rows) until its COPY ends.
+IMPORT_LOAD_ROWS = 5_000
 IMPORT_COPY_CHARS = 4 << 20
 # The lock waits PostgreSQL reports as "try again": lock_not_available, deadlock_detected.
 _BUSY_CODES = frozenset({"55P03", "40P01"})
@@ -133,7 +139,8 @@ def tenant_data_import(
     label = None
     try:
         with transaction.atomic():
-            restorer = _Restorer(schema_name=schema_name, replace=replace, progress=progress)
+            restorer = _Restorer(schema_name=schema_name, replace=replace, progress=progress,
+                                 bytes_read=lambda: reader.bytes_read)
             try:
                 restorer.begin(result)
                 for label, names, rows in reader.sections(declared=declared):
@@ -142,7 +149,7 @@ def tenant_data_import(
                 restorer.check_foreign_keys()
                 restorer.reset_sequences()
             finally:
-                restorer.cursor.close()
+                restorer.close()
             if dry_run:
                 transaction.set_rollback(True)
     except DatabaseError as exc:
@@ -260,28 +267,57 @@ def copy_encoder(f: models.Field) -> Callable[[object], str]:
     return _scalar_text
 
 
-_NULL_FIELDS = re.compile(r"(?<![^\t])None(?![^\t])")  # a whole field reading None
 _PLAIN_TYPES = frozenset({str, int, type(None)})
+_NULL_MARK = "\x01"  # where a null goes while a line is escaped; a value holding one is written value by value
+_NULL_FIELD = f"\t{_NULL_MARK}\t"
 
 
 class CopyRows:
     """A section's rows as COPY text lines for their table, or _NotCopyText.
 
     Most rows hold only strings, integers and nulls: such a row is converted and joined
-    by C code (str, join, one escape pass over the line) instead of value by value; a
-    row with anything else (a boolean, a decimal, a list), or whose text could be read
-    two ways (a tab inside a value, the string "None"), is written value by value by
-    copy_encoder. Both write the same text.
+    by C code (str, join, one escape pass over the whole line) instead of value by value.
+    A row holding anything else (a boolean, a decimal) is checked column by column; one
+    whose line could be read two ways (a tab or a \\x01 inside a value) is written value by
+    value by copy_encoder. All of them write the same text.
     """
 
     def __init__(self, fields: list[models.Field]):
         self.width = len(fields)
+        self.format = "\t".join(["%s"] * len(fields))
         self.encoders = [copy_encoder(f) for f in fields]
         self.json = [(i, f.null) for i, f in enumerate(fields) if isinstance(f, models.JSONField)]
         self.allowed = [frozenset({str, type(None)}) if isinstance(f, models.JSONField)
                         else _PLAIN_TYPES | {Decimal} if isinstance(f, models.DecimalField)
                         else _PLAIN_TYPES | {bool} - {int} if isinstance(f, models.BooleanField)
                         else _PLAIN_TYPES for f in fields]
+
+    def batch_text(self, rows: list[list]) -> str | None:
+        """A whole batch's COPY text at once, by C code over its columns; None when a row needs
+        line() (a value of another type, a tab, a new line or a \\x01 in a value, a NUL)."""
+        columns = list(zip(*rows))
+        for i, nullable in self.json:
+            try:  # the staging path: NULLIF(j->i, 'null') when nullable
+                columns[i] = [None if value is None and nullable else _dumps(value) for value in columns[i]]
+            except ValueError:
+                return None
+        if not all(map(frozenset.issuperset, self.allowed, map(frozenset, map(map, repeat(type), columns)))):
+            return None
+        nulls = sum(map(operator.methodcaller("count", None), columns))
+        text = "\n".join(map(self.format.__mod__, zip(*columns))) + "\n"
+        count = len(rows)
+        if text.count("\n") != count or text.count("\t") != count * (self.width - 1):
+            return None  # a value holds a tab or a new line: row by row
+        if "\x00" in text or NUL_ESCAPE in text:
+            return None  # refused row by row, naming the field
+        if "\\" in text or "\r" in text:
+            text = text.replace("\\", "\\\\").replace("\r", "\\r")
+        if nulls:  # each field reading None is a null (twice: adjacent ones share a tab; the key is never null)
+            text = text.replace("\tNone\t", _NULL_FIELD).replace("\tNone\t", _NULL_FIELD).replace("\tNone\n", f"\t{_NULL_MARK}\n")
+            if text.count(_NULL_MARK) != nulls:
+                return None
+            text = text.replace(_NULL_MARK, "\\N")
+        return text
 
     def line(self, row: list) -> str:
         values = row
@@ -293,17 +329,18 @@ class CopyRows:
                         values[i] = _dumps(values[i])
                     except ValueError:  # a number jsonb cannot hold: refused through the staging path
                         raise _NotCopyText() from None
-        if all(map(operator.contains, self.allowed, map(type, values))):
-            nulls = None in values
-            line = "\t".join(map(str, values))
-            # No value holds a tab (the line can then be escaped whole), and no string reads "None"
-            # when a null does too.
-            if line.count("\t") == self.width - 1 and not (nulls and "None" in values):
+        # Strings, integers and nulls suit every column (a JSON one holds its text by now);
+        # a boolean only suits a boolean column, a decimal a decimal one.
+        if _PLAIN_TYPES.issuperset(map(type, values)) or all(map(operator.contains, self.allowed, map(type, values))):
+            line = self.format % tuple(values)
+            nulls = values.count(None)
+            if nulls:  # each field reading None is a null (twice: adjacent ones share a tab)
+                line = f"\t{line}\t".replace("\tNone\t", _NULL_FIELD).replace("\tNone\t", _NULL_FIELD)[1:-1]
+            # Each tab a separator and each mark a null: no value holds either (nor reads None).
+            if line.count("\t") == self.width - 1 and line.count(_NULL_MARK) == nulls:
                 if "\\" in line or "\n" in line or "\r" in line:
                     line = line.replace("\\", "\\\\").replace("\n", "\\n").replace("\r", "\\r")
-                if nulls:
-                    line = _NULL_FIELDS.sub(lambda _match: "\\N", line)
-                return line
+                return line.replace(_NULL_MARK, "\\N") if nulls else line
         return "\t".join([encode(value) for encode, value in zip(self.encoders, row)])
 
 
@@ -321,45 +358,63 @@ def _copy_in_savepoint(raw, sql: str, data: bytes) -> bool:
     return True
 
 
-class _OverlappedCopy:
-    """One batch's COPY at a time, on a thread of its own: psycopg2 lets the GIL go while the
-    server loads it, so the next batch is parsed and encoded meanwhile (the machine's second
-    core). Only that thread touches the connection until wait() returns, and it uses the
-    psycopg2 connection directly, with savepoints of its own (Django's are per thread)."""
+class _Background:
+    """Statements run on a thread of their own while the restore reads on: each batch's COPY,
+    and a loaded table's indexes. psycopg2 lets the GIL go while the server works, so the
+    file is parsed on one core while PostgreSQL loads on the other.
 
-    def __init__(self, raw, sql: str):
-        self._raw, self._sql = raw, sql
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="restore-copy")
-        self._pending: tuple[list[list], Future] | None = None
+    One statement at a time on the connection: the thread runs them in order, and the
+    restore's own statements (execute, _copy, the progress callback) first wait for them
+    all (wait). The thread uses the psycopg2 connection directly, with savepoints of its
+    own: Django's connection and savepoints belong to the thread that opened them.
+    """
 
-    def start(self, batch: list[list], data: bytes) -> None:
-        assert self._pending is None
-        self._pending = (batch, self._pool.submit(_copy_in_savepoint, self._raw, self._sql, data))
+    def __init__(self, raw):
+        self.raw = raw
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="restore-load")
+        self._futures: list[Future] = []
+        # The thread takes the GIL back after each wait on the server; by default the parsing
+        # thread lets it go only every 5 ms, which would stall the load on every batch.
+        self._switch_interval = sys.getswitchinterval()
+        sys.setswitchinterval(min(self._switch_interval, SWITCH_INTERVAL))
 
-    def wait(self) -> tuple[list[list], bool] | None:
-        """The batch in flight and whether it was copied, once it ended (None if there was none)."""
-        if self._pending is None:
-            return None
-        batch, future = self._pending
-        self._pending = None
-        return batch, future.result()
+    def submit(self, function: Callable, *args) -> Future:
+        future = self._pool.submit(function, self.raw, *args)
+        self._futures.append(future)
+        return future
+
+    def wait(self) -> None:
+        """Once every statement sent ended; the first error raised, as Django raises it."""
+        futures, self._futures = self._futures, []
+        concurrent.futures.wait(futures)
+        with connection.wrap_database_errors:
+            for future in futures:
+                future.result()
 
     def close(self) -> None:
-        if self._pending is not None:  # an error elsewhere: let the COPY end before anything else uses the connection
-            concurrent.futures.wait([self._pending[1]])
-            self._pending = None
+        concurrent.futures.wait(self._futures)  # whatever happened, nothing runs on the connection after this
+        self._futures = []
         self._pool.shutdown(wait=True)
+        sys.setswitchinterval(self._switch_interval)
+
+
+def _execute_raw(raw, sql: str) -> None:
+    with raw.cursor() as cursor:
+        cursor.execute(sql)
 
 
 class _Restorer:
-    def __init__(self, *, schema_name: str, replace: bool, progress: ProgressCallback | None):
+    def __init__(self, *, schema_name: str, replace: bool, progress: ProgressCallback | None,
+                 bytes_read: Callable[[], int] = lambda: 0):
         self.schema = schema_name
+        self.bytes_read = bytes_read  # how much of the file the reader has consumed
         self.replace = replace
         self.progress = progress
         self.plans = {p.label: p for p in models_plan()}
         self.restorable = [p for p in self.plans.values() if p.policy is Policy.RESTORE]
         self.restorable_models = {p.model for p in self.restorable}
         self.cursor = connection.cursor()
+        self.background = _Background(self.cursor.cursor.connection)
         self.constraints = SuspendedConstraints(execute=self.execute, schema=schema_name, restorable=self.restorable)
         self.loaded: set[str] = set()  # models whose section was read already
 
@@ -368,8 +423,13 @@ class _Restorer:
         return qualified_table(self.schema, model)
 
     def execute(self, sql: str, params=None):
+        self.background.wait()
         self.cursor.execute(sql, params)
         return self.cursor
+
+    def close(self) -> None:
+        self.background.close()
+        self.cursor.close()
 
     # -- setup
 
@@ -564,62 +624,106 @@ class _Restorer:
         is rolled back and loaded through the staging table, whose diagnosis names the row
         and the reason; a key already loaded from this section is refused there as repeated,
         as it is when the whole section is staged at once. Each batch's COPY runs while the
-        next batch is read (_OverlappedCopy).
+        next batch is read (_Background).
         """
         copy_rows = CopyRows(fields)
-        loader = _OverlappedCopy(self.cursor.cursor.connection, f"COPY {self.table(plan)} ({', '.join(qn(f.column) for f in fields)}) FROM STDIN")
+        copy_sql = f"COPY {self.table(plan)} ({', '.join(qn(f.column) for f in fields)}) FROM STDIN"
         created = total = 0
-        batch: list[list] = []
-        lines: list[str] | None = []
-        size = 0
-        try:
-            for row in self._checked_rows(plan, fields, rows, ncols=ncols, default_makers=default_makers):
-                batch.append(row)
-                if lines is not None:
-                    try:
-                        line = copy_rows.line(row)
-                    except _NotCopyText:
-                        lines = None  # this batch goes through the staging table
-                        line = self._json_line(plan, fields, row)
-                    else:
-                        if row_text_suspect(line) or "\x00" in line:
-                            self._json_line(plan, fields, row)  # refuses what PostgreSQL cannot store, naming the field
-                        lines.append(line)
-                else:
-                    line = self._json_line(plan, fields, row)
-                size += len(line)
-                if len(batch) >= IMPORT_COPY_ROWS or size >= IMPORT_COPY_CHARS:
-                    total += len(batch)
-                    created += self._load_batch(loader, plan, fields, batch, lines, total)
-                    batch, lines, size = [], [], 0
+        in_flight: tuple[list[list], Future | None] | None = None
+        checked = self._checked_rows(plan, fields, rows, ncols=ncols, default_makers=default_makers)
+        while batch := self._next_batch(checked, plan, fields, copy_rows):
+            text = copy_rows.batch_text(batch)
+            if text is None:
+                text = self._lines_checked(plan, fields, copy_rows, batch)
             total += len(batch)
-            created += self._load_batch(loader, plan, fields, batch, lines, total)
-            created += self._copy_settled(loader, plan, fields)
-        finally:
-            loader.close()
+            created += self._settled(in_flight, plan, fields)
+            in_flight = self._load_batch(copy_sql, plan, fields, batch, text, total)
+        created += self._settled(in_flight, plan, fields)
+        if self.progress:
+            self.background.wait()
+            self.progress(plan.label, total, None)
         if total:
             self._loaded_references(plan, fields)
+            self._indexes_built(plan)
         return created, 0
 
-    def _load_batch(self, loader: "_OverlappedCopy", plan: ModelPlan, fields: list[models.Field], batch: list[list],
-                    lines: list[str] | None, total: int) -> int:
-        """Start a batch's COPY (the previous one settled first: one statement at a time); rows created."""
-        created = self._copy_settled(loader, plan, fields)
-        if self.progress:  # the rows read, before this batch is written (as the staging path reports them)
-            self.progress(plan.label, total, None)
-        if not batch:
-            return created
-        if lines is None:
-            return created + self._staged_batch(plan, fields, batch)
-        loader.start(batch, ("\n".join(lines) + "\n").encode())
-        return created
+    def _next_batch(self, checked: Iterator[list], plan: ModelPlan, fields: list[models.Field],
+                    copy_rows: "CopyRows") -> list[list]:
+        """The next rows, up to IMPORT_LOAD_ROWS or IMPORT_COPY_CHARS bytes of the file.
 
-    def _copy_settled(self, loader: "_OverlappedCopy", plan: ModelPlan, fields: list[models.Field]) -> int:
-        done = loader.wait()
-        if done is None:
+        A row refused while it is read is refused after the rows before it are checked, so
+        the first refused row of the file is the one reported, as row by row.
+        """
+        batch: list[list] = []
+        start = self.bytes_read()
+        try:
+            for row in checked:
+                batch.append(row)
+                if len(batch) >= IMPORT_LOAD_ROWS or self.bytes_read() - start >= IMPORT_COPY_CHARS:
+                    break
+        except errors.RestoreError:
+            self._lines_checked(plan, fields, copy_rows, batch)
+            raise
+        return batch
+
+    def _lines_checked(self, plan: ModelPlan, fields: list[models.Field], copy_rows: "CopyRows",
+                       batch: list[list]) -> str | None:
+        """The batch row by row: each refused as the staging path refuses it; its COPY text, or
+        None when a row needs the staging path."""
+        lines: list[str] | None = []
+        suspect_size = MAX_JSONB_BYTES // 4
+        for row in batch:
+            if lines is not None:
+                try:
+                    line = copy_rows.line(row)
+                except _NotCopyText:
+                    lines = None  # this batch goes through the staging table
+                else:
+                    if NUL_ESCAPE in line or "\x00" in line or len(line) > suspect_size:
+                        self._json_line(plan, fields, row)  # refuses what PostgreSQL cannot store, naming the field
+                    lines.append(line)
+                    continue
+            self._json_line(plan, fields, row)
+        return None if lines is None else "\n".join(lines) + "\n"
+
+    def _load_batch(self, copy_sql: str, plan: ModelPlan, fields: list[models.Field], batch: list[list],
+                    text: str | None, total: int) -> tuple[list[list], Future | None]:
+        """Send a batch's COPY to the background (None: it needs the staging path); what is in flight."""
+        if self.progress:  # the rows read, before this batch is written (as the staging path reports them)
+            self.background.wait()
+            self.progress(plan.label, total, None)
+        if text is None:
+            return batch, None
+        return batch, self.background.submit(_copy_in_savepoint, copy_sql, text.encode())
+
+    def _settled(self, in_flight: tuple[list[list], Future | None] | None, plan: ModelPlan,
+                 fields: list[models.Field]) -> int:
+        """The rows a batch sent created, once its COPY ended; a refused batch goes through the staging table."""
+        if in_flight is None:
             return 0
-        batch, copied = done
-        return len(batch) if copied else self._staged_batch(plan, fields, batch)
+        batch, future = in_flight
+        self.background.wait()
+        if future is not None and future.result():
+            return len(batch)
+        return self._staged_batch(plan, fields, batch)
+
+    def _indexes_built(self, plan: ModelPlan) -> None:
+        """The table's dropped indexes, built in the background while the next section is read.
+
+        CREATE INDEX refuses a table with foreign-key checks still queued (the keys to users,
+        deferred): those are run first, as at the end of the restore, naming a row that
+        points nowhere.
+        """
+        table = self.table(plan)
+        kept_keys = [qn(name) for (name,) in self.execute(
+            "SELECT conname FROM pg_constraint WHERE conrelid = %s::regclass AND contype = 'f' AND condeferrable",
+            [table]).fetchall()]
+        if kept_keys:
+            with dangling_keys_reported(self.execute, self.schema, self.restorable):
+                self.execute(f"SET CONSTRAINTS {', '.join(f'{qn(self.schema)}.{name}' for name in kept_keys)} IMMEDIATE")
+            self.execute(f"SET CONSTRAINTS {', '.join(f'{qn(self.schema)}.{name}' for name in kept_keys)} DEFERRED")
+        for definition in self.constraints.take_indexes(table):
+            self.background.submit(_execute_raw, definition)
 
     def _staged_batch(self, plan: ModelPlan, fields: list[models.Field], batch: list[list]) -> int:
         """A batch through the staging table and its diagnosis; rows created."""
@@ -669,6 +773,7 @@ class _Restorer:
         return line  # a false alarm: text that only spells a backslash and "u0000"
 
     def _copy(self, raw, lines: list[str], plan: ModelPlan, pk_index: int) -> None:
+        self.background.wait()
         # COPY's text format: a backslash is an escape, so double JSON's own.
         data = ("\n".join(lines).replace("\\", "\\\\") + "\n").encode()
         try:

@@ -125,6 +125,9 @@ def _pg_dump_gzip(binaries, env: dict, schema: str) -> None:
 
 def _fan_out(args, work: Path, clinics: int) -> float:
     """`create_backup --all-tenants` queued to a real worker (2 processes), until every clinic has its backup."""
+    import redis
+    from django.conf import settings
+
     from backups.selectors import backup_summary_list
 
     prefix = f"bench-scale-{uuid.uuid4().hex[:8]}:"
@@ -144,6 +147,9 @@ def _fan_out(args, work: Path, clinics: int) -> float:
         started = time.perf_counter()
         subprocess.run([*MANAGE, "create_backup", "--all-tenants", "--type", "automatic"], env=env, check=True,
                        stdout=subprocess.DEVNULL, cwd=ROOT)
+        queue, name = redis.Redis.from_url(args.redis), f"{prefix}{settings.CELERY_TASK_DEFAULT_QUEUE}"
+        while queue.llen(name):  # cheap, while jobs wait in the queue; then the summaries, for the last ones
+            time.sleep(0.5)
         while True:
             summaries = backup_summary_list()
             done = sum(s.completed_count > before.get(s.tenant.schema_name, 0) or bool(s.last_failure) for s in summaries)

@@ -1,4 +1,5 @@
 import gzip
+from decimal import Decimal
 
 import pytest
 from django.db import connection
@@ -284,8 +285,9 @@ def test_replace_by_copy_stores_exactly_what_the_staging_path_stores(tenant_a, c
     clinic_data_create(usuario=clinic_admin)
     file = _awkward_file(export_bytes())
     copied = []
-    real_line = importer.CopyRows.line
+    real_line, real_batch = importer.CopyRows.line, importer.CopyRows.batch_text
     monkeypatch.setattr(importer.CopyRows, "line", lambda self, row: copied.append(1) or real_line(self, row))
+    monkeypatch.setattr(importer.CopyRows, "batch_text", lambda self, rows: copied.append(1) or real_batch(self, rows))
     # when it is restored with replace=true, by COPY
     restore(file, replace=True)
     by_copy = restorable_snapshot()
@@ -294,6 +296,7 @@ def test_replace_by_copy_stores_exactly_what_the_staging_path_stores(tenant_a, c
     def staged_only(self, row):
         raise importer._NotCopyText()
 
+    monkeypatch.setattr(importer.CopyRows, "batch_text", lambda self, rows: None)
     monkeypatch.setattr(importer.CopyRows, "line", staged_only)
     restore(file, replace=True)
     # then both stored the same values, row by row
@@ -321,11 +324,39 @@ def test_copy_rows_write_each_line_as_value_by_value_encoding_does(row):
     assert CopyRows(fields).line(list(row)) == expected
 
 
+@pytest.mark.parametrize(("rows", "at_once"), [
+    ([[1, "a", None, True, Decimal("1.50")], [2, None, 3, False, None], [3, "Nonesuch", None, None, 7]], True),
+    ([[1, "back\\slash \\N\r", None, None, None], [2, "", None, None, None]], True),
+    ([[1, "None", None, True, 1]], False),  # reads like a null
+    ([[1, "x\ty", 1, True, 1], [2, "b", 2, False, 2]], False),  # a tab inside a value
+    ([[1, "línea\nnueva", 1, True, 1]], False),
+    ([[1, "\x01", None, True, 1]], False),
+    ([[1, True, 1, True, 1]], False),  # a boolean in a text column
+    ([[1, "a", Decimal("2"), True, 1]], False),  # a decimal in an integer column
+])
+def test_copy_rows_write_a_batch_as_line_by_line(rows, at_once):
+    from django.db import models
+
+    from backup_restore.importer import CopyRows, _NotCopyText
+
+    fields = [models.IntegerField(primary_key=True), models.CharField(max_length=20, null=True),
+              models.IntegerField(null=True), models.BooleanField(null=True),
+              models.DecimalField(max_digits=5, decimal_places=2, null=True)]
+    encoder = CopyRows(fields)
+    text = encoder.batch_text([list(row) for row in rows])
+    try:
+        expected = "".join(encoder.line(list(row)) + "\n" for row in rows)
+    except _NotCopyText:
+        expected = None
+    assert (text is not None) == at_once
+    assert text is None or text == expected
+
+
 def test_a_key_repeated_in_a_later_copy_batch_is_refused_as_repeated(tenant_a, clinic_admin, monkeypatch):
     # given a file whose patients repeat a key, in batches of two rows
     from backup_restore import importer
 
-    monkeypatch.setattr(importer, "IMPORT_COPY_ROWS", 2)
+    monkeypatch.setattr(importer, "IMPORT_LOAD_ROWS", 2)
     clinic_data_create(usuario=clinic_admin)
 
     def repeat(document):

@@ -43,6 +43,7 @@ A refused row is logged as its code, model and key, never its values.
 from __future__ import annotations
 
 import concurrent.futures
+import gc
 import io
 import json
 import logging
@@ -53,6 +54,7 @@ import time
 from dataclasses import dataclass, field
 from decimal import Decimal
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from itertools import repeat
 from typing import BinaryIO, Callable, Iterator
 
@@ -138,7 +140,7 @@ def tenant_data_import(
     )
     label = None
     try:
-        with transaction.atomic():
+        with transaction.atomic(), _without_cyclic_gc():
             restorer = _Restorer(schema_name=schema_name, replace=replace, progress=progress,
                                  bytes_read=lambda: reader.bytes_read)
             try:
@@ -160,6 +162,20 @@ def tenant_data_import(
         raise errors.RestoreFailedError(details={"pgcode": code, "model": label}) from None
     result.duration_ms = int((time.monotonic() - started) * 1000)
     return result
+
+
+@contextmanager
+def _without_cyclic_gc() -> Iterator[None]:
+    """Python's cycle collector off while rows are read: every row is a new list, and with a
+    batch of them alive the collector ran over and over through all of them (a third of the
+    time). Rows are freed by reference counting; the collector runs again afterwards."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def _header_check(header: dict, *, schema_name: str, allow_other_tenant: bool) -> None:

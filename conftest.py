@@ -76,7 +76,17 @@ def tenants(django_db_setup, django_db_blocker) -> dict[str, Tenant]:
             Tenant.objects.create(schema_name="public", slug="public", nombre="Plataforma")
         tenants = {name: _ensure_tenant(name) for name in TENANTS}
         _reap_earlier_runs()
+        _structure_reference()
         return tenants
+
+
+def _structure_reference() -> None:
+    """The SQL backups' cached structure, built here, outside any test's transaction (a
+    backup inside one never builds it): backups in tests take the same path as in production."""
+    from backups.cached_dump import reference_get
+    from backups.services import _server_version, database_params, pg_binaries
+
+    reference_get(binaries=pg_binaries(), params=database_params(), server_version=_server_version())
 
 
 def _reap_earlier_runs() -> None:

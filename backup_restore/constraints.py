@@ -40,13 +40,20 @@ class SuspendedConstraints:
     def drop_secondary_indexes(self) -> None:
         """With the tables emptied, drop their non-unique indexes; restore() builds them again."""
         self.indexes = self.execute(
-            "SELECT i.indexrelid::regclass::text, pg_get_indexdef(i.indexrelid) FROM pg_index i "
+            "SELECT i.indexrelid::regclass::text, pg_get_indexdef(i.indexrelid), i.indrelid FROM pg_index i "
             "WHERE i.indrelid = ANY(%s::regclass[]) AND NOT i.indisunique AND NOT i.indisprimary "
             "AND NOT EXISTS (SELECT 1 FROM pg_constraint c WHERE c.conindid = i.indexrelid)",
             [self.tables],
         ).fetchall()
-        for index, _definition in self.indexes:
+        for index, _definition, _table in self.indexes:
             self.execute(f"DROP INDEX {self._qualified(index)}")
+
+    def take_indexes(self, table: str) -> list[str]:
+        """The definitions of the dropped indexes of one table, for the caller to build now; restore() will not."""
+        (oid,) = self.execute("SELECT %s::regclass::oid", [table]).fetchone()
+        taken = [definition for _index, definition, indrelid in self.indexes if indrelid == oid]
+        self.indexes = [entry for entry in self.indexes if entry[2] != oid]
+        return taken
 
     def restore(self) -> None:
         """Run the checks still queued (keys to users), rebuild the dropped indexes, add the
@@ -54,7 +61,7 @@ class SuspendedConstraints:
         with dangling_keys_reported(self.execute, self.schema, self.restorable):
             self.execute("SET CONSTRAINTS ALL IMMEDIATE")
         # Only now: CREATE INDEX and ALTER TABLE refuse a table with checks still queued.
-        for _index, definition in self.indexes:
+        for _index, definition, _table in self.indexes:
             self.execute(definition)
         with dangling_keys_reported(self.execute, self.schema, self.restorable):
             for table, name, definition in self.foreign_keys:

@@ -228,6 +228,11 @@ class BackupReader:
         self._entry: str | None = None
         self.counts: dict[str, int] = {}
 
+    @property
+    def bytes_read(self) -> int:
+        """How many inflated bytes of the file the parser has consumed so far."""
+        return self._guard.total
+
     def _next(self):
         try:
             return next(self._events)

@@ -164,15 +164,30 @@ class _HashingWriter:
         self.destination.flush()
 
 
-def dump_schema(
-    *, binaries: PgBinaries, params: PgConnectionParams, schema: str, destination: BinaryIO,
-    progress: Callable[[int], None] | None = None, snapshot: str = "",
-) -> DumpResult:
-    """Stream `pg_dump --schema` as gzip into destination, with bounded memory; progress gets the bytes written.
+class GzipSqlSink:
+    """Where a dump's SQL goes: gzip (level 6, mtime 0) into destination, both the SQL and
+    the stored bytes counted and hashed. Bounded memory; close() says what was written."""
 
-    With snapshot (the id pg_export_snapshot() gave a transaction that stays open
-    meanwhile), the dump shows the database exactly as that transaction sees it.
-    """
+    def __init__(self, destination: BinaryIO, progress: Callable[[int], None] | None = None):
+        self._writer = _HashingWriter(destination, progress)
+        # mtime=0: the same data gives the same bytes, whatever the hour.
+        self._compressed = gzip.GzipFile(fileobj=self._writer, mode="wb", compresslevel=6, mtime=0)
+        self._sql_digest = hashlib.sha256()
+        self._sql_size = 0
+
+    def write(self, chunk: bytes) -> None:
+        self._sql_digest.update(chunk)  # the SQL's own checksum, for the decompressed download
+        self._sql_size += len(chunk)
+        self._compressed.write(chunk)
+
+    def close(self) -> DumpResult:
+        self._compressed.close()
+        return DumpResult(size=self._writer.size, sha256=self._writer.digest.hexdigest(),
+                          sql_size=self._sql_size, sql_sha256=self._sql_digest.hexdigest())
+
+
+def pg_dump_command(*, binaries: PgBinaries, schema: str, snapshot: str = "") -> list[str]:
+    """The argv of a clinic's `pg_dump --schema`: the reference every other dump must equal."""
     command = [
         str(binaries.pg_dump),
         f"--schema={schema}",
@@ -184,17 +199,40 @@ def dump_schema(
     if snapshot:
         # The caller read other things (the file list) in that snapshot: both agree.
         command.append(f"--snapshot={snapshot}")
-    writer = _HashingWriter(destination, progress)
-    sql_digest, sql_size = hashlib.sha256(), 0
+    return command
+
+
+def pg_dump_text(*, binaries: PgBinaries, params: PgConnectionParams, schema: str) -> str:
+    """`pg_dump --schema` of a small schema (a reference holding no clinic's data), as text."""
+    with temporary_file() as output, temporary_file() as stderr_file:
+        returncode = subprocess.run(pg_dump_command(binaries=binaries, schema=schema), stdout=output, stderr=stderr_file,
+                                    env=params.environ()).returncode
+        if returncode != 0:
+            raise DumpError(
+                _("pg_dump terminó con código %(code)s: %(stderr)s") % {"code": returncode, "stderr": _stderr_tail(stderr_file)},
+                details={"returncode": returncode},
+            )
+        output.seek(0)
+        return output.read().decode("utf-8")
+
+
+def dump_schema(
+    *, binaries: PgBinaries, params: PgConnectionParams, schema: str, destination: BinaryIO,
+    progress: Callable[[int], None] | None = None, snapshot: str = "",
+) -> DumpResult:
+    """Stream `pg_dump --schema` as gzip into destination, with bounded memory; progress gets the bytes written.
+
+    With snapshot (the id pg_export_snapshot() gave a transaction that stays open
+    meanwhile), the dump shows the database exactly as that transaction sees it.
+    """
+    command = pg_dump_command(binaries=binaries, schema=schema, snapshot=snapshot)
+    sink = GzipSqlSink(destination, progress)
     with temporary_file() as stderr_file:
         process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=stderr_file, env=params.environ())
         try:
-            # mtime=0: the same data gives the same bytes, whatever the hour.
-            with gzip.GzipFile(fileobj=writer, mode="wb", compresslevel=6, mtime=0) as compressed:
-                while chunk := process.stdout.read(CHUNK_SIZE):
-                    sql_digest.update(chunk)  # the SQL's own checksum, for the decompressed download
-                    sql_size += len(chunk)
-                    compressed.write(chunk)
+            while chunk := process.stdout.read(CHUNK_SIZE):
+                sink.write(chunk)
+            result = sink.close()
         finally:
             process.stdout.close()
             returncode = process.wait()
@@ -203,7 +241,7 @@ def dump_schema(
                 _("pg_dump terminó con código %(code)s: %(stderr)s") % {"code": returncode, "stderr": _stderr_tail(stderr_file)},
                 details={"returncode": returncode},
             )
-    return DumpResult(size=writer.size, sha256=writer.digest.hexdigest(), sql_size=sql_size, sql_sha256=sql_digest.hexdigest())
+    return result
 
 
 def run_psql(*, binaries: PgBinaries, params: PgConnectionParams, script: BinaryIO, extra_args: tuple[str, ...] = ()) -> None:

@@ -5,6 +5,8 @@ limit, SIGKILL). By construction that leaves no half-restored clinic (see
 backups.restore), but it can leave:
 1. temporary files (core.files.temp_dir_reap removes those no live process locks);
 2. operation schemas, `<clinic>__<staging|aside|old>_<hex>`: copies of a clinic;
+   Likewise a structure reference's schema, `backups__ref_<hex>`, left by a process that
+   died while it built one (backups.cached_dump, step 1): dropped unless its lock is held;
 3. records still `running` (a backup, a restore job) whose process is gone: the
    backup's partial object is deleted and the record marked failed; a restore job
    is failed as interrupted, or completed if its swap had committed;
@@ -27,6 +29,7 @@ from django.utils.translation import gettext
 from django_tenants.utils import get_public_schema_name, schema_context
 
 from backups.actions import BackupAction
+from backups.cached_dump import reference_schemas_left
 from backups.models import BackupRecord, RestoreJob
 from backups.services import backup_fail
 from bitacora.models import Outcome
@@ -114,9 +117,20 @@ def reap_clinic(schema: str, leftovers: list[str], report: ReapReport, *, has_ta
         report.failed_clinics.append(schema)
 
 
+def _reap_references(report: ReapReport) -> None:
+    for name in reference_schemas_left():
+        try:
+            with tenant_operation_lock(name):  # held by a live process while it builds the reference
+                schema_drop(name)
+                report.schemas.append(name)
+        except OperationInProgressError:
+            pass
+
+
 def reap() -> ReapReport:
     """Everything dead operations left, on every clinic (see the module's docstring)."""
     report = ReapReport(temp_files=temp_dir_reap())
+    _reap_references(report)
     left = operation_schemas_left()
     clinics = set(Tenant.objects.exclude(schema_name=get_public_schema_name()).values_list("schema_name", flat=True))
     previous = connection.tenant

@@ -22,6 +22,13 @@ from backups.errors import (
     StorageUnavailableError,
 )
 from backups.models import BackupRecord
+from backups.cached_dump import (
+    SnapshotUnstable,
+    clinic_dump_write,
+    clinic_snapshot,
+    reference_get,
+    snapshot_migration_state,
+)
 from backups.pg_tools import DumpResult, PgBinaries, PgConnectionParams, dump_schema, find_binaries
 from backups.selectors import backup_get, backup_get_completed
 from backups.files import (
@@ -137,7 +144,40 @@ def _backup_claim(backup_id: int) -> bool:
     )
 
 
-def _backup_dump_and_store(backup: BackupRecord, binaries: PgBinaries) -> tuple[DumpResult, StoredFiles, dict[str, float]]:
+def _backup_dump(schema: str, binaries: PgBinaries, spool, listing, progress) -> tuple[DumpResult, dict]:
+    """The dump and the file list from one snapshot: from the cached structure when the clinic
+    matches it (backups.cached_dump), else pg_dump. What it used, and why, goes in the manifest."""
+    params = database_params()
+    reference = reference_get(binaries=binaries, params=params, server_version=_server_version())
+    reason = "no_reference"
+    if reference is not None:
+        try:
+            with clinic_snapshot(schema, reference) as clinic:
+                reason = clinic.mismatch
+                if not reason:
+                    with clinic.session.cursor(name="backup_file_paths") as cursor:
+                        paths_write(cursor, schema, listing)
+                    kill_point("backup.snapshot_taken")
+                    migrations = clinic.migration_state()
+                    result = clinic_dump_write(clinic, reference, spool, progress)
+                    return result, {"method": "structure_cache", "migrations": migrations}
+        except SnapshotUnstable:
+            reason = "snapshot_unstable"
+    # The file list and the dump from one snapshot (backups.files, step 1). The
+    # snapshot's transaction is read-only and lives only as long as pg_dump does.
+    # It locks nothing beforehand: pg_dump, which locks each table, must never queue
+    # behind a migration that itself waits for this session.
+    with exported_snapshot() as (snapshot, session):
+        with session.cursor(name="backup_file_paths") as cursor:  # server-side: any number of paths
+            paths_write(cursor, schema, listing)
+        kill_point("backup.snapshot_taken")
+        migrations = snapshot_migration_state(session, schema)
+        result = dump_schema(binaries=binaries, params=params, schema=schema, destination=spool,
+                             progress=progress, snapshot=snapshot)
+    return result, {"method": "pg_dump", "reason": reason, "migrations": migrations}
+
+
+def _backup_dump_and_store(backup: BackupRecord, binaries: PgBinaries) -> tuple[DumpResult, StoredFiles, dict, dict[str, float]]:
     schema = connection.schema_name
 
     def progress(size: int) -> None:
@@ -145,14 +185,7 @@ def _backup_dump_and_store(backup: BackupRecord, binaries: PgBinaries) -> tuple[
 
     started = time.monotonic()
     with temporary_file() as spool, temporary_file() as listing:
-        # The file list and the dump from one snapshot (backups.files, step 1). The
-        # snapshot's transaction is read-only and lives only as long as pg_dump does.
-        with exported_snapshot() as (snapshot, session):
-            with session.cursor(name="backup_file_paths") as cursor:  # server-side: any number of paths
-                paths_write(cursor, schema, listing)
-            kill_point("backup.snapshot_taken")
-            result = dump_schema(binaries=binaries, params=database_params(), schema=schema, destination=spool,
-                                 progress=progress, snapshot=snapshot)
+        result, dumped_with = _backup_dump(schema, binaries, spool, listing, progress)
         dumped = time.monotonic()
         spool.seek(0)
         kill_point("backup.before_upload")
@@ -162,7 +195,7 @@ def _backup_dump_and_store(backup: BackupRecord, binaries: PgBinaries) -> tuple[
         files = backup_files_store(backup=backup, schema=schema, paths=paths_read(listing))
     seconds = {"dump": round(dumped - started, 3), "upload": round(uploaded - dumped, 3),
                "files": round(time.monotonic() - uploaded, 3)}
-    return result, files, seconds
+    return result, files, dumped_with, seconds
 
 
 def audit_missing_files(*, context: AuditContext, backup: BackupRecord, operation: str, missing: list[str]) -> None:
@@ -225,7 +258,7 @@ def backup_run(*, context: AuditContext, backup_id: int, retry_transient: bool =
             }
             backup.save(update_fields=["manifest"])
             try:
-                result, files, seconds = _backup_dump_and_store(backup, binaries)
+                result, files, dumped_with, seconds = _backup_dump_and_store(backup, binaries)
             except StorageUnavailableError as exc:
                 _remove_partial_object(backup.file_path)
                 if not retry_transient:
@@ -241,7 +274,10 @@ def backup_run(*, context: AuditContext, backup_id: int, retry_transient: bool =
                 if isinstance(exc, DomainError):
                     raise
                 raise BackupFailedError(details={"id": backup.pk}) from exc
-            _backup_complete(backup, result, files, {**backup.manifest, "files": files.as_manifest(schema), "seconds": seconds})
+            # The migrations as of the dump's own snapshot: a migration applied meanwhile is not in it.
+            _backup_complete(backup, result, files, {**backup.manifest, "migrations": dumped_with.pop("migrations"),
+                                                     "dump": dumped_with, "files": files.as_manifest(schema),
+                                                     "seconds": seconds})
     audit_missing_files(context=context, backup=backup, operation="backup", missing=files.missing)
     record(
         context=context,

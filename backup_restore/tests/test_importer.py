@@ -1,4 +1,5 @@
 import gzip
+from decimal import Decimal
 
 import pytest
 from django.db import connection
@@ -247,3 +248,126 @@ def test_an_older_file_without_an_optional_field_is_accepted(tenant_a, clinic_ad
     # then the missing field is null
     assert Paciente.objects.get(pk=data["referente"].pk).fecha_nacimiento is None
     assert connection.schema_name == "test_a"
+
+
+# -- replace: rows loaded by COPY straight into the emptied tables (importer._Restorer._load)
+
+AWKWARD_TEXT = "tab\tnew line\nreturn\rback\\slash \\N None ñ 😀"
+
+
+def _awkward_file(file: bytes) -> bytes:
+    """The export with values the COPY text must spell exactly as the staging path reads them."""
+
+    def edit(document):
+        pacientes = section(document, "clinica.paciente")
+        names = pacientes["fields"]
+        rows = pacientes["rows"]
+        rows[0][names.index("direccion")] = AWKWARD_TEXT
+        rows[0][names.index("telefono")] = True  # a JSON boolean in a text column: 'true', as `->>` reads it
+        rows[0][names.index("alergias")] = {"texto": AWKWARD_TEXT, "n": [1, 2.5, None, False], "vacío": {}}
+        rows[1][names.index("nombre")] = "None"
+        rows[1][names.index("fecha_nacimiento")] = None
+        rows[1][names.index("email")] = 12345  # a number in a text column
+        rows[1][names.index("alergias")] = None  # JSON null in a non-null JSON field: jsonb 'null'
+        rows[2][names.index("apellido")] = "\\"
+        rows[2][names.index("activo")] = "false"  # text a boolean column reads
+        tratamientos = section(document, "clinica.tratamiento")
+        tratamientos["rows"][0][tratamientos["fields"].index("precio")] = "@@EXPONENT@@"
+        tratamientos["rows"][1][tratamientos["fields"].index("duracion_minutos")] = "45"
+
+    return file_edit(file, edit).replace(b'"@@EXPONENT@@"', b"1.5e2")
+
+
+def test_replace_by_copy_stores_exactly_what_the_staging_path_stores(tenant_a, clinic_admin, monkeypatch):
+    # given a file with awkward values in every kind of column
+    from backup_restore import importer
+
+    clinic_data_create(usuario=clinic_admin)
+    file = _awkward_file(export_bytes())
+    copied = []
+    real_line, real_batch = importer.CopyRows.line, importer.CopyRows.batch_text
+    monkeypatch.setattr(importer.CopyRows, "line", lambda self, row: copied.append(1) or real_line(self, row))
+    monkeypatch.setattr(importer.CopyRows, "batch_text", lambda self, rows: copied.append(1) or real_batch(self, rows))
+    # when it is restored with replace=true, by COPY
+    restore(file, replace=True)
+    by_copy = restorable_snapshot()
+    assert copied
+    # and again with every row through the staging table
+    def staged_only(self, row):
+        raise importer._NotCopyText()
+
+    monkeypatch.setattr(importer.CopyRows, "batch_text", lambda self, rows: None)
+    monkeypatch.setattr(importer.CopyRows, "line", staged_only)
+    restore(file, replace=True)
+    # then both stored the same values, row by row
+    assert restorable_snapshot() == by_copy
+    paciente = Paciente.objects.order_by("pk").first()
+    assert paciente.direccion == AWKWARD_TEXT and paciente.telefono == "true"
+    assert Tratamiento.objects.filter(precio=150).exists()
+
+
+@pytest.mark.parametrize("row", [
+    ["texto", 1, None],
+    ["None", 2, "x"],
+    [None, None, None],
+    ["a\tb", 3, "c"],
+    ["\\N", 4, "\\"],
+    ["línea\nnueva\r", -5, ""],
+])
+def test_copy_rows_write_each_line_as_value_by_value_encoding_does(row):
+    from django.db import models
+
+    from backup_restore.importer import CopyRows, copy_encoder
+
+    fields = [models.CharField(max_length=10, null=True), models.IntegerField(null=True), models.TextField(null=True)]
+    expected = "\t".join(copy_encoder(f)(value) for f, value in zip(fields, row))
+    assert CopyRows(fields).line(list(row)) == expected
+
+
+@pytest.mark.parametrize(("rows", "at_once"), [
+    ([[1, "a", None, True, Decimal("1.50")], [2, None, 3, False, None], [3, "Nonesuch", None, None, 7]], True),
+    ([[1, "back\\slash \\N\r", None, None, None], [2, "", None, None, None]], True),
+    ([[1, "None", None, True, 1]], False),  # reads like a null
+    ([[1, "x\ty", 1, True, 1], [2, "b", 2, False, 2]], False),  # a tab inside a value
+    ([[1, "línea\nnueva", 1, True, 1]], False),
+    ([[1, "\x01", None, True, 1]], False),
+    ([[1, True, 1, True, 1]], False),  # a boolean in a text column
+    ([[1, "a", Decimal("2"), True, 1]], False),  # a decimal in an integer column
+])
+def test_copy_rows_write_a_batch_as_line_by_line(rows, at_once):
+    from django.db import models
+
+    from backup_restore.importer import CopyRows, _NotCopyText
+
+    fields = [models.IntegerField(primary_key=True), models.CharField(max_length=20, null=True),
+              models.IntegerField(null=True), models.BooleanField(null=True),
+              models.DecimalField(max_digits=5, decimal_places=2, null=True)]
+    encoder = CopyRows(fields)
+    text = encoder.batch_text([list(row) for row in rows])
+    try:
+        expected = "".join(encoder.line(list(row)) + "\n" for row in rows)
+    except _NotCopyText:
+        expected = None
+    assert (text is not None) == at_once
+    assert text is None or text == expected
+
+
+def test_a_key_repeated_in_a_later_copy_batch_is_refused_as_repeated(tenant_a, clinic_admin, monkeypatch):
+    # given a file whose patients repeat a key, in batches of two rows
+    from backup_restore import importer
+
+    monkeypatch.setattr(importer, "IMPORT_LOAD_ROWS", 2)
+    clinic_data_create(usuario=clinic_admin)
+
+    def repeat(document):
+        rows = section(document, "clinica.paciente")["rows"]
+        rows.append(list(rows[0]))
+
+    file = file_edit(export_bytes(), repeat)
+    before = restorable_snapshot()
+    # when it is restored with replace=true
+    with pytest.raises(errors.DuplicatePrimaryKeyError) as raised:
+        restore(file, replace=True)
+    # then it is refused naming the key, and nothing changed
+    assert raised.value.details["model"] == "clinica.paciente"
+    assert restorable_snapshot() == before

@@ -238,6 +238,7 @@ def test_a_backup_retries_a_storage_that_does_not_answer_then_fails_clearly(comm
 def test_the_nightly_run_only_enqueues_one_job_per_clinic_and_workers_do_them(committed_db, send_to_workers, redis_url,
                                                                              job_queue, worker_backups_dir):
     # given a broker; when the cron's command runs
+    from django.utils import timezone
     from django_tenants.utils import schema_context
 
     from backups.models import BackupRecord
@@ -250,6 +251,7 @@ def test_the_nightly_run_only_enqueues_one_job_per_clinic_and_workers_do_them(co
         return counts
 
     before = automatic_completed()
+    started = timezone.now()
     env = child_environment(CELERY_BROKER_URL=redis_url, JOB_KEY_PREFIX=job_queue, BACKUPS_LOCAL_ROOT=str(worker_backups_dir))
     done = subprocess.run([sys.executable, str(settings.BASE_DIR / "manage.py"), "create_backup", "--all-tenants",
                            "--type", "automatic", "--prune"], env=env, capture_output=True, text=True, timeout=120)
@@ -258,11 +260,18 @@ def test_the_nightly_run_only_enqueues_one_job_per_clinic_and_workers_do_them(co
     assert all(f"{schema}: backup" in done.stdout and "en cola" in done.stdout for schema in before), done.stdout
     assert automatic_completed() == before
     # and a worker then makes each clinic's backup
-    with celery_worker(redis_url, job_queue, worker_backups_dir):
-        deadline = time.monotonic() + POLL_TIMEOUT
-        while any(count <= before[schema] for schema, count in automatic_completed().items()):
-            assert time.monotonic() < deadline, automatic_completed()
-            time.sleep(0.1)
+    try:
+        with celery_worker(redis_url, job_queue, worker_backups_dir):
+            deadline = time.monotonic() + POLL_TIMEOUT
+            while any(count <= before[schema] for schema, count in automatic_completed().items()):
+                assert time.monotonic() < deadline, automatic_completed()
+                time.sleep(0.1)
+    finally:
+        # Committed in clinics that other tests verify: their objects live in this session's folder only.
+        for schema in ("test_a", "test_b"):
+            with schema_context(schema):
+                BackupRecord.objects.filter(backup_type="automatic", file_path__startswith=f"{schema}/automatic/",
+                                            created_at__gte=started).delete()
 
 
 @pytest.mark.parametrize(("broker", "eager"), [("", True), ("redis://127.0.0.1:6379/0", False)])

@@ -1,0 +1,289 @@
+"""Thousands of clinics in one database: one clinic's SQL backup, and the nightly run, as clinics are added.
+
+    python bench/bench_scale.py            # N = 1, 100, 300 (make bench)
+    python bench/bench_scale.py --full     # N = 1, 500, 2,000 and the fan-out over all of them
+
+In a scratch database on the project's server (dropped at the end, --keep keeps it):
+1. One clinic made for real (migrations) and filled with demo data (clinic_fill at
+   --scale): the clinic whose backup is timed.
+2. Other clinic schemas are added by replaying that clinic's own `pg_dump --schema` with
+   the schema renamed (psql, batches of clinics, two at a time): the same structure and
+   rows, no migrations run. They are registered as clinics.
+3. At each N, in the same run: the clinic's backup through the service (backup_create,
+   in this process, the structure cache warm; median of --repeat) and bare
+   `pg_dump --schema | gzip` (median of --repeat); the ratio to N = 1 for each.
+4. At the largest N: the nightly run, `create_backup --all-tenants` queued to a real Celery
+   worker (`celery -A core worker --concurrency 2`, Redis at --redis, keys under a prefix
+   of its own) until every clinic has its backup; against it, a serial
+   `pg_dump | gzip` loop timed over --serial-sample clinics and extrapolated to all.
+5. Projected hours at 10,000 clinics: the fan-out at its per-clinic cost; the pg_dump loop
+   with its per-clinic cost growing with N as measured (a line through the N points).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import ROOT, django_setup, table  # noqa: E402
+
+CLINIC = "bench_escala"
+CLONE_BATCH = 50
+MANAGE = [sys.executable, str(ROOT / "manage.py")]
+
+
+def _server() -> dict:
+    import environ
+
+    if os.environ.get("DATABASE_URL"):
+        return environ.Env.db_url_config(os.environ["DATABASE_URL"])
+    from core import embedded_pg
+
+    state = embedded_pg.read_state()
+    if state is None:
+        raise SystemExit("DATABASE_URL no está definido y el PostgreSQL embebido no está iniciado (make db).")
+    return {"HOST": state["host"], "PORT": state["port"], "USER": state["user"], "PASSWORD": ""}
+
+
+def _admin_sql(server: dict, statement: str) -> None:
+    import psycopg2
+
+    raw = psycopg2.connect(dbname="postgres", host=server["HOST"] or None, port=server["PORT"] or None,
+                           user=server["USER"] or None, password=server["PASSWORD"] or None)
+    raw.autocommit = True
+    try:
+        with raw.cursor() as cursor:
+            cursor.execute(statement)
+    finally:
+        raw.close()
+
+
+def _clinic_sql(binaries, env: dict) -> str:
+    done = subprocess.run([str(binaries.pg_dump), f"--schema={CLINIC}", "--no-owner", "--no-privileges"],
+                          env=env, capture_output=True, check=True)
+    sql = done.stdout.decode()
+    assert sql.count(CLINIC) == sql.count(f"{CLINIC}.") + sql.count(f"{CLINIC};") + sql.count(f"{CLINIC}/"), "unsafe rename"
+    return sql
+
+
+def _add_clinics(first: int, last: int, sql: str, binaries, env: dict) -> None:
+    """Clinics first..last: the measured clinic's dump replayed under each new name, two psql at a time."""
+    from core.models import Tenant
+
+    batches = [range(start, min(start + CLONE_BATCH, last + 1)) for start in range(first, last + 1, CLONE_BATCH)]
+    running: list[subprocess.Popen] = []
+    for batch in batches:
+        script = "".join(sql.replace(CLINIC, f"bench_c{i:05d}") for i in batch).encode()
+        process = subprocess.Popen([str(binaries.psql), "-q", "-v", "ON_ERROR_STOP=1", "-o", "/dev/null"],
+                                   stdin=subprocess.PIPE, env=env, stderr=subprocess.PIPE)
+        process.stdin.write(script)
+        process.stdin.close()
+        running.append(process)
+        while len(running) >= 2 or (running and batch is batches[-1]):
+            done = running.pop(0)
+            if done.wait() != 0:
+                raise SystemExit(done.stderr.read().decode()[-2000:])
+    Tenant.objects.bulk_create(
+        [Tenant(schema_name=f"bench_c{i:05d}", slug=f"bench-c{i:05d}", nombre=f"Clínica {i:05d}") for i in range(first, last + 1)],
+        batch_size=1000,
+    )
+
+
+def _median_seconds(run, repeat: int) -> float:
+    seconds = []
+    for _ in range(repeat):
+        started = time.perf_counter()
+        run()
+        seconds.append(time.perf_counter() - started)
+    return statistics.median(seconds)
+
+
+def _service_backup() -> str:
+    from django_tenants.utils import schema_context
+
+    from backups.services import backup_create
+    from bitacora.services import AuditContext
+
+    with schema_context(CLINIC):
+        backup = backup_create(context=AuditContext.system("bench_scale"))
+    assert backup.status == "completed"
+    return backup.manifest["dump"]["method"]
+
+
+def _pg_dump_gzip(binaries, env: dict, schema: str) -> None:
+    subprocess.run(f'"{binaries.pg_dump}" --schema={schema} --no-owner --no-privileges | gzip -6 > /dev/null',
+                   shell=True, env=env, check=True)
+
+
+def _fan_out(args, work: Path, clinics: int) -> float:
+    """`create_backup --all-tenants` queued to a real worker (2 processes), until every clinic has its backup."""
+    import redis
+    from django.conf import settings
+
+    from backups.selectors import backup_summary_list
+
+    prefix = f"bench-scale-{uuid.uuid4().hex[:8]}:"
+    env = {**os.environ, "CELERY_BROKER_URL": args.redis, "JOB_KEY_PREFIX": prefix, "JOB_WAIT_SECONDS": "0",
+           "PYTHONUNBUFFERED": "1"}
+    log_path = work / "worker.log"
+    with open(log_path, "w") as log:
+        worker = subprocess.Popen([sys.executable, "-m", "celery", "-A", "core", "worker", "--concurrency=2", "-l", "info",
+                                   "--without-heartbeat", "--without-gossip", "--without-mingle", "-n", f"{prefix}@%h"],
+                                  env=env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+    try:
+        while " ready." not in log_path.read_text():  # the worker says so once it consumes
+            if worker.poll() is not None:
+                raise SystemExit("el worker no arrancó:\n" + log_path.read_text()[-3000:])
+            time.sleep(0.1)
+        before = {summary.tenant.schema_name: summary.completed_count for summary in backup_summary_list()}
+        started = time.perf_counter()
+        subprocess.run([*MANAGE, "create_backup", "--all-tenants", "--type", "automatic"], env=env, check=True,
+                       stdout=subprocess.DEVNULL, cwd=ROOT)
+        queue, name = redis.Redis.from_url(args.redis), f"{prefix}{settings.CELERY_TASK_DEFAULT_QUEUE}"
+        while queue.llen(name):  # cheap, while jobs wait in the queue; then the summaries, for the last ones
+            time.sleep(0.5)
+        while True:
+            summaries = backup_summary_list()
+            done = sum(s.completed_count > before.get(s.tenant.schema_name, 0) or bool(s.last_failure) for s in summaries)
+            if done >= len(summaries) and not any(s.in_progress for s in summaries):
+                break
+            if worker.poll() is not None:
+                raise SystemExit("el worker terminó:\n" + log_path.read_text()[-3000:])
+            time.sleep(0.5)
+        seconds = time.perf_counter() - started
+        failed = [s.tenant.schema_name for s in summaries if s.last_failure]
+        if failed:
+            print(f"  {len(failed)} clínicas fallaron, p. ej. {failed[:3]}")
+        return seconds
+    finally:
+        worker.terminate()
+        worker.wait(timeout=60)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--full", action="store_true", help="N = 1, 500, 2000 (si no, 1, 100, 300).")
+    parser.add_argument("--clinics", help="Los N, separados por comas (reemplaza --full).")
+    parser.add_argument("--scale", type=float, default=0.2, help="Escala de clinic_fill de la clínica medida.")
+    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--no-fan-out", action="store_true", help="Sin la corrida nocturna con el worker.")
+    parser.add_argument("--serial-sample", type=int, default=20, help="Clínicas del bucle serial de pg_dump medidas.")
+    parser.add_argument("--redis", default=os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/14"))
+    parser.add_argument("--keep", action="store_true", help="No borrar la base de datos de prueba.")
+    parser.add_argument("--rows", help="(de make bench; no se usa aquí)")
+    args = parser.parse_args()
+    sizes = [int(n) for n in args.clinics.split(",")] if args.clinics else ([1, 500, 2000] if args.full else [1, 100, 300])
+
+    from core.testing import postgres_url
+
+    server = _server()
+    name = f"bench_scale_{uuid.uuid4().hex[:8]}"
+    work = Path(tempfile.mkdtemp(prefix="bench_scale_"))
+    _admin_sql(server, f'CREATE DATABASE "{name}"')
+    os.environ.update(DATABASE_URL=postgres_url(server, name), BACKUPS_LOCAL_ROOT=str(work / "backups"),
+                      MEDIA_ROOT=str(work / "media"), BACKUP_STRUCTURE_CACHE_DIR=str(work / "cache"))
+    try:
+        django_setup()
+        _measure(args, sizes, work)
+    finally:
+        from django.db import connections
+
+        connections.close_all()
+        if args.keep:
+            print(f"base de datos conservada: {name}; archivos en {work}")
+        else:
+            _admin_sql(server, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            shutil.rmtree(work, ignore_errors=True)
+
+
+def _measure(args, sizes: list[int], work: Path) -> None:
+    from django.core.management import call_command
+    from django_tenants.utils import schema_context
+
+    from backups import cached_dump
+    from backups.services import _server_version, database_params, pg_binaries
+    from clinica.demo import clinic_fill
+    from core.models import Tenant
+    from core.services import public_tenant_ensure
+
+    started = time.perf_counter()
+    call_command("migrate_schemas", "--shared", "--noinput", verbosity=0)
+    public_tenant_ensure(domains=["localhost"])
+    Tenant(schema_name=CLINIC, slug="bench-escala", nombre="Clínica medida").save(verbosity=0)
+    with schema_context(CLINIC):
+        counts = clinic_fill(scale=args.scale)
+    binaries, params = pg_binaries(), database_params()
+    env = params.environ()
+    sql = _clinic_sql(binaries, env)
+    print(f"clínica medida: {counts.total:,} filas; preparada en {time.perf_counter() - started:.1f} s", flush=True)
+
+    results, present = [], 1
+    for n in sizes:
+        if n > present:
+            started = time.perf_counter()
+            _add_clinics(present, n - 1, sql, binaries, env)
+            present = n
+            print(f"N = {n:,}: clínicas añadidas en {time.perf_counter() - started:.1f} s", flush=True)
+        cached_dump.references_forget()
+        shutil.rmtree(work / "cache", ignore_errors=True)
+        started = time.perf_counter()
+        cached_dump.reference_get(binaries=binaries, params=params, server_version=_server_version())
+        build = time.perf_counter() - started
+        method = _service_backup()  # warm: the reference is built, and the files phase has its objects
+        service = _median_seconds(_service_backup, args.repeat)
+        bare = _median_seconds(lambda: _pg_dump_gzip(binaries, env, CLINIC), args.repeat)
+        results.append((n, service, bare, build, method))
+        print(f"N = {n:,}: servicio {service:.3f} s ({method}), pg_dump | gzip {bare:.3f} s, referencia {build:.2f} s",
+              flush=True)
+
+    first = results[0]
+    print("\nUna clínica pequeña, medianas de", args.repeat, "corridas:")
+    print(table([(f"{n:,}", f"{service:.3f}", f"{service / first[1]:.2f}", f"{bare:.3f}", f"{bare / first[2]:.2f}",
+                  f"{bare / service:.1f}", f"{build:.2f}", method)
+                 for n, service, bare, build, method in results],
+                ("clínicas", "servicio s", "× N=1", "pg_dump|gzip s", "× N=1", "pg_dump/servicio", "referencia s",
+                 "método")))
+
+    n = sizes[-1]
+    # pg_dump's cost per clinic grows with N: a least-squares line through the measured points.
+    xs, ys = [r[0] for r in results], [r[2] for r in results]
+    slope = max(0.0, statistics.covariance(xs, ys) / statistics.variance(xs)) if len(xs) > 1 else 0.0
+    intercept = statistics.mean(ys) - slope * statistics.mean(xs)
+
+    def serial_hours(clinics: int) -> float:
+        return clinics * (intercept + slope * clinics) / 3600
+
+    if args.no_fan_out:
+        print(f"\nProyección a 10.000 clínicas, bucle serial de pg_dump: {serial_hours(10_000):.1f} h")
+        return
+    from core.selectors import tenant_clinics
+
+    all_clinics = [clinic.schema_name for clinic in tenant_clinics(active_only=True)]
+    sample = all_clinics[:: max(1, len(all_clinics) // args.serial_sample)][: args.serial_sample]
+    started = time.perf_counter()
+    for schema in sample:
+        _pg_dump_gzip(binaries, env, schema)
+    serial_each = (time.perf_counter() - started) / len(sample)
+    serial = serial_each * len(all_clinics)
+    fan_out = _fan_out(args, work, len(all_clinics))
+    print(f"\nCorrida nocturna, {len(all_clinics):,} clínicas:")
+    print(table([
+        ("fan-out: create_backup --all-tenants, worker de 2 procesos", f"{fan_out:.0f}", f"{fan_out / len(all_clinics):.3f}", "1.0"),
+        (f"bucle serial pg_dump | gzip (medido en {len(sample)}, EXTRAPOLADO)", f"{serial:.0f}", f"{serial_each:.3f}",
+         f"{serial / fan_out:.1f}"),
+    ], ("corrida", "segundos", "s por clínica", "× fan-out")))
+    per_clinic = fan_out / len(all_clinics)
+    print(f"\nProyección a 10.000 clínicas: fan-out {10_000 * per_clinic / 3600:.1f} h; "
+          f"bucle serial de pg_dump {serial_hours(10_000):.1f} h (su costo por clínica crece con N)")
+
+
+if __name__ == "__main__":
+    main()

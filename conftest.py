@@ -83,7 +83,7 @@ def tenants(django_db_setup, django_db_blocker) -> dict[str, Tenant]:
 def _structure_reference() -> None:
     """The SQL backups' cached structure, built here, outside any test's transaction (a
     backup inside one never builds it): backups in tests take the same path as in production."""
-    from backups.cached_dump import reference_get
+    from backups.dump_reference import reference_get
     from backups.services import _server_version, database_params, pg_binaries
 
     reference_get(binaries=pg_binaries(), params=database_params(), server_version=_server_version())

@@ -33,7 +33,7 @@ def value_refusal(value: Any) -> str | None:
             if "\x00" in item:
                 return _("El texto contiene un carácter que PostgreSQL no admite (NUL, \\u0000, o un "
                          "sustituto UTF-16 suelto como \\ud800).")
-        elif isinstance(item, float):  # a JSON field's number, as _json_fit made it
+        elif isinstance(item, float):  # a JSON field's number, as json_fit made it
             if not math.isfinite(item):
                 return _("El número está fuera del rango que PostgreSQL puede guardar.")
         elif isinstance(item, dict):

@@ -29,7 +29,7 @@ from django.utils.translation import gettext
 from django_tenants.utils import get_public_schema_name, schema_context
 
 from backups.actions import BackupAction
-from backups.cached_dump import reference_schemas_left
+from backups.dump_reference import reference_schemas_left
 from backups.models import BackupRecord, RestoreJob
 from backups.services import backup_fail
 from bitacora.models import Outcome

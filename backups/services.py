@@ -22,13 +22,8 @@ from backups.errors import (
     StorageUnavailableError,
 )
 from backups.models import BackupRecord
-from backups.cached_dump import (
-    SnapshotUnstable,
-    clinic_dump_write,
-    clinic_snapshot,
-    reference_get,
-    snapshot_migration_state,
-)
+from backups.cached_dump import SnapshotUnstable, clinic_dump_write, clinic_snapshot, snapshot_migration_state
+from backups.dump_reference import reference_get
 from backups.pg_tools import DumpResult, PgBinaries, PgConnectionParams, dump_schema, find_binaries
 from backups.selectors import backup_get, backup_get_completed
 from backups.files import (

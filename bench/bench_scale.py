@@ -208,7 +208,7 @@ def _measure(args, sizes: list[int], work: Path) -> None:
     from django.core.management import call_command
     from django_tenants.utils import schema_context
 
-    from backups import cached_dump
+    from backups import dump_reference
     from backups.services import _server_version, database_params, pg_binaries
     from clinica.demo import clinic_fill
     from core.models import Tenant
@@ -232,10 +232,10 @@ def _measure(args, sizes: list[int], work: Path) -> None:
             _add_clinics(present, n - 1, sql, binaries, env)
             present = n
             print(f"N = {n:,}: clínicas añadidas en {time.perf_counter() - started:.1f} s", flush=True)
-        cached_dump.references_forget()
+        dump_reference.references_forget()
         shutil.rmtree(work / "cache", ignore_errors=True)
         started = time.perf_counter()
-        cached_dump.reference_get(binaries=binaries, params=params, server_version=_server_version())
+        dump_reference.reference_get(binaries=binaries, params=params, server_version=_server_version())
         build = time.perf_counter() - started
         method = _service_backup()  # warm: the reference is built, and the files phase has its objects
         service = _median_seconds(_service_backup, args.repeat)

@@ -250,7 +250,7 @@ def test_an_older_file_without_an_optional_field_is_accepted(tenant_a, clinic_ad
     assert connection.schema_name == "test_a"
 
 
-# -- replace: rows loaded by COPY straight into the emptied tables (importer._Restorer._load)
+# -- replace: rows loaded by COPY straight into the emptied tables (loader.DirectLoad._load)
 
 AWKWARD_TEXT = "tab\tnew line\nreturn\rback\\slash \\N None ñ 😀"
 
@@ -280,24 +280,24 @@ def _awkward_file(file: bytes) -> bytes:
 
 def test_replace_by_copy_stores_exactly_what_the_staging_path_stores(tenant_a, clinic_admin, monkeypatch):
     # given a file with awkward values in every kind of column
-    from backup_restore import importer
+    from backup_restore import copy_text
 
     clinic_data_create(usuario=clinic_admin)
     file = _awkward_file(export_bytes())
     copied = []
-    real_line, real_batch = importer.CopyRows.line, importer.CopyRows.batch_text
-    monkeypatch.setattr(importer.CopyRows, "line", lambda self, row: copied.append(1) or real_line(self, row))
-    monkeypatch.setattr(importer.CopyRows, "batch_text", lambda self, rows: copied.append(1) or real_batch(self, rows))
+    real_line, real_batch = copy_text.CopyRows.line, copy_text.CopyRows.batch_text
+    monkeypatch.setattr(copy_text.CopyRows, "line", lambda self, row: copied.append(1) or real_line(self, row))
+    monkeypatch.setattr(copy_text.CopyRows, "batch_text", lambda self, rows: copied.append(1) or real_batch(self, rows))
     # when it is restored with replace=true, by COPY
     restore(file, replace=True)
     by_copy = restorable_snapshot()
     assert copied
     # and again with every row through the staging table
     def staged_only(self, row):
-        raise importer._NotCopyText()
+        raise copy_text.NotCopyText()
 
-    monkeypatch.setattr(importer.CopyRows, "batch_text", lambda self, rows: None)
-    monkeypatch.setattr(importer.CopyRows, "line", staged_only)
+    monkeypatch.setattr(copy_text.CopyRows, "batch_text", lambda self, rows: None)
+    monkeypatch.setattr(copy_text.CopyRows, "line", staged_only)
     restore(file, replace=True)
     # then both stored the same values, row by row
     assert restorable_snapshot() == by_copy
@@ -317,7 +317,7 @@ def test_replace_by_copy_stores_exactly_what_the_staging_path_stores(tenant_a, c
 def test_copy_rows_write_each_line_as_value_by_value_encoding_does(row):
     from django.db import models
 
-    from backup_restore.importer import CopyRows, copy_encoder
+    from backup_restore.copy_text import CopyRows, copy_encoder
 
     fields = [models.CharField(max_length=10, null=True), models.IntegerField(null=True), models.TextField(null=True)]
     expected = "\t".join(copy_encoder(f)(value) for f, value in zip(fields, row))
@@ -337,7 +337,7 @@ def test_copy_rows_write_each_line_as_value_by_value_encoding_does(row):
 def test_copy_rows_write_a_batch_as_line_by_line(rows, at_once):
     from django.db import models
 
-    from backup_restore.importer import CopyRows, _NotCopyText
+    from backup_restore.copy_text import CopyRows, NotCopyText
 
     fields = [models.IntegerField(primary_key=True), models.CharField(max_length=20, null=True),
               models.IntegerField(null=True), models.BooleanField(null=True),
@@ -346,7 +346,7 @@ def test_copy_rows_write_a_batch_as_line_by_line(rows, at_once):
     text = encoder.batch_text([list(row) for row in rows])
     try:
         expected = "".join(encoder.line(list(row)) + "\n" for row in rows)
-    except _NotCopyText:
+    except NotCopyText:
         expected = None
     assert (text is not None) == at_once
     assert text is None or text == expected
@@ -354,9 +354,9 @@ def test_copy_rows_write_a_batch_as_line_by_line(rows, at_once):
 
 def test_a_key_repeated_in_a_later_copy_batch_is_refused_as_repeated(tenant_a, clinic_admin, monkeypatch):
     # given a file whose patients repeat a key, in batches of two rows
-    from backup_restore import importer
+    from backup_restore import loader
 
-    monkeypatch.setattr(importer, "IMPORT_LOAD_ROWS", 2)
+    monkeypatch.setattr(loader, "IMPORT_LOAD_ROWS", 2)
     clinic_data_create(usuario=clinic_admin)
 
     def repeat(document):

@@ -23,7 +23,8 @@ import pytest
 from django.db import connection
 from django_tenants.utils import schema_context
 
-from backups.cached_dump import clinic_dump_write, clinic_snapshot, reference_get
+from backups.cached_dump import clinic_dump_write, clinic_snapshot
+from backups.dump_reference import reference_get
 from backups.models import BackupRecord
 from backups.pg_tools import PgConnectionParams, dump_schema
 from backups.restore import CARRIED_MODELS, backup_restore_in_place

@@ -14,45 +14,16 @@ The scratch database is dropped afterwards (--keep keeps it).
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import sys
 import time
-import uuid
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import django_setup, table  # noqa: E402
+from common import scratch_database, table  # noqa: E402
 
 TEMPLATE = "bench_plantilla"
 CLONE_BATCH = 20  # clinics per transaction: each new table holds locks until its commit
-
-
-def _server() -> dict:
-    """How to reach the PostgreSQL server the project uses (DATABASE_URL, else the embedded one)."""
-    import environ
-
-    if os.environ.get("DATABASE_URL"):
-        return environ.Env.db_url_config(os.environ["DATABASE_URL"])
-    from core import embedded_pg
-
-    state = embedded_pg.read_state()
-    if state is None:
-        raise SystemExit("DATABASE_URL no está definido y el PostgreSQL embebido no está iniciado (make db).")
-    return {"HOST": state["host"], "PORT": state["port"], "USER": state["user"], "PASSWORD": ""}
-
-
-def _admin_sql(server: dict, statement: str) -> None:
-    import psycopg2
-
-    raw = psycopg2.connect(dbname="postgres", host=server["HOST"] or None, port=server["PORT"] or None,
-                           user=server["USER"] or None, password=server["PASSWORD"] or None)
-    raw.autocommit = True
-    try:
-        with raw.cursor() as cursor:
-            cursor.execute(statement)
-    finally:
-        raw.close()
 
 
 # One DO block per batch: every table of the template clinic cloned into each new schema,
@@ -71,13 +42,14 @@ BEGIN
     late := CASE WHEN mod(i, 5) = 0 THEN interval '2 days' ELSE interval '0' END;
     EXECUTE format($sql$
       INSERT INTO %I.backups_backuprecord (file_name, file_path, file_size, backup_type, created_at, status, sha256,
-             error, error_code, progress_bytes, finished_at, manifest, keep, integrity)
+             error, error_code, progress_bytes, finished_at, manifest, keep, integrity, files_count, files_size,
+             sql_sha256)
       SELECT 'backup_' || %L || '_' || g || '.sql.gz', %L || '/automatic/' || g || '.sql.gz',
              CASE WHEN mod(g, 7) = 0 THEN 0 ELSE 1000000 + g * 1000 END, 'automatic',
              now() - %L::interval - (g - 1) * interval '1 day' - interval '1 hour',
              CASE WHEN mod(g, 7) = 0 THEN 'failed' ELSE 'completed' END, '',
              CASE WHEN mod(g, 7) = 0 THEN 'pg_dump terminó con código 1' ELSE '' END, '', 0,
-             now() - %L::interval - (g - 1) * interval '1 day', '{}', false, ''
+             now() - %L::interval - (g - 1) * interval '1 day', '{}', false, '', 0, 0, ''
       FROM generate_series(1, BACKUPS) AS g$sql$, s, s, s, late, late);
   END LOOP;
 END $$;
@@ -147,23 +119,8 @@ def main() -> None:
     parser.add_argument("--rows", help="(de make bench; no se usa aquí)")
     args = parser.parse_args()
 
-    from core.testing import postgres_url
-
-    server = _server()
-    name = f"bench_platform_{uuid.uuid4().hex[:8]}"
-    _admin_sql(server, f'CREATE DATABASE "{name}"')
-    os.environ["DATABASE_URL"] = postgres_url(server, name)
-    try:
-        django_setup()
+    with scratch_database("bench_platform", keep=args.keep):
         _measure(args)
-    finally:
-        from django.db import connections
-
-        connections.close_all()
-        if args.keep:
-            print(f"base de datos conservada: {name}")
-        else:
-            _admin_sql(server, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def _measure(args) -> None:

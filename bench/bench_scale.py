@@ -33,37 +33,11 @@ import uuid
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import ROOT, django_setup, table  # noqa: E402
+from common import ROOT, scratch_database, table  # noqa: E402
 
 CLINIC = "bench_escala"
 CLONE_BATCH = 50
 MANAGE = [sys.executable, str(ROOT / "manage.py")]
-
-
-def _server() -> dict:
-    import environ
-
-    if os.environ.get("DATABASE_URL"):
-        return environ.Env.db_url_config(os.environ["DATABASE_URL"])
-    from core import embedded_pg
-
-    state = embedded_pg.read_state()
-    if state is None:
-        raise SystemExit("DATABASE_URL no está definido y el PostgreSQL embebido no está iniciado (make db).")
-    return {"HOST": state["host"], "PORT": state["port"], "USER": state["user"], "PASSWORD": ""}
-
-
-def _admin_sql(server: dict, statement: str) -> None:
-    import psycopg2
-
-    raw = psycopg2.connect(dbname="postgres", host=server["HOST"] or None, port=server["PORT"] or None,
-                           user=server["USER"] or None, password=server["PASSWORD"] or None)
-    raw.autocommit = True
-    try:
-        with raw.cursor() as cursor:
-            cursor.execute(statement)
-    finally:
-        raw.close()
 
 
 def _clinic_sql(binaries, env: dict) -> str:
@@ -182,25 +156,15 @@ def main() -> None:
     args = parser.parse_args()
     sizes = [int(n) for n in args.clinics.split(",")] if args.clinics else ([1, 500, 2000] if args.full else [1, 100, 300])
 
-    from core.testing import postgres_url
-
-    server = _server()
-    name = f"bench_scale_{uuid.uuid4().hex[:8]}"
     work = Path(tempfile.mkdtemp(prefix="bench_scale_"))
-    _admin_sql(server, f'CREATE DATABASE "{name}"')
-    os.environ.update(DATABASE_URL=postgres_url(server, name), BACKUPS_LOCAL_ROOT=str(work / "backups"),
-                      MEDIA_ROOT=str(work / "media"), BACKUP_STRUCTURE_CACHE_DIR=str(work / "cache"))
     try:
-        django_setup()
-        _measure(args, sizes, work)
+        with scratch_database("bench_scale", keep=args.keep, BACKUPS_LOCAL_ROOT=str(work / "backups"),
+                              MEDIA_ROOT=str(work / "media"), BACKUP_STRUCTURE_CACHE_DIR=str(work / "cache")):
+            _measure(args, sizes, work)
     finally:
-        from django.db import connections
-
-        connections.close_all()
         if args.keep:
-            print(f"base de datos conservada: {name}; archivos en {work}")
+            print(f"archivos conservados en {work}")
         else:
-            _admin_sql(server, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
             shutil.rmtree(work, ignore_errors=True)
 
 

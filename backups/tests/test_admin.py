@@ -132,7 +132,7 @@ def test_the_admin_download_behaves_as_the_api(staff_client, backup):
     assert b"".join(stored.streaming_content) == body and stored["Content-Type"] == "application/gzip"
 
 
-def test_the_admin_links_to_the_files_archive(staff_client, tenant_a, backups_dir, media_files):
+def test_the_admin_links_to_the_files_archive(staff_client, tenant_a, clinic_data, backups_dir, media_files):
     # given a backup of a clinic with radiographs (its committed ones: the dump's snapshot sees only those)
     media_files()
     backup = backup_create(context=AuditContext.system("prueba"), created_by=None)

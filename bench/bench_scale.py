@@ -140,6 +140,9 @@ def _fan_out(args, work: Path, clinics: int) -> float:
     finally:
         worker.terminate()
         worker.wait(timeout=60)
+        broker = redis.Redis.from_url(args.redis)
+        for key in broker.scan_iter(f"{prefix}*"):  # this run's queue and bindings
+            broker.delete(key)
 
 
 def main() -> None:

@@ -33,7 +33,7 @@ import uuid
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import ROOT, admin_sql, django_setup, postgres_server, table  # noqa: E402
+from common import ROOT, scratch_database, table  # noqa: E402
 
 CLINIC = "bench_escala"
 CLONE_BATCH = 50
@@ -140,6 +140,9 @@ def _fan_out(args, work: Path, clinics: int) -> float:
     finally:
         worker.terminate()
         worker.wait(timeout=60)
+        broker = redis.Redis.from_url(args.redis)
+        for key in broker.scan_iter(f"{prefix}*"):  # this run's queue and bindings
+            broker.delete(key)
 
 
 def main() -> None:
@@ -156,25 +159,15 @@ def main() -> None:
     args = parser.parse_args()
     sizes = [int(n) for n in args.clinics.split(",")] if args.clinics else ([1, 500, 2000] if args.full else [1, 100, 300])
 
-    from core.testing import postgres_url
-
-    server = postgres_server()
-    name = f"bench_scale_{uuid.uuid4().hex[:8]}"
     work = Path(tempfile.mkdtemp(prefix="bench_scale_"))
-    admin_sql(server, f'CREATE DATABASE "{name}"')
-    os.environ.update(DATABASE_URL=postgres_url(server, name), BACKUPS_LOCAL_ROOT=str(work / "backups"),
-                      MEDIA_ROOT=str(work / "media"), BACKUP_STRUCTURE_CACHE_DIR=str(work / "cache"))
     try:
-        django_setup()
-        _measure(args, sizes, work)
+        with scratch_database("bench_scale", keep=args.keep, BACKUPS_LOCAL_ROOT=str(work / "backups"),
+                              MEDIA_ROOT=str(work / "media"), BACKUP_STRUCTURE_CACHE_DIR=str(work / "cache")):
+            _measure(args, sizes, work)
     finally:
-        from django.db import connections
-
-        connections.close_all()
         if args.keep:
-            print(f"base de datos conservada: {name}; archivos en {work}")
+            print(f"archivos conservados en {work}")
         else:
-            admin_sql(server, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
             shutil.rmtree(work, ignore_errors=True)
 
 
@@ -226,7 +219,11 @@ def _measure(args, sizes: list[int], work: Path) -> None:
                 ("clínicas", "servicio s", "× N=1", "pg_dump|gzip s", "× N=1", "pg_dump/servicio", "referencia s",
                  "método")))
 
-    n = sizes[-1]
+    _nightly(args, work, results, binaries, env)
+
+
+def _nightly(args, work: Path, results: list[tuple], binaries, env: dict) -> None:
+    """The fan-out over every clinic against a serial pg_dump loop, and the hours projected at 10,000."""
     # pg_dump's cost per clinic grows with N: a least-squares line through the measured points.
     xs, ys = [r[0] for r in results], [r[2] for r in results]
     slope = max(0.0, statistics.covariance(xs, ys) / statistics.variance(xs)) if len(xs) > 1 else 0.0

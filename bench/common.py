@@ -10,11 +10,64 @@ import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "core.settings")
 os.environ.setdefault("DEBUG", "1")
+
+
+def server_settings() -> dict:
+    """How to reach the PostgreSQL server the project uses (DATABASE_URL, else the embedded one),
+    for benchmarks that make a scratch database of their own on it."""
+    import environ
+
+    if os.environ.get("DATABASE_URL"):
+        return environ.Env.db_url_config(os.environ["DATABASE_URL"])
+    from core import embedded_pg
+
+    state = embedded_pg.read_state()
+    if state is None:
+        raise SystemExit("DATABASE_URL no está definido y el PostgreSQL embebido no está iniciado (make db).")
+    return {"HOST": state["host"], "PORT": state["port"], "USER": state["user"], "PASSWORD": ""}
+
+
+def admin_sql(server: dict, statement: str) -> None:
+    """One statement on the server's maintenance database (CREATE or DROP DATABASE)."""
+    import psycopg2
+
+    raw = psycopg2.connect(dbname="postgres", host=server["HOST"] or None, port=server["PORT"] or None,
+                           user=server["USER"] or None, password=server["PASSWORD"] or None)
+    raw.autocommit = True
+    try:
+        with raw.cursor() as cursor:
+            cursor.execute(statement)
+    finally:
+        raw.close()
+
+
+@contextmanager
+def scratch_database(prefix: str, *, keep: bool = False, **environ: str) -> Iterator[str]:
+    """A new database on the project's server, with Django set up on it (DATABASE_URL and
+    the given environment), dropped at the end unless keep."""
+    from core.testing import postgres_url
+
+    server = server_settings()
+    name = f"{prefix}_{uuid.uuid4().hex[:8]}"
+    admin_sql(server, f'CREATE DATABASE "{name}"')
+    os.environ.update(DATABASE_URL=postgres_url(server, name), **environ)
+    try:
+        django_setup()
+        yield name
+    finally:
+        from django.db import connections
+
+        connections.close_all()
+        if keep:
+            print(f"base de datos conservada: {name}")
+        else:
+            admin_sql(server, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def django_setup() -> None:
@@ -79,57 +132,6 @@ def table(rows: list[tuple], headers: tuple) -> str:
 
 
 
-
-def postgres_server() -> dict:
-    """How to reach the PostgreSQL server the project uses (DATABASE_URL, else the embedded one)."""
-    import environ
-
-    if os.environ.get("DATABASE_URL"):
-        return environ.Env.db_url_config(os.environ["DATABASE_URL"])
-    from core import embedded_pg
-
-    state = embedded_pg.read_state()
-    if state is None:
-        raise SystemExit("DATABASE_URL no está definido y el PostgreSQL embebido no está iniciado (make db).")
-    return {"HOST": state["host"], "PORT": state["port"], "USER": state["user"], "PASSWORD": ""}
-
-
-def admin_sql(server: dict, statement: str) -> None:
-    """One statement on the server's maintenance database (CREATE/DROP DATABASE)."""
-    import psycopg2
-
-    raw = psycopg2.connect(dbname="postgres", host=server["HOST"] or None, port=server["PORT"] or None,
-                           user=server["USER"] or None, password=server["PASSWORD"] or None)
-    raw.autocommit = True
-    try:
-        with raw.cursor() as cursor:
-            cursor.execute(statement)
-    finally:
-        raw.close()
-
-
-@contextmanager
-def scratch_database(prefix: str, *, keep: bool = False):
-    """A database of the bench's own on the project's server, Django set up on it, dropped afterwards.
-
-    Benchmarks that make hundreds of clinics never touch the development data."""
-    from core.testing import postgres_url
-
-    server = postgres_server()
-    name = f"{prefix}_{uuid.uuid4().hex[:8]}"
-    admin_sql(server, f'CREATE DATABASE "{name}"')
-    os.environ["DATABASE_URL"] = postgres_url(server, name)
-    try:
-        django_setup()
-        yield name
-    finally:
-        from django.db import connections
-
-        connections.close_all()
-        if keep:
-            print(f"base de datos conservada: {name}")
-        else:
-            admin_sql(server, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 # Every table of a template clinic cloned into each new schema (structure, and the rows of

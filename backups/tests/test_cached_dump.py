@@ -235,12 +235,17 @@ def _stored_sql(backup: BackupRecord, backups_dir) -> str:
     return gzip.decompress((backups_dir / backup.file_path).read_bytes()).decode()
 
 
-@pytest.mark.parametrize("drift", ["extra_index", "missing_migration"])
+@pytest.mark.parametrize("drift", ["extra_index", "missing_migration", "hand_made_view"])
 def test_a_clinic_that_drifted_from_the_reference_is_dumped_by_pg_dump(committed_db, drift_clinic, backups_dir, drift):
-    # given a clinic with a hand-made index, or one migration behind the code
+    # given a clinic with a hand-made index, one migration behind the code, or an object of a
+    # kind the cached structure never holds (a view)
     if drift == "extra_index":
         with connection.cursor() as cursor:
             cursor.execute(f'CREATE INDEX paciente_telefono_a_mano ON "{drift_clinic}".clinica_paciente (telefono)')
+    elif drift == "hand_made_view":
+        with connection.cursor() as cursor:
+            cursor.execute(f'CREATE VIEW "{drift_clinic}".pacientes_activos AS '
+                           f'SELECT id, nombre FROM "{drift_clinic}".clinica_paciente WHERE activo')
     else:
         schema_migrate(drift_clinic, [("clinica", "0001_initial")])
     # when it is backed up
@@ -250,7 +255,8 @@ def test_a_clinic_that_drifted_from_the_reference_is_dumped_by_pg_dump(committed
     restored, live = _restored(_stored_sql(backup, backups_dir), drift_clinic), _live(drift_clinic)
     assert restored == live, _diff(restored, live)
     assert ("paciente_telefono_a_mano" in _stored_sql(backup, backups_dir)) == (drift == "extra_index")
-    assert ("cita_agenda_idx" in _stored_sql(backup, backups_dir)) == (drift == "extra_index")
+    assert ("cita_agenda_idx" in _stored_sql(backup, backups_dir)) == (drift != "missing_migration")
+    assert ("pacientes_activos" in _stored_sql(backup, backups_dir)) == (drift == "hand_made_view")
     if drift == "missing_migration":
         assert backup.manifest["migrations"]["clinica"] == "0001_initial"
 
@@ -328,3 +334,48 @@ def test_a_migration_applied_before_the_backup_locks_the_clinic_is_all_in_its_fi
     if change == "new_table":
         with connection.cursor() as cursor:
             cursor.execute(f'DROP TABLE "{drift_clinic}".hecha_a_mano')
+
+
+# -- the reference's schema
+
+
+def test_a_reference_schema_left_by_a_dead_build_is_reaped_unless_its_build_is_alive(committed_db):
+    from backups.reaper import reap
+    from core.testing import operation_lock_held_elsewhere
+
+    # given two reference schemas left behind, one of them still being built by a live process
+    dead, alive = "backups__ref_00000000000000de", "backups__ref_0000000000a11e00"
+    with connection.cursor() as cursor:
+        cursor.execute(f'CREATE SCHEMA "{dead}"; CREATE SCHEMA "{alive}"')
+    try:
+        with operation_lock_held_elsewhere(alive):
+            # when the reaper runs
+            report = reap()
+        # then the dead build's schema is gone, the live one's kept
+        assert dead in report.schemas and alive not in report.schemas
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT nspname FROM pg_namespace WHERE nspname IN (%s, %s)", [dead, alive])
+            assert [name for (name,) in cursor.fetchall()] == [alive]
+    finally:
+        schema_drop(dead)
+        schema_drop(alive)
+
+
+def test_the_reference_is_built_once_and_read_back_from_the_cache_folder(committed_db, settings, tmp_path):
+    from backups import dump_reference
+
+    # given an empty cache folder and no reference in memory
+    settings.BACKUP_STRUCTURE_CACHE_DIR = tmp_path / "cache"
+    dump_reference.references_forget()
+    try:
+        # when a reference is asked for twice, the second time by a process that starts afresh
+        first = _reference()
+        dump_reference.references_forget()
+        second = _reference()
+        # then it was built once, left nothing in the database, and read back the same
+        assert len(list((tmp_path / "cache").glob("reference-*.json"))) == 1
+        assert second.as_json() == first.as_json()
+        assert dump_reference.reference_schemas_left() == []
+        assert all(dump_reference.rename_is_exact(entry.text, first.schema) for entry in first.entries)
+    finally:
+        dump_reference.references_forget()

@@ -4,7 +4,7 @@ ijson (its C backend) parses the upload without loading it: the header comes
 first, then each model's rows, which the importer consumes as they arrive. A
 malformed or truncated file fails here with InvalidJSONError or WrongFormatError.
 
-Between the gunzip and the parser sits _GuardedStream, which sees every inflated
+Between the gunzip and the parser sits GuardedStream, which sees every inflated
 byte before the parser does, so a hostile file is refused before it costs memory:
 1. The inflated size is counted: past RESTORE_MAX_INFLATED_BYTES, 413.
 2. The bytes read since the current row (or header entry) began are counted: the
@@ -23,24 +23,20 @@ from __future__ import annotations
 
 import gzip
 import io
-import re
-import sys
 import zlib
-from dataclasses import dataclass
 from typing import Any, BinaryIO, Callable, Iterator
 
 import ijson
-from django.conf import settings
 from django.utils.translation import gettext as _
 
 from backup_restore import errors
+from backup_restore.guarded_stream import PARSE_BUFFER, GuardedStream, LimitExceeded, ReadLimits
 
 try:  # the C backend is several times faster; fall back to whatever ijson picked
     _ijson = ijson.get_backend("yajl2_c")
 except Exception:  # pragma: no cover
     _ijson = ijson
 
-PARSE_BUFFER = 1 << 18
 # Deeper JSON than this is refused: Python and PostgreSQL would recurse through it.
 MAX_JSON_DEPTH = 128
 
@@ -81,126 +77,6 @@ def _reason(exc: BaseException) -> str:
     return " ".join(str(exc).split())[:300] or type(exc).__name__
 
 
-@dataclass(frozen=True)
-class ReadLimits:
-    """How much a file may inflate to, and how big one row or header entry may be (bytes of JSON)."""
-
-    max_bytes: int
-    max_value_bytes: int
-
-    @classmethod
-    def from_settings(cls) -> "ReadLimits":
-        return cls(max_bytes=settings.RESTORE_MAX_INFLATED_BYTES, max_value_bytes=settings.RESTORE_MAX_VALUE_BYTES)
-
-
-class _LimitExceeded(Exception):
-    """Raised inside the parser's read(); BackupReader turns it into a RestoreError naming the row."""
-
-    def __init__(self, kind: str):
-        super().__init__(kind)
-        self.kind = kind
-
-
-# An escaped surrogate, with the backslashes before it: a valid pair, or one alone.
-_SURROGATE_ESCAPES = re.compile(
-    rb"(\\+)u(?:[dD][89abAB][0-9a-fA-F]{2}\\u[dD][c-fC-F][0-9a-fA-F]{2}|(?P<lone>[dD][89a-fA-F][0-9a-fA-F]{2}))"
-)
-_NUL_ESCAPE = b"\\u0000"
-_ESCAPE_MAX = 12  # the longest escape the screen looks at: a surrogate pair
-
-
-def _whole_escapes_end(buf: bytes) -> int:
-    """Where to split `buf` so that no escape (nor the backslashes before it) is cut in two."""
-    first = buf.find(b"\\", max(0, len(buf) - _ESCAPE_MAX))
-    if first < 0:
-        return len(buf)
-    return len(buf[: first + 1].rstrip(b"\\"))  # back to the start of that run of backslashes
-
-
-def _screened(buf: bytes, end: int) -> tuple[bytes, int]:
-    """buf[:end] with each lone surrogate escape replaced by \\u0000 (same length), and where it ended."""
-    if b"\\u" not in buf:
-        return buf[:end], end
-    out = None
-    pos = 0
-    while (match := _SURROGATE_ESCAPES.search(buf, pos)) and match.start() < end:
-        if match.end() > end:  # a pair across the split: both halves go to the next read
-            end = match.start()
-            break
-        run = len(match.group(1))
-        if run % 2 == 0:  # an escaped backslash, then a plain "u": look again after it
-            pos = match.start() + run + 1
-            continue
-        if match.group("lone"):
-            start = match.start() + run - 1
-            out = out if out is not None else bytearray(buf)
-            out[start : start + len(_NUL_ESCAPE)] = _NUL_ESCAPE
-        pos = match.end()
-    return (bytes(out[:end]) if out is not None else buf[:end]), end
-
-
-_DIGITS_AS_ZEROS = bytes.maketrans(b"123456789", b"000000000")
-
-
-class _GuardedStream:
-    """The inflated upload as the parser reads it: counted, bounded and screened (see the module docstring)."""
-
-    def __init__(self, inner: BinaryIO, limits: ReadLimits):
-        self._inner = inner
-        self._carry = b""
-        self.limits = limits
-        self.total = 0
-        self.mark = 0  # `total` when the row or header entry being read began
-        self.row: list | None = None  # the row being read, and how many values it may hold
-        self.row_max = 0
-        self._max_digits = sys.get_int_max_str_digits()
-        self._digit_run = 0  # digits at the end of what the parser was given
-        self._refuse_next: str | None = None
-
-    def read(self, size: int = -1) -> bytes:
-        if size == 0:
-            return b""
-        if self._refuse_next:  # raised now, the parser has given every event before the refused value
-            raise _LimitExceeded(self._refuse_next)
-        while True:
-            data = self._inner.read(size if size and size > 0 else PARSE_BUFFER)
-            self._count(len(data))
-            buf = self._carry + data if self._carry else data
-            if not data:  # the end: whatever was held back goes out
-                self._carry = b""
-                return self._digits_checked(_screened(buf, len(buf))[0])
-            out, end = _screened(buf, _whole_escapes_end(buf))
-            self._carry = buf[end:]
-            if out:  # an empty answer would mean the end to the parser
-                return self._digits_checked(out)
-
-    def _digits_checked(self, out: bytes) -> bytes:
-        """`out`, or the part before a run of too many digits (refused at the next read)."""
-        limit = self._max_digits
-        if not limit or not out:
-            return out
-        flat = out.translate(_DIGITS_AS_ZEROS)
-        head = len(flat) - len(flat.lstrip(b"0"))
-        if self._digit_run + head > limit:
-            raise _LimitExceeded("digits")
-        found = flat.find(b"0" * (limit + 1))
-        if found > 0:
-            self._refuse_next = "digits"
-            return out[:found]
-        self._digit_run = self._digit_run + head if head == len(flat) else len(flat) - len(flat.rstrip(b"0"))
-        return out
-
-    def _count(self, size: int) -> None:
-        self.total += size
-        if self.total > self.limits.max_bytes:
-            raise _LimitExceeded("inflated")
-        # One read of slack: the read that finished the previous row counts from this row's mark.
-        if self.total - self.mark > self.limits.max_value_bytes + PARSE_BUFFER:
-            raise _LimitExceeded("value")
-        if self.row is not None and len(self.row) > self.row_max:
-            raise _LimitExceeded("row")
-
-
 def _count_check(label: str, *, declared: int | None, read: int) -> None:
     if declared is None:
         raise errors.CountMismatchError(details={"model": label, "declared": None, "read": read, "reason": _(
@@ -220,7 +96,7 @@ class BackupReader:
 
     def __init__(self, stream: BinaryIO, *, limits: ReadLimits | None = None,
                  key_of: Callable[[str], str | None] = lambda label: None):
-        self._guard = _GuardedStream(stream, limits or ReadLimits.from_settings())
+        self._guard = GuardedStream(stream, limits or ReadLimits.from_settings())
         self._events = _ijson.basic_parse(self._guard, use_float=False, buf_size=PARSE_BUFFER)
         self._key_of = key_of
         self._label: Any = None  # where the reader is, for a refusal to say
@@ -240,10 +116,10 @@ class BackupReader:
             raise errors.InvalidJSONError(details={"reason": _("El archivo termina antes de tiempo.")}) from None
         except _STREAM_ERRORS as exc:
             raise errors.InvalidJSONError(details={"reason": _reason(exc)}) from None
-        except _LimitExceeded as exc:
+        except LimitExceeded as exc:
             raise self._refusal(exc) from None
 
-    def _refusal(self, exc: _LimitExceeded) -> errors.RestoreError:
+    def _refusal(self, exc: LimitExceeded) -> errors.RestoreError:
         """What a limit refuses, naming the model, row and field being read."""
         limits = self._guard.limits
         if exc.kind == "inflated":
@@ -289,7 +165,7 @@ class BackupReader:
             if event in ("start_map", "start_array"):
                 depth += 1
                 if depth > MAX_JSON_DEPTH:
-                    raise self._refusal(_LimitExceeded("depth"))
+                    raise self._refusal(LimitExceeded("depth"))
             elif event in ("end_map", "end_array"):
                 depth -= 1
             builder.event(event, value)
@@ -372,7 +248,7 @@ class BackupReader:
                 return
             except _STREAM_ERRORS as exc:
                 raise errors.InvalidJSONError(details={"reason": _reason(exc)}) from None
-            except _LimitExceeded as exc:
+            except LimitExceeded as exc:
                 raise self._refusal(exc) from None
 
     def _rows(self, label: str, names: list) -> Iterator[list]:
@@ -408,6 +284,6 @@ class BackupReader:
                     )
         except _STREAM_ERRORS as exc:
             raise errors.InvalidJSONError(details={"model": label, "reason": _reason(exc)}) from None
-        except _LimitExceeded as exc:
+        except LimitExceeded as exc:
             raise self._refusal(exc) from None
         raise errors.InvalidJSONError(details={"model": label, "reason": _("El archivo termina antes de tiempo.")})

@@ -106,7 +106,7 @@ def test_a_run_of_digits_python_cannot_convert_is_refused_naming_the_row(step):
 
 
 def test_a_row_past_the_value_limit_is_refused_with_the_limit_naming_the_row():
-    from backup_restore.reader import ReadLimits
+    from backup_restore.guarded_stream import ReadLimits
 
     limits = ReadLimits(max_bytes=1 << 30, max_value_bytes=1 << 20)
     with pytest.raises(errors.InvalidValueError) as raised:

@@ -4,7 +4,7 @@ against a plain serial loop of `pg_dump --schema=X | gzip` over the same clinics
     python bench/bench_fanout.py --clinics 200 --crowd 500   # make bench runs 50 and 200
 
 In a scratch database: one small clinic is created for real (migrations, demo rows) and
-cloned in SQL into --clinics clinics with the same rows. Then, in the same run:
+its dump replayed under --clinics new names (same structure and rows). Then, in the same run:
 - the serial bare-tool loop over all of them (the baseline);
 - `create_backup --all-tenants --type automatic` with a broker (it only enqueues) and a
   real `celery -A core worker --concurrency=W` draining the queue, for W = 1 and 2:
@@ -25,17 +25,10 @@ import uuid
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import ROOT, clone_clinics, measure, scratch_database, table  # noqa: E402
+from common import ROOT, clinic_sql, clinics_from_dump, clone_clinics, measure, scratch_database, table  # noqa: E402
 
 TEMPLATE = "bench_fan"
 PREFIX = "bench_f"
-# Clinic rows and what Django needs to read a clinic (its migrations, its users); never the
-# backup history or the audit log, which each clinic starts without.
-COPIED_TABLES = ("clinica_tratamiento", "clinica_odontologo", "clinica_paciente", "clinica_cita", "clinica_factura",
-                 "clinica_lineafactura", "clinica_pago", "clinica_radiografia", "django_migrations", "usuarios_usuario",
-                 "django_content_type")
-
-
 def _manage(*args: str) -> list[str]:
     return [sys.executable, str(ROOT / "manage.py"), *args]
 
@@ -118,10 +111,14 @@ def _measure(args) -> None:
         counts = clinic_fill(scale=0.05)
     binaries = pg_binaries()
     env = {**os.environ, **database_params().environ()}
+    sql = clinic_sql(TEMPLATE, binaries, env)  # before its own backups write its name into rows
     alone = _one_clinic(binaries, env, "sola en la base")
 
     started = time.perf_counter()
-    names = clone_clinics(template=TEMPLATE, prefix=PREFIX, count=args.clinics, copy_tables=COPIED_TABLES)
+    # Replayed from the clinic's own dump: the same structure as migrations make (foreign keys
+    # included), so each backup takes the cached-structure path as a real clinic's does.
+    clinics_from_dump(TEMPLATE, 1, args.clinics, sql, binaries, env, prefix=PREFIX)
+    names = [f"{PREFIX}{i:05d}" for i in range(1, args.clinics + 1)]
     print(f"{args.clinics} clínicas de {counts.total} filas clonadas en {time.perf_counter() - started:.1f} s", flush=True)
 
     loop = " ; ".join(f'"{binaries.pg_dump}" --schema={name} --no-owner --no-privileges | gzip -6 > /dev/null' for name in names)

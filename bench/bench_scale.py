@@ -33,42 +33,10 @@ import uuid
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import ROOT, scratch_database, table  # noqa: E402
+from common import ROOT, clinic_sql, clinics_from_dump, scratch_database, table  # noqa: E402
 
 CLINIC = "bench_escala"
-CLONE_BATCH = 50
 MANAGE = [sys.executable, str(ROOT / "manage.py")]
-
-
-def _clinic_sql(binaries, env: dict) -> str:
-    done = subprocess.run([str(binaries.pg_dump), f"--schema={CLINIC}", "--no-owner", "--no-privileges"],
-                          env=env, capture_output=True, check=True)
-    sql = done.stdout.decode()
-    assert sql.count(CLINIC) == sql.count(f"{CLINIC}.") + sql.count(f"{CLINIC};") + sql.count(f"{CLINIC}/"), "unsafe rename"
-    return sql
-
-
-def _add_clinics(first: int, last: int, sql: str, binaries, env: dict) -> None:
-    """Clinics first..last: the measured clinic's dump replayed under each new name, two psql at a time."""
-    from core.models import Tenant
-
-    batches = [range(start, min(start + CLONE_BATCH, last + 1)) for start in range(first, last + 1, CLONE_BATCH)]
-    running: list[subprocess.Popen] = []
-    for batch in batches:
-        script = "".join(sql.replace(CLINIC, f"bench_c{i:05d}") for i in batch).encode()
-        process = subprocess.Popen([str(binaries.psql), "-q", "-v", "ON_ERROR_STOP=1", "-o", "/dev/null"],
-                                   stdin=subprocess.PIPE, env=env, stderr=subprocess.PIPE)
-        process.stdin.write(script)
-        process.stdin.close()
-        running.append(process)
-        while len(running) >= 2 or (running and batch is batches[-1]):
-            done = running.pop(0)
-            if done.wait() != 0:
-                raise SystemExit(done.stderr.read().decode()[-2000:])
-    Tenant.objects.bulk_create(
-        [Tenant(schema_name=f"bench_c{i:05d}", slug=f"bench-c{i:05d}", nombre=f"Clínica {i:05d}") for i in range(first, last + 1)],
-        batch_size=1000,
-    )
 
 
 def _median_seconds(run, repeat: int) -> float:
@@ -189,14 +157,14 @@ def _measure(args, sizes: list[int], work: Path) -> None:
         counts = clinic_fill(scale=args.scale)
     binaries, params = pg_binaries(), database_params()
     env = params.environ()
-    sql = _clinic_sql(binaries, env)
+    sql = clinic_sql(CLINIC, binaries, env)
     print(f"clínica medida: {counts.total:,} filas; preparada en {time.perf_counter() - started:.1f} s", flush=True)
 
     results, present = [], 1
     for n in sizes:
         if n > present:
             started = time.perf_counter()
-            _add_clinics(present, n - 1, sql, binaries, env)
+            clinics_from_dump(CLINIC, present, n - 1, sql, binaries, env)
             present = n
             print(f"N = {n:,}: clínicas añadidas en {time.perf_counter() - started:.1f} s", flush=True)
         dump_reference.references_forget()

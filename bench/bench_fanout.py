@@ -74,6 +74,16 @@ def _fan_out(workers: int, clinics: int, env: dict) -> tuple[float, float]:
         Path(worker.log_path).unlink(missing_ok=True)
 
 
+def _forget_keys(redis_url: str, prefix: str) -> None:
+    """This run's queue and bindings: Redis outlives the benchmark."""
+    import redis
+
+    broker = redis.Redis.from_url(redis_url)
+    for key in broker.scan_iter(f"{prefix}*"):
+        broker.delete(key)
+    broker.close()
+
+
 def _one_clinic(binaries, env: dict, label: str) -> list[tuple]:
     bare = measure(f"pg_dump | gzip, {label}",
                    f'"{binaries.pg_dump}" --schema={TEMPLATE} --no-owner --no-privileges | gzip -6 > /dev/null', env=env)
@@ -124,7 +134,10 @@ def _measure(args) -> None:
     loop = " ; ".join(f'"{binaries.pg_dump}" --schema={name} --no-owner --no-privileges | gzip -6 > /dev/null' for name in names)
     serial = measure(f"bucle serial pg_dump | gzip ({args.clinics})", loop, env=env)
     worker_env = {**os.environ, "CELERY_BROKER_URL": args.redis, "JOB_KEY_PREFIX": f"bench-{uuid.uuid4().hex[:8]}:"}
-    runs = [(workers, *_fan_out(workers, args.clinics, worker_env)) for workers in (1, 2)]
+    try:
+        runs = [(workers, *_fan_out(workers, args.clinics, worker_env)) for workers in (1, 2)]
+    finally:
+        _forget_keys(args.redis, worker_env["JOB_KEY_PREFIX"])
 
     crowd = max(args.crowd - args.clinics - 1, 0)
     clone_clinics(template=TEMPLATE, prefix="bench_g", count=crowd)

@@ -50,9 +50,17 @@ def redis_url() -> str:
 
 
 @pytest.fixture(scope="session")
-def job_queue() -> str:
-    # This session's own keys on the shared Redis: other runs (and their leftovers) never mix in.
-    return f"test-{uuid.uuid4().hex[:8]}:"
+def job_queue(redis_url):
+    # This session's own keys on the shared Redis: other runs (and their leftovers) never mix in,
+    # and they are removed at the end (Redis outlives the session).
+    import redis
+
+    prefix = f"test-{uuid.uuid4().hex[:8]}:"
+    yield prefix
+    broker = redis.Redis.from_url(redis_url)
+    for key in broker.scan_iter(f"{prefix}*"):
+        broker.delete(key)
+    broker.close()
 
 
 @pytest.fixture(scope="session")

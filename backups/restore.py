@@ -64,11 +64,11 @@ from backups.models import BackupFile, BackupRecord, RestoreJob
 from backups.pg_tools import PgBinaries, run_psql
 from backups.selectors import backup_get, backup_get_completed
 from backups.services import TARGET_TYPE, audit_missing_files, backup_mark_integrity, database_params, pg_binaries
-from backups.storage import COPY_CHUNK_SIZE, storage_copy
+from backups.storage import COPY_CHUNK_SIZE, killable, storage_copy
 from bitacora.models import Bitacora
 from bitacora.services import AuditContext, audit_failure, record
 from core.errors import RestoreBusyError, RestoreFailedError
-from core.faults import die_now, kill_after_bytes, kill_point
+from core.faults import kill_point
 from core.files import temporary_file
 from core.locks import tenant_operation_lock
 from core.models import Tenant
@@ -106,25 +106,19 @@ class _ConcatenatedReader(io.RawIOBase):
 
 
 class _CountedReader(io.RawIOBase):
-    """The dump as psql reads it, reporting progress (and obeying a test's kill point)."""
+    """The dump as psql reads it, reporting progress."""
 
     def __init__(self, source: BinaryIO, progress: Callable[[int], None] | None):
         self._source = source
         self._progress = progress
         self._reported = 0
         self.count = 0
-        self._kill_at = kill_after_bytes("restore.replay")
 
     def readable(self) -> bool:
         return True
 
     def read(self, size: int = -1) -> bytes:
-        size = size if size and size > 0 else COPY_CHUNK_SIZE
-        if self._kill_at is not None:
-            if self.count >= self._kill_at:
-                die_now()  # what was read before is already in psql's pipe
-            size = min(size, self._kill_at - self.count)
-        chunk = self._source.read(size)
+        chunk = self._source.read(size if size and size > 0 else COPY_CHUNK_SIZE)
         self.count += len(chunk)
         if self._progress and self.count - self._reported >= PROGRESS_EVERY_BYTES:
             self._reported = self.count
@@ -172,7 +166,7 @@ def _replay_into_staging(
 ) -> None:
     prelude, postlude = replay_script_parts(schema=schema, staging=staging, aside=aside)
     with gzip.GzipFile(fileobj=dump_file, mode="rb") as dump_sql:
-        script = _ConcatenatedReader([io.BytesIO(prelude), _CountedReader(dump_sql, progress), io.BytesIO(postlude)])
+        script = _ConcatenatedReader([io.BytesIO(prelude), _CountedReader(killable(dump_sql, "restore.replay"), progress), io.BytesIO(postlude)])
         run_psql(binaries=binaries, params=database_params(), script=script)
     # psql exits 0 when its input ends before COMMIT (the transaction then rolls back):
     # only the staging schema's existence proves the replay committed.

@@ -46,7 +46,6 @@ from core.exceptions import DomainError
 from core.faults import kill_point
 from core.files import file_name_timestamp, temporary_file
 from core.locks import tenant_operation_lock
-from core.selectors import migration_state
 
 logger = logging.getLogger(__name__)
 
@@ -139,11 +138,11 @@ def _backup_claim(backup_id: int) -> bool:
     )
 
 
-def _backup_dump(schema: str, binaries: PgBinaries, spool, listing, progress) -> tuple[DumpResult, dict]:
+def _backup_dump(schema: str, binaries: PgBinaries, server_version: str, spool, listing, progress) -> tuple[DumpResult, dict]:
     """The dump and the file list from one snapshot: from the cached structure when the clinic
     matches it (backups.cached_dump), else pg_dump. What it used, and why, goes in the manifest."""
     params = database_params()
-    reference = reference_get(binaries=binaries, params=params, server_version=_server_version())
+    reference = reference_get(binaries=binaries, params=params, server_version=server_version)
     reason = "no_reference"
     if reference is not None:
         try:
@@ -173,6 +172,7 @@ def _backup_dump(schema: str, binaries: PgBinaries, spool, listing, progress) ->
 
 
 def _backup_dump_and_store(backup: BackupRecord, binaries: PgBinaries) -> tuple[DumpResult, StoredFiles, dict, dict[str, float]]:
+    # The manifest (backup_run) already holds the server version read once for this backup.
     schema = connection.schema_name
 
     def progress(size: int) -> None:
@@ -180,7 +180,8 @@ def _backup_dump_and_store(backup: BackupRecord, binaries: PgBinaries) -> tuple[
 
     started = time.monotonic()
     with temporary_file() as spool, temporary_file() as listing:
-        result, dumped_with = _backup_dump(schema, binaries, spool, listing, progress)
+        result, dumped_with = _backup_dump(schema, binaries, backup.manifest["server_version"], spool, listing,
+                                           progress)
         dumped = time.monotonic()
         spool.seek(0)
         kill_point("backup.before_upload")
@@ -249,16 +250,15 @@ def backup_run(*, context: AuditContext, backup_id: int, retry_transient: bool =
                 "server_version": _server_version(),
                 "pg_dump_version": binaries.version,
                 "compression": "gzip",
-                "migrations": migration_state(),
             }
             backup.save(update_fields=["manifest"])
             try:
                 result, files, dumped_with, seconds = _backup_dump_and_store(backup, binaries)
             except StorageUnavailableError as exc:
-                _remove_partial_object(backup.file_path)
                 if not retry_transient:
                     backup_fail(backup=backup, error=exc)
                     raise
+                _remove_partial_object(backup.file_path)
                 BackupRecord.objects.filter(pk=backup.pk).update(
                     status=BackupRecord.Status.PENDING, progress_bytes=0, error=str(exc.message), error_code=exc.code
                 )

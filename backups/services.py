@@ -28,15 +28,14 @@ from backups.pg_tools import DumpResult, PgBinaries, PgConnectionParams, dump_sc
 from backups.selectors import backup_get, backup_get_completed
 from backups.files import (
     MISSING_LISTED,
-    StoredFiles,
     backup_files_check,
-    backup_files_store,
     exported_snapshot,
     file_object_key,
     file_objects_only_named_by,
     paths_read,
     paths_write,
 )
+from backups.files_store import StoredFiles, backup_files_store
 from backups.files_archive import TarMember, tar_members, tar_size, tar_stream
 from backups.storage import backup_storage, killable, storage_copy, storage_open
 from bitacora.models import Outcome

@@ -236,6 +236,11 @@ BACKUP_RETRY_BASE_SECONDS = env.int("BACKUP_RETRY_BASE_SECONDS", default=30)
 # is older than this (the nightly cron runs every 24 h; 2 h of slack).
 BACKUP_OVERDUE_AFTER = timedelta(hours=env.float("BACKUP_OVERDUE_AFTER_HOURS", default=26))
 
+# A backup's file phase reads, hashes and uploads this many patient files at once
+# (threads: hashing and I/O run outside the GIL). Memory stays bounded: each file in
+# flight holds at most 4 MiB in memory, larger ones go to an anonymous temporary file.
+BACKUP_FILE_WORKERS = env.int("BACKUP_FILE_WORKERS", default=4)
+
 # SQL restore: how long the schema swap waits for the clinic's in-flight transactions.
 BACKUP_RESTORE_LOCK_TIMEOUT = env("BACKUP_RESTORE_LOCK_TIMEOUT", default="10s")
 

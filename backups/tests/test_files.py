@@ -6,10 +6,12 @@ with its media and backups folders their own (media_dir, backups_dir).
 """
 from __future__ import annotations
 
+import errno
 import gzip
 import hashlib
 import os
 import shutil
+import threading
 import uuid
 from datetime import timedelta
 
@@ -19,6 +21,7 @@ from django.db import connection
 
 from backups.files import file_object_key
 from backups.files_restore import new_clinic_rename
+from backups.errors import BackupFailedError
 from backups.models import BackupRecord
 from backups.restore import CARRIED_MODELS, backup_restore_as_new_tenant
 from backups.retention import RetentionPolicy, backup_prune
@@ -177,6 +180,40 @@ def test_a_second_backup_uploads_no_file_and_a_new_radiograph_exactly_one(commit
     sha256 = third.files.get(path=new.archivo.name).sha256
     assert [name for name in counting_storages.saved if "/files/" in name] == [file_object_key("test_restore", sha256)]
     assert third.files_count == second.files_count + 1
+
+
+class FullDiskStorage(FileSystemStorage):
+    """A local storage whose disk fills up after its first two file objects."""
+
+    lock = threading.Lock()
+    file_objects = 0
+
+    def _save(self, name, content):
+        if "/files/" in name:
+            with FullDiskStorage.lock:
+                FullDiskStorage.file_objects += 1
+                if FullDiskStorage.file_objects > 2:
+                    raise OSError(errno.ENOSPC, "No space left on device")
+        return super()._save(name, content)
+
+
+def test_a_file_upload_failing_on_a_worker_thread_fails_the_backup_cleanly(committed_db, settings, tmp_path, media_dir,
+                                                                            media_files):
+    # given a backups storage that fills up after two file objects, and more files than threads
+    settings.STORAGES = {**settings.STORAGES,
+                         "backups": {"BACKEND": f"{__name__}.FullDiskStorage", "OPTIONS": {"location": tmp_path / "backups"}}}
+    FullDiskStorage.file_objects = 0
+    media_files(count=10, size=64 * 1024)
+    # when a backup runs, then it fails with a clear error rather than hanging or completing
+    with pytest.raises(BackupFailedError):
+        backup_create(context=CONTEXT)
+    backup = BackupRecord.objects.order_by("-id").first()
+    assert backup.status == BackupRecord.Status.FAILED and not (tmp_path / "backups" / backup.file_path).exists()
+    # and its threads are gone, and every object it stored is named by its entries (retention finds them)
+    assert not [thread for thread in threading.enumerate() if thread.name.startswith("backup-files")]
+    stored = {path.name for path in (tmp_path / "backups").rglob("*") if path.is_file()}
+    assert len(stored) == 2
+    assert stored <= set(backup.files.values_list("sha256", flat=True))
 
 
 def test_a_radiograph_added_or_deleted_during_the_backup_cannot_split_manifest_and_dump(

@@ -1,4 +1,5 @@
-"""A restore SIGKILLed at each step of its file phase loses no live file and changes no row.
+"""A restore SIGKILLed at each step of its file phase loses no live file and changes no row;
+a backup SIGKILLed in its file phase leaves no object its record does not name.
 
 A real `manage.py restore_backup` child, killed by core.faults (CLINICA_KILL_AT) at
 each point restore_files marks, with the clinic set up so that the phase does every
@@ -11,9 +12,11 @@ import signal
 
 import pytest
 
+from backups.files import file_object_key
+from backups.models import BackupFile, BackupRecord
 from backups.reaper import reap
 from backups.restore import backup_restore_in_place
-from backups.services import backup_create
+from backups.services import backup_create, backup_verify
 from backups.tests.processes import manage
 from backups.tests.test_files import CONTEXT, clinic_rows, live_files
 from clinica.models import Radiografia
@@ -61,3 +64,31 @@ def test_a_restore_killed_in_its_file_phase_loses_no_live_file_and_changes_no_ro
         # then a new restore never trusts the half-written file: every file is whole afterwards
         backup_restore_in_place(context=CONTEXT, backup_id=backup.pk, confirm="test_restore")
         assert set(live_files().values()) >= set(backup.files.values_list("sha256", flat=True)) and all(live_files().values())
+
+
+def test_a_backup_killed_while_its_threads_upload_files_leaves_only_objects_its_record_names(
+    committed_db, backups_dir, media_files, tmp_path,
+):
+    # given a clinic with a dozen radiographs of 256 KiB, more than the file phase's threads at once
+    media_files(count=12, size=256 * 1024)
+    # when a backup is killed as one of its concurrent uploads passes 100,000 bytes
+    log = tmp_path / "backup.log"
+    ran = manage("create_backup", "--tenant", "test_restore", backups_dir=backups_dir,
+                 kill_at="backup.files.upload@100000", log=log)
+    assert ran.returncode == -signal.SIGKILL, log.read_text()[-3000:]
+    killed = BackupRecord.objects.order_by("-id").first()
+    assert killed.status == BackupRecord.Status.RUNNING
+    # then every object it left (whole or cut short) is named by its record's entries: retention can find it
+    stored = {path.name for path in (backups_dir / "test_restore" / "files").rglob("*") if path.is_file()}
+    assert stored, "the kill came before any upload began"
+    assert stored <= set(BackupFile.objects.filter(backup=killed).values_list("sha256", flat=True))
+    # and after the reaper, the next backup stores every file whole, none trusted from the cut upload
+    reap()
+    killed.refresh_from_db()
+    assert killed.status == BackupRecord.Status.FAILED
+    backup = backup_create(context=CONTEXT)
+    assert backup.files_count >= 12
+    assert backup_verify(context=CONTEXT, backup=backup) == BackupRecord.Integrity.OK
+    for sha256 in backup.files.values_list("sha256", flat=True):
+        assert (backups_dir / file_object_key("test_restore", sha256)).stat().st_size == BackupFile.objects.filter(
+            sha256=sha256).values_list("size", flat=True).first()

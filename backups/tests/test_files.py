@@ -216,6 +216,22 @@ def test_a_file_upload_failing_on_a_worker_thread_fails_the_backup_cleanly(commi
     assert stored <= set(backup.files.values_list("sha256", flat=True))
 
 
+def test_the_file_threads_upload_to_supabase_storage_each_object_whole(committed_db, settings, supabase_server, media_files):
+    # given the backups in Supabase Storage, and more radiographs than the file phase has threads
+    settings.STORAGES = {**settings.STORAGES, "backups": {
+        "BACKEND": "backups.supabase_storage.SupabaseStorage",
+        "OPTIONS": {"url": supabase_server.url, "key": supabase_server.key, "bucket": "backups"}}}
+    settings.BACKUP_FILE_WORKERS = 4
+    media_files(count=12, size=300 * 1024)
+    # when a backup runs, then every content is one whole object on the server, and verify agrees
+    backup = backup_create(context=CONTEXT)
+    named = set(backup.files.values_list("sha256", flat=True))
+    assert len(named) >= 12
+    for sha256 in named:
+        assert hashlib.sha256(supabase_server.read("backups", file_object_key("test_restore", sha256))).hexdigest() == sha256
+    assert backup_verify(context=CONTEXT, backup=backup) == BackupRecord.Integrity.OK
+
+
 def test_a_radiograph_added_or_deleted_during_the_backup_cannot_split_manifest_and_dump(
     committed_db, backups_dir, media_files, tmp_path,
 ):

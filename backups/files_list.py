@@ -1,0 +1,134 @@
+"""The file list stored beside each dump: which media path held which content, readable without the database.
+
+A backup's BackupFile rows are the only map from its content objects
+(`<clinic>/files/<ab>/<sha256>`) back to media paths, and they live in the database.
+An operator who lost the database can replay the dump (`gunzip | psql`), so the map
+is stored beside the dump too:
+1. Its key is the dump's, `.sql.gz` becoming `.files.jsonl.gz` (file_list_key). The dump
+   and its list are one backup's objects (backup_objects): whatever removes the dump (a
+   failed backup, the reaper, backup_delete and so retention) removes both.
+2. Its content is gzip of JSON lines: a header (FORMAT, its version, the clinic, the
+   dump's name and checksums, where the content objects are, how many entries follow),
+   then {"path", "sha256", "size"} per entry in path order (sha256 null: the file was
+   missing at backup time). Entries are read with a server-side cursor and written
+   through an anonymous temporary file: memory stays bounded whatever the clinic's size.
+3. backup_run writes it after the file phase, before the record is `completed`; its key,
+   sha256 and size go in the manifest (`files.list`), which backup_verify re-reads. A
+   backup made before lists existed has none there and verifies as it always did.
+"""
+from __future__ import annotations
+
+import gzip
+import json
+import logging
+import posixpath
+from typing import IO
+
+from django.db.models import Count, Q, Sum
+from django.db.models.functions import Coalesce
+
+from backups.errors import BackupFileError, StorageObjectMissingError
+from backups.files import BATCH_SIZE, stored_content
+from backups.models import BackupRecord
+from backups.pg_tools import DumpResult
+from backups.storage import backup_storage, copy_hashed, killable, storage_copy
+from core.faults import kill_point
+from core.files import temporary_file
+
+logger = logging.getLogger(__name__)
+
+FORMAT = "clinica-backup-files"
+FORMAT_VERSION = 1
+HASH = "sha256"
+DUMP_SUFFIX = ".sql.gz"
+LIST_SUFFIX = ".files.jsonl.gz"
+
+
+def file_list_key(file_path: str) -> str | None:
+    """Where a dump's file list is stored: beside it, with its stem; None for a name no backup writes."""
+    if not file_path.endswith(DUMP_SUFFIX):
+        return None  # a record made by hand: no list, and no other backup's list to take for its own
+    return file_path[: -len(DUMP_SUFFIX)] + LIST_SUFFIX
+
+
+def backup_objects(file_path: str) -> list[str]:
+    """The objects one backup stores under its own name, removed with it: its dump and its file list."""
+    key = file_list_key(file_path)
+    return [file_path] if key is None else [file_path, key]
+
+
+def partial_objects_remove(file_path: str) -> None:
+    """Remove whatever a failed or interrupted backup stored under its name, never raising."""
+    for name in backup_objects(file_path):
+        try:
+            storage = backup_storage()
+            if storage.exists(name):
+                storage.delete(name)
+        except Exception:  # noqa: BLE001 - the original failure matters more; this one is logged
+            logger.exception("could not remove the partial object %s", name)
+
+
+def storage_prefix(schema: str) -> str:
+    return f"{schema}/files/"
+
+
+# Writing
+
+
+def _header(backup: BackupRecord, schema: str, dump: DumpResult) -> dict:
+    totals = backup.files.aggregate(
+        count=Count("pk"), size=Coalesce(Sum("size"), 0), missing=Count("pk", filter=Q(sha256=""))
+    )
+    return {"format": FORMAT, "version": FORMAT_VERSION, "schema": schema, "file_name": backup.file_name,
+            "created_at": backup.created_at.isoformat(), "sha256": dump.sha256, "sql_sha256": dump.sql_sha256,
+            "storage_prefix": storage_prefix(schema), "hash": HASH, **totals}
+
+
+def _line(item: dict) -> bytes:
+    return json.dumps(item, ensure_ascii=False, separators=(",", ":")).encode() + b"\n"
+
+
+def _list_write(destination: IO[bytes], backup: BackupRecord, schema: str, dump: DumpResult) -> None:
+    # mtime=0 and no file name: the same entries make the same bytes.
+    with gzip.GzipFile(filename="", mode="wb", fileobj=destination, mtime=0) as compressed:
+        compressed.write(_line(_header(backup, schema, dump)))
+        entries = backup.files.order_by("path").values_list("path", "sha256", "size")
+        for path, sha256, size in entries.iterator(chunk_size=BATCH_SIZE):
+            compressed.write(_line({"path": path, "sha256": sha256 or None, "size": size}))
+
+
+def file_list_store(*, backup: BackupRecord, schema: str, dump: DumpResult) -> dict:
+    """Store the backup's file list beside its dump; what the manifest records of it (`files.list`)."""
+    key = file_list_key(backup.file_path)
+    if key is None:
+        raise BackupFileError(details={"operation": "list", "file_path": backup.file_path})
+    store = backup_storage()
+    with temporary_file() as buffer:
+        _list_write(buffer, backup, schema, dump)
+        buffer.seek(0)
+        copied = copy_hashed(buffer)
+        buffer.seek(0)
+        name = store.save(key, stored_content(killable(buffer, "backup.files_list.upload"),
+                                              posixpath.basename(key), copied.size))
+    if name != key:  # the storage renamed it: that name was taken, and the manifest must name this one
+        store.delete(name)
+        raise BackupFileError(details={"operation": "upload", "object": key})
+    kill_point("backup.files_listed")
+    return {"object": key, "sha256": copied.sha256, "size": copied.size}
+
+
+# Verify
+
+
+def file_list_check(*, backup: BackupRecord) -> list[dict]:
+    """Re-read the backup's file list, if it has one: [] when it matches its sha256, else the problem."""
+    listed = (backup.manifest.get("files") or {}).get("list")
+    if not listed:
+        return []  # made before file lists existed
+    try:
+        actual = storage_copy(listed["object"]).sha256
+    except StorageObjectMissingError:
+        return [{"object": listed["object"], "problem": BackupRecord.Integrity.MISSING.value}]
+    if actual != listed["sha256"]:
+        return [{"object": listed["object"], "problem": BackupRecord.Integrity.MISMATCH.value, "actual_sha256": actual}]
+    return []

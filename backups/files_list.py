@@ -15,6 +15,8 @@ is stored beside the dump too:
 3. backup_run writes it after the file phase, before the record is `completed`; its key,
    sha256 and size go in the manifest (`files.list`), which backup_verify re-reads. A
    backup made before lists existed has none there and verifies as it always did.
+4. Reading it back needs only the backups storage (file_list_open); the recovery itself
+   is backups.files_recover (`manage.py restore_backup_files`).
 """
 from __future__ import annotations
 
@@ -22,16 +24,18 @@ import gzip
 import json
 import logging
 import posixpath
-from typing import IO
+import zlib
+from contextlib import contextmanager
+from typing import IO, Iterator
 
 from django.db.models import Count, Q, Sum
 from django.db.models.functions import Coalesce
 
-from backups.errors import BackupFileError, StorageObjectMissingError
+from backups.errors import BackupFileError, FileListInvalidError, StorageObjectMissingError
 from backups.files import BATCH_SIZE, stored_content
 from backups.models import BackupRecord
 from backups.pg_tools import DumpResult
-from backups.storage import backup_storage, copy_hashed, killable, storage_copy
+from backups.storage import backup_storage, copy_hashed, killable, storage_copy, storage_open
 from core.faults import kill_point
 from core.files import temporary_file
 
@@ -132,3 +136,51 @@ def file_list_check(*, backup: BackupRecord) -> list[dict]:
     if actual != listed["sha256"]:
         return [{"object": listed["object"], "problem": BackupRecord.Integrity.MISMATCH.value, "actual_sha256": actual}]
     return []
+
+
+# Reading, without the database
+
+
+def _checked_header(line: bytes, key: str) -> dict:
+    try:
+        header = json.loads(line)
+    except ValueError:
+        header = None
+    if (not isinstance(header, dict) or header.get("format") != FORMAT or header.get("version") != FORMAT_VERSION
+            or header.get("hash") != HASH or not isinstance(header.get("schema"), str) or not header["schema"]
+            or header.get("storage_prefix") != storage_prefix(header["schema"])
+            or not isinstance(header.get("count"), int)):
+        raise FileListInvalidError(details={"object": key, "line": 1})
+    return header
+
+
+def _valid_entry(entry) -> bool:
+    return (isinstance(entry, dict) and isinstance(entry.get("path"), str) and bool(entry["path"])
+            and isinstance(entry.get("size"), int) and (entry.get("sha256") is None or isinstance(entry["sha256"], str)))
+
+
+def _entries(lines: IO[bytes], key: str) -> Iterator[dict]:
+    number = 1
+    while True:
+        number += 1
+        try:
+            line = lines.readline()
+            if not line:
+                return
+            entry = json.loads(line)
+        except (ValueError, EOFError, zlib.error, gzip.BadGzipFile) as exc:  # cut short, or not this format
+            raise FileListInvalidError(details={"object": key, "line": number, "error": type(exc).__name__}) from exc
+        if not _valid_entry(entry):
+            raise FileListInvalidError(details={"object": key, "line": number})
+        yield entry
+
+
+@contextmanager
+def file_list_open(key: str) -> Iterator[tuple[dict, Iterator[dict]]]:
+    """A stored file list as it streams from the backups storage: its header (checked) and its entries."""
+    with storage_open(key) as stored, gzip.GzipFile(fileobj=stored, mode="rb") as lines:
+        try:
+            first = lines.readline()
+        except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
+            raise FileListInvalidError(details={"object": key, "line": 1, "error": type(exc).__name__}) from exc
+        yield _checked_header(first, key), _entries(lines, key)

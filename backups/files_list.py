@@ -24,6 +24,7 @@ import gzip
 import json
 import logging
 import posixpath
+import re
 import zlib
 from contextlib import contextmanager
 from typing import IO, Iterator
@@ -46,6 +47,9 @@ FORMAT_VERSION = 1
 HASH = "sha256"
 DUMP_SUFFIX = ".sql.gz"
 LIST_SUFFIX = ".files.jsonl.gz"
+# What a list read back may name: its content keys are built from these, and must stay in the clinic's folder.
+_SCHEMA = re.compile(r"[a-z][a-z0-9_]*")
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 def file_list_key(file_path: str) -> str | None:
@@ -147,8 +151,8 @@ def _checked_header(line: bytes, key: str) -> dict:
     except ValueError:
         header = None
     if (not isinstance(header, dict) or header.get("format") != FORMAT or header.get("version") != FORMAT_VERSION
-            or header.get("hash") != HASH or not isinstance(header.get("schema"), str) or not header["schema"]
-            or header.get("storage_prefix") != storage_prefix(header["schema"])
+            or header.get("hash") != HASH or not isinstance(header.get("schema"), str)
+            or not _SCHEMA.fullmatch(header["schema"]) or header.get("storage_prefix") != storage_prefix(header["schema"])
             or not isinstance(header.get("count"), int)):
         raise FileListInvalidError(details={"object": key, "line": 1})
     return header
@@ -156,7 +160,8 @@ def _checked_header(line: bytes, key: str) -> dict:
 
 def _valid_entry(entry) -> bool:
     return (isinstance(entry, dict) and isinstance(entry.get("path"), str) and bool(entry["path"])
-            and isinstance(entry.get("size"), int) and (entry.get("sha256") is None or isinstance(entry["sha256"], str)))
+            and isinstance(entry.get("size"), int)
+            and (entry.get("sha256") is None or isinstance(entry["sha256"], str) and bool(_SHA256.fullmatch(entry["sha256"]))))
 
 
 def _entries(lines: IO[bytes], key: str) -> Iterator[dict]:

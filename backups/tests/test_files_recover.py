@@ -5,7 +5,9 @@ from the dump's snapshot, which sees only committed rows.
 """
 from __future__ import annotations
 
+import gzip
 import hashlib
+import json
 import shutil
 
 import pytest
@@ -101,8 +103,16 @@ def test_a_dry_run_writes_nothing_and_missing_or_damaged_contents_are_reported(
 
 
 def test_anything_but_a_file_list_is_refused_in_one_line(committed_db, backups_dir, media_dir, media_files):
-    backup, _list_key, _saved = backed_up_clinic(media_files)
+    backup, list_key, _saved = backed_up_clinic(media_files)
     with pytest.raises(CommandError, match="no se puede leer"):
         call_command("restore_backup_files", "--list", backup.file_path)
+    # an entry naming a content outside the clinic's folder is not followed
+    header = {**json.loads(gzip.decompress((backups_dir / list_key).read_bytes()).splitlines()[0]), "count": 1}
+    entry = {"path": "rx/a.png", "sha256": "../../otra_clinica/x", "size": 1}
+    forged = backups_dir / "test_restore" / "forged.files.jsonl.gz"
+    forged.write_bytes(gzip.compress(f"{json.dumps(header)}\n{json.dumps(entry)}\n".encode()))
+    with pytest.raises(CommandError, match="no se puede leer"):
+        call_command("restore_backup_files", "--list", "test_restore/forged.files.jsonl.gz")
+    assert not (media_dir / "rx").exists()
     with pytest.raises(CommandError, match="no existe"):
         call_command("restore_backup_files", "--list", "test_restore/manual/no_existe.files.jsonl.gz")

@@ -94,6 +94,12 @@ class BackupFileError(DomainError):
     message = _("Falló una operación con un archivo de pacientes del backup.")
 
 
+class FileListInvalidError(DomainError):
+    status_code = 400
+    code = "file_list_invalid"
+    message = _("La lista de archivos del backup no se puede leer: no es una lista de esta versión o está incompleta.")
+
+
 class RestoreConfirmationError(DomainError):
     status_code = 400
     code = "restore_confirmation_mismatch"

@@ -27,7 +27,8 @@ same bytes is left as it is; a free path is written; a path holding other bytes 
 left alone and the content goes to a new name that the staging rows are rewritten
 to. The media storage must not overwrite on save (FileSystemStorage never does;
 django-storages' S3 needs AWS_S3_FILE_OVERWRITE = False).
-The archive of a backup's files is backups.files_archive.
+The archive of a backup's files is backups.files_archive; the list of them stored beside the
+dump, readable without the database, is backups.files_list.
 """
 from __future__ import annotations
 

@@ -37,7 +37,7 @@ class RestoredFiles:
     missing: list[str] = field(default_factory=list)
 
 
-def _media_holds(media: Storage, name: str, entry: BackupFile) -> bool:
+def media_holds(media: Storage, name: str, entry: BackupFile) -> bool:
     """Whether the media storage has `name` with exactly the entry's content."""
     try:
         if media.size(name) != entry.size:
@@ -69,11 +69,13 @@ def versioned_name(path: str, sha256: str, max_length: int) -> str:
     return posixpath.join(folder, stem + suffix)
 
 
-def _write_media(media: Storage, store: Storage, schema: str, entry: BackupFile, name: str, max_length: int) -> str:
+def media_write(media: Storage, store: Storage, schema: str, entry: BackupFile, name: str, max_length: int | None) -> str:
     """Create a media file holding entry's content at name (or a free name beside it); the name used."""
     with spool() as buffer:
         try:
-            copied = copy_hashed(storage_open(file_object_key(schema, entry.sha256)), buffer)
+            # Closed at once: on Supabase an open object is a streamed HTTP response holding a connection.
+            with storage_open(file_object_key(schema, entry.sha256)) as stored:
+                copied = copy_hashed(stored, buffer)
         except StorageObjectMissingError as exc:
             raise BackupFileError(details={"operation": "read", "path": entry.path,
                                            "object": file_object_key(schema, entry.sha256)}) from exc
@@ -128,12 +130,12 @@ def restore_files(
                     continue
                 result.checked += 1
                 target = _fit(rename(path), max_length)
-                if not _media_holds(media, target, entry):
+                if not media_holds(media, target, entry):
                     if media.exists(target):
                         # Other bytes at that name, perhaps a file live rows name: never touched.
                         target = versioned_name(target, entry.sha256, max_length)
-                    if not _media_holds(media, target, entry):
-                        target = _write_media(media, store, schema, entry, target, max_length)
+                    if not media_holds(media, target, entry):
+                        target = media_write(media, store, schema, entry, target, max_length)
                         result.written += 1
                 if target != path:
                     renames.append((path, target))

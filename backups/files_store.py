@@ -19,7 +19,7 @@ from django.db import connection
 from backups.errors import BackupFileError
 from backups.files import SPOOL_MAX_BYTES, batched, file_object_key, media_storage, stored_content
 from backups.models import BackupFile, BackupRecord
-from backups.storage import COPY_CHUNK_SIZE, StoredCopy, backup_storage, killable
+from backups.storage import COPY_CHUNK_SIZE, StoredCopy, backup_storage, killable, storage_save_exactly
 from core.faults import kill_point
 from core.files import temporary_file
 
@@ -123,11 +123,8 @@ def _upload(store: Storage, key: str, source: IO[bytes], copied: StoredCopy) -> 
     """Store one content from its spool (closed afterwards); on a worker thread of the file phase."""
     with source:
         source.seek(0)
-        content = stored_content(killable(source, "backup.files.upload"), posixpath.basename(key), copied.size)
-        name = store.save(key, content)
-    if name != key:  # the storage renamed it: someone else wrote that name meanwhile
-        store.delete(name)
-        raise BackupFileError(details={"operation": "upload", "object": key})
+        storage_save_exactly(store, key, stored_content(killable(source, "backup.files.upload"), posixpath.basename(key),
+                                                        copied.size))
 
 
 @contextmanager

@@ -8,8 +8,8 @@ backups.restore), but it can leave:
    Likewise a structure reference's schema, `backups__ref_<hex>`, left by a process that
    died while it built one (backups.cached_dump, step 1): dropped unless its lock is held;
 3. records still `running` (a backup, a restore job) whose process is gone: the
-   backup's partial object is deleted and the record marked failed; a restore job
-   is failed as interrupted, or completed if its swap had committed;
+   backup's partial objects (its dump, its file list) are deleted and the record marked
+   failed; a restore job is failed as interrupted, or completed if its swap had committed;
 4. records still `pending` long after any worker would have taken them (a lost message).
 An operation in progress always holds its clinic's advisory lock (core.locks), and
 the session holding it dies with its process. So for each clinic the reaper takes

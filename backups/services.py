@@ -37,6 +37,7 @@ from backups.files import (
 )
 from backups.files_store import StoredFiles, backup_files_store
 from backups.files_archive import TarMember, tar_members, tar_size, tar_stream
+from backups.files_list import backup_objects, file_list_check, file_list_store, partial_objects_remove
 from backups.storage import backup_storage, killable, storage_copy, storage_open
 from bitacora.models import Outcome
 from bitacora.services import AuditContext, audit_failure, record
@@ -91,15 +92,6 @@ def _unused_path(schema: str, backup_type: str) -> tuple[str, str]:
         if not storage.exists(file_path) and not BackupRecord.objects.filter(file_path=file_path).exists():
             return file_name, file_path
     raise BackupFailedError(details={"reason": "no free file name"})
-
-
-def _remove_partial_object(file_path: str) -> None:
-    try:
-        storage = backup_storage()
-        if storage.exists(file_path):
-            storage.delete(file_path)
-    except Exception:  # noqa: BLE001 - the original failure matters more; this one is logged
-        logger.exception("could not remove the partial object %s", file_path)
 
 
 def backup_start(*, context: AuditContext, backup_type: str = BackupRecord.Type.MANUAL, created_by=None) -> BackupRecord:
@@ -202,8 +194,8 @@ def audit_missing_files(*, context: AuditContext, backup: BackupRecord, operatio
 
 
 def backup_fail(*, backup: BackupRecord, error: BaseException | str, code: str = "") -> None:
-    """Mark a backup failed with a readable reason and remove whatever part of its object was stored."""
-    _remove_partial_object(backup.file_path)
+    """Mark a backup failed with a readable reason and remove whatever part of its objects was stored."""
+    partial_objects_remove(backup.file_path)
     if isinstance(error, DomainError):
         message, code = str(error.message), error.code
     elif isinstance(error, BaseException):
@@ -231,8 +223,9 @@ def backup_run(*, context: AuditContext, backup_id: int, retry_transient: bool =
     """Dump a reserved backup (pg_dump → gzip → sha256 → storage) and record it.
 
     Memory stays bounded: the dump streams through an anonymous temporary file. The
-    record is `completed` only once the object is stored and its checksum recorded;
-    on any failure the object is removed and the record is `failed` with the reason.
+    record is `completed` only once the dump and its file list are stored and their
+    checksums recorded; on any failure both are removed and the record is `failed`
+    with the reason.
     With retry_transient, a storage outage puts the record back to `pending` and
     re-raises, for the job to try again later.
     """
@@ -253,11 +246,12 @@ def backup_run(*, context: AuditContext, backup_id: int, retry_transient: bool =
             backup.save(update_fields=["manifest"])
             try:
                 result, files, dumped_with, seconds = _backup_dump_and_store(backup, binaries)
+                listed = file_list_store(backup=backup, schema=schema, dump=result)
             except StorageUnavailableError as exc:
                 if not retry_transient:
                     backup_fail(backup=backup, error=exc)
                     raise
-                _remove_partial_object(backup.file_path)
+                partial_objects_remove(backup.file_path)
                 BackupRecord.objects.filter(pk=backup.pk).update(
                     status=BackupRecord.Status.PENDING, progress_bytes=0, error=str(exc.message), error_code=exc.code
                 )
@@ -270,7 +264,7 @@ def backup_run(*, context: AuditContext, backup_id: int, retry_transient: bool =
                 raise BackupFailedError(details={"id": backup.pk}) from exc
             # The migrations as of the dump's own snapshot: a migration applied meanwhile is not in it.
             _backup_complete(backup, result, files, {**backup.manifest, "migrations": dumped_with.pop("migrations"),
-                                                     "dump": dumped_with, "files": files.as_manifest(schema),
+                                                     "dump": dumped_with, "files": {**files.as_manifest(schema), "list": listed},
                                                      "seconds": seconds})
     audit_missing_files(context=context, backup=backup, operation="backup", missing=files.missing)
     record(
@@ -320,7 +314,8 @@ def backup_delete(*, context: AuditContext, backup_id: int) -> None:
                 except DomainError as exc:
                     raise BackupFileError(details={"operation": "delete", "object": file_object_key(schema, sha256),
                                                    "code": exc.code}) from exc
-            storage.delete(backup.file_path)
+            for name in backup_objects(backup.file_path):  # its dump, then its file list
+                storage.delete(name)
             backup.delete()
     record(context=context, action=BackupAction.DELETE, target_type=TARGET_TYPE, target_id=backup_id,
            details={"file_name": backup.file_name, "file_objects_deleted": len(orphaned)})
@@ -351,13 +346,13 @@ def backup_mark_integrity(*, backup: BackupRecord, integrity: str) -> None:
 
 
 def backup_verify(*, context: AuditContext, backup: BackupRecord) -> str:
-    """Re-read the stored dump and every file object it names, compare each sha256; mark and audit the result."""
+    """Re-read the stored dump, its file list and every file object it names, compare each sha256; mark and audit the result."""
     try:
         actual = storage_copy(backup.file_path).sha256
         integrity = BackupRecord.Integrity.OK if actual == backup.sha256 else BackupRecord.Integrity.MISMATCH
     except StorageObjectMissingError:
         actual, integrity = "", BackupRecord.Integrity.MISSING
-    file_problems = backup_files_check(backup=backup, schema=connection.schema_name)
+    file_problems = file_list_check(backup=backup) + backup_files_check(backup=backup, schema=connection.schema_name)
     if integrity == BackupRecord.Integrity.OK and file_problems:
         problems = {problem["problem"] for problem in file_problems}
         integrity = BackupRecord.Integrity.MISSING if BackupRecord.Integrity.MISSING in problems else BackupRecord.Integrity.MISMATCH

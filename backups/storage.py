@@ -5,9 +5,10 @@ import hashlib
 from dataclasses import dataclass
 from typing import BinaryIO
 
+from django.core.files import File
 from django.core.files.storage import Storage, storages
 
-from backups.errors import StorageObjectMissingError
+from backups.errors import BackupFileError, StorageObjectMissingError
 from core.faults import die_now, kill_after_bytes
 
 COPY_CHUNK_SIZE = 1024 * 1024
@@ -15,6 +16,15 @@ COPY_CHUNK_SIZE = 1024 * 1024
 
 def backup_storage() -> Storage:
     return storages["backups"]
+
+
+def storage_save_exactly(store: Storage, key: str, content: File) -> None:
+    """Store content under exactly key. A storage that finds the name taken saves under
+    another one: that copy is removed and the save fails, since records name key."""
+    name = store.save(key, content)
+    if name != key:
+        store.delete(name)
+        raise BackupFileError(details={"operation": "upload", "object": key})
 
 
 def storage_open(name: str):

@@ -179,6 +179,8 @@ class _Handler(BaseHTTPRequestHandler):
                 return self._object_not_found()
             stored = StoredObject(data_path, data_path.stat().st_size, content_type)
             self.fake.objects[(bucket, name)] = stored
+        if self.fake.hang_up_after_storing and name.endswith(self.fake.hang_up_after_storing):
+            raise _HangUp
         self._json(200, {"Key": f"{bucket}/{name}", "Id": stored.id})
 
     def _receive(self, spool: Path, record: UploadRecord) -> bool:

@@ -6,7 +6,7 @@ the real server does: errors with HTTP 400 and the real status in the body
 (``{"statusCode": "404", "error": "not_found", "message": "Object not found"}``).
 In front of it sits a stand-in for Supabase's API gateway, which rejects a wrong
 ``apikey`` with a plain HTTP 401. Knobs let a test make it reject large objects,
-hang up mid-upload or mid-download, or be down altogether.
+hang up mid-upload, after storing or mid-download, or be down altogether.
 """
 from __future__ import annotations
 
@@ -31,6 +31,9 @@ class FakeSupabaseStorage:
         self.gateway = True  # False: the storage server alone, as when self-hosted without a key check
         self.fail_upload_after: int | None = None  # hang up once this many body bytes arrived
         self.fail_download_after: int | None = None  # hang up once this many object bytes were sent
+        # An object whose name ends so is stored, then the connection drops before the answer
+        # (a proxy timing out): the client sees a failure, the object is there all the same.
+        self.hang_up_after_storing: str | None = None
         self.buckets: dict[str, dict[str, Any]] = {}
         self.objects: dict[tuple[str, str], StoredObject] = {}
         self.uploads: list[UploadRecord] = []

@@ -13,6 +13,7 @@ import uuid
 import pytest
 from django.db import connection
 
+from backups.files_list import file_list_key
 from backups.models import BackupRecord, RestoreJob
 from backups.reaper import reap
 from backups.restore import CARRIED_MODELS
@@ -292,6 +293,22 @@ def test_a_backup_killed_mid_way_is_reaped_and_the_next_one_succeeds(committed_d
     assert backup.status == BackupRecord.Status.FAILED and backup.error_code == "interrupted"
     assert not (backups_dir / backup.file_path).exists()
     assert _clinic_rows() == before
+
+
+@pytest.mark.parametrize("kill_at", ["backup.files_list.upload@64", "backup.files_listed"])
+def test_a_backup_killed_while_storing_its_file_list_is_reaped_with_the_list(committed_db, backups_dir, child_env,
+                                                                             temp_dir, kill_at):
+    # given a backup killed while its file list is uploaded, or once it is stored
+    done = run_manage("create_backup", "--tenant", SCHEMA, CLINICA_KILL_AT=kill_at, **child_env)
+    assert done.returncode == KILLED, (done.stdout, done.stderr[-2000:])
+    backup = BackupRecord.objects.order_by("-id").first()
+    listed = backups_dir / file_list_key(backup.file_path)
+    assert backup.status == BackupRecord.Status.RUNNING and listed.exists()
+    # when the reaper runs, then the record is failed and neither its dump nor its list is left
+    _assert_nothing_left_after_the_reaper(temp_dir)
+    backup.refresh_from_db()
+    assert backup.status == BackupRecord.Status.FAILED and backup.error_code == "interrupted"
+    assert not listed.exists() and not (backups_dir / backup.file_path).exists()
 
 
 # ----------------------------------------------------------------------------- JSON restore

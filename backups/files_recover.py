@@ -1,0 +1,110 @@
+"""A backup's patient files back at their media paths from its file list alone: the database was lost.
+
+The operator replays the dump (`gunzip | psql`), then runs
+`manage.py restore_backup_files --list <key of the .files.jsonl.gz>`:
+1. The list (backups.files_list) streams from the backups storage; its header names the
+   clinic and so where the content objects are. Nothing is read from the database, where
+   neither the clinic nor its backup records need exist.
+2. A free path gets the content object's bytes, hashed while they are copied: a damaged
+   or missing object writes nothing and is reported.
+3. A path holding the same bytes is left as it is; a path holding other bytes is never
+   overwritten, only reported (someone may have stored a newer file there since). As in
+   a restore (backups.files_restore) files are only created, so a second run writes
+   nothing twice, and a run cut short is finished by running it again.
+4. An entry the backup lists as missing at backup time has nothing to bring back.
+Every entry is tried; the caller learns what happened to each path, and the totals.
+"""
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Callable
+
+from django.core.exceptions import SuspiciousFileOperation
+from django.core.files.storage import Storage
+
+from backups.errors import BackupChecksumMismatchError, BackupFileError, FileListInvalidError, StorageObjectMissingError
+from backups.files import file_object_key, media_storage
+from backups.files_list import file_list_open
+from backups.files_restore import media_holds, media_write
+from backups.models import BackupFile
+from backups.storage import backup_storage
+
+logger = logging.getLogger(__name__)
+
+
+class Recovered(StrEnum):
+    """What happened to one path (or, in a dry run, what would)."""
+
+    WRITTEN = "written"
+    PRESENT = "present"  # already there with the same bytes
+    ABSENT = "absent"  # missing at backup time: nothing to bring back
+    CONFLICT = "conflict"  # other bytes at that path: left alone
+    MISSING_OBJECT = "missing_object"
+    DAMAGED_OBJECT = "damaged_object"
+    REFUSED = "refused"  # a path the media storage refuses (outside its folder)
+
+
+PROBLEMS = frozenset({Recovered.CONFLICT, Recovered.MISSING_OBJECT, Recovered.DAMAGED_OBJECT, Recovered.REFUSED})
+
+
+@dataclass
+class RecoveredFiles:
+    """What a recovery did, per outcome; the header names the clinic and the dump."""
+
+    header: dict
+    counts: Counter = field(default_factory=Counter)
+
+    @property
+    def problems(self) -> int:
+        return sum(self.counts[outcome] for outcome in PROBLEMS)
+
+
+def _recover_one(media: Storage, store: Storage, schema: str, entry: BackupFile, dry_run: bool) -> Recovered:
+    if entry.missing:
+        return Recovered.ABSENT
+    if media.exists(entry.path):
+        return Recovered.PRESENT if media_holds(media, entry.path, entry) else Recovered.CONFLICT
+    if dry_run:
+        return Recovered.WRITTEN if store.exists(file_object_key(schema, entry.sha256)) else Recovered.MISSING_OBJECT
+    try:
+        name = media_write(media, store, schema, entry, entry.path, None)
+    except BackupChecksumMismatchError:
+        return Recovered.DAMAGED_OBJECT
+    except BackupFileError as exc:
+        if isinstance(exc.__cause__, StorageObjectMissingError):
+            return Recovered.MISSING_OBJECT
+        raise
+    if name != entry.path:
+        # The path was taken while the bytes were copied, and the storage chose another name: not ours to keep.
+        media.delete(name)
+        return Recovered.CONFLICT
+    return Recovered.WRITTEN
+
+
+def files_recover(
+    *, list_key: str, dry_run: bool = False, report: Callable[[str, Recovered], None] = lambda path, outcome: None,
+) -> RecoveredFiles:
+    """Bring back every path of a stored file list whose media path is free (see the map above)."""
+    media, store = media_storage(), backup_storage()
+    with file_list_open(list_key) as (header, entries):
+        result = RecoveredFiles(header=header)
+        schema, seen = header["schema"], 0
+        for item in entries:
+            seen += 1
+            entry = BackupFile(path=item["path"], sha256=item["sha256"] or "", size=item["size"])
+            try:
+                outcome = _recover_one(media, store, schema, entry, dry_run)
+            except SuspiciousFileOperation:
+                outcome = Recovered.REFUSED
+            result.counts[outcome] += 1
+            if outcome in PROBLEMS:
+                logger.warning("file list %s: %s at %s", list_key, outcome.value, entry.path)
+            report(entry.path, outcome)
+    if seen != header["count"]:  # the header says how many follow: a list that lost some is not whole
+        raise FileListInvalidError(details={"object": list_key, "expected": header["count"], "entries": seen})
+    logger.info("file list %s%s: %s", list_key, " (dry run)" if dry_run else "",
+                {outcome.value: count for outcome, count in result.counts.items()})
+    return result

@@ -144,10 +144,14 @@ def exported_snapshot() -> Iterator[tuple[str, Any]]:
 
 
 def stored_content(source: IO[bytes], name: str, size: int) -> File:
-    """source as a Django File of a known size, copied by storages in large chunks (not 64 KiB)."""
+    """source as a Django File of a known size, copied by storages in large chunks (not 64 KiB).
+
+    A spool in memory (at most SPOOL_MAX_BYTES) is one chunk: BytesIO hands over its
+    whole buffer without copying it, where 1 MiB reads would copy every byte once more.
+    """
     content = File(source, name=name)
     content.size = size
-    content.DEFAULT_CHUNK_SIZE = COPY_CHUNK_SIZE
+    content.DEFAULT_CHUNK_SIZE = max(COPY_CHUNK_SIZE, min(size, SPOOL_MAX_BYTES))
     return content
 
 

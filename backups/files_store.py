@@ -108,23 +108,53 @@ def _previous_entries(paths: list[str], trusted: list[int]) -> dict[str, BackupF
     return {entry.path: entry for entry in entries}
 
 
-def _object_stored(store: Storage, key: str, copied: StoredCopy, trusted: list[int]) -> bool:
-    if trusted and BackupFile.objects.filter(sha256=copied.sha256, backup_id__in=trusted).exists():
-        return True  # a completed backup names it: retention keeps it while that backup exists
-    if not store.exists(key):
-        return False
-    if store.size(key) == copied.size:
-        return True  # stored by a backup that failed afterwards; content-addressed, so the same bytes
-    store.delete(key)  # part of an upload that was killed
-    return False
+def _named_by_trusted(hashes: set[str], trusted: list[int]) -> set[str]:
+    """Which of these contents a trusted backup names: stored, and kept by retention while it exists."""
+    if not hashes or not trusted:
+        return set()
+    return set(BackupFile.objects.filter(sha256__in=hashes, backup_id__in=trusted).values_list("sha256", flat=True).distinct())
 
 
-def _upload(store: Storage, key: str, source: IO[bytes], copied: StoredCopy) -> None:
-    """Store one content from its spool (closed afterwards); on a worker thread of the file phase."""
-    with source:
+@dataclass
+class _Examined:
+    """One path as a worker found it: missing (no sha256), unchanged since a trusted backup
+    (no buffer: not read again), or read and hashed (its bytes in buffer)."""
+
+    path: str
+    size: int = 0
+    sha256: str = ""
+    modified_at: datetime | None = None
+    buffer: IO[bytes] | None = None
+
+    def entry(self, backup: BackupRecord) -> BackupFile:
+        return BackupFile(backup=backup, path=self.path, sha256=self.sha256, size=self.size, modified_at=self.modified_at)
+
+
+def _examine(media: Storage, path: str, known: BackupFile | None) -> _Examined:
+    """On a worker thread: a media file's size and time, and its content's hash unless a trusted
+    backup's entry already has them (a nightly backup reads only new files)."""
+    try:
+        size, modified_at = _media_stat(media, path)
+        if known is not None and modified_at is not None and (known.size, known.modified_at) == (size, modified_at):
+            return _Examined(path, size, known.sha256, modified_at)
+        copied, buffer = _read_whole(media, path)
+    except FileNotFoundError:  # deleted since it was listed: the dump's rows still name it
+        return _Examined(path)
+    return _Examined(path, copied.size, copied.sha256, modified_at, buffer)
+
+
+def _upload(store: Storage, key: str, read: _Examined) -> int:
+    """On a worker thread: store one content from its spool (closed afterwards) unless it is
+    there already; the bytes uploaded."""
+    with read.buffer as source:
+        if store.exists(key):
+            if store.size(key) == read.size:
+                return 0  # stored by a backup that failed afterwards; content-addressed, so the same bytes
+            store.delete(key)  # part of an upload that was killed
         source.seek(0)
         storage_save_exactly(store, key, stored_content(killable(source, "backup.files.upload"), posixpath.basename(key),
-                                                        copied.size))
+                                                        read.size))
+    return read.size
 
 
 @contextmanager
@@ -152,103 +182,79 @@ def backup_files_store(*, backup: BackupRecord, schema: str, paths: Iterable[str
         return pipeline.run(paths)
 
 
-@dataclass
-class _Read:
-    """A file being read and hashed on a worker thread, and what its entry needs."""
-
-    path: str
-    modified_at: datetime | None
-    future: Future
-
-
 class _FilePipeline:
-    """A backup's file phase: reads (with their hash) and uploads on worker threads, the
-    database on this one.
+    """A backup's file phase: stats, reads (with their hash) and uploads on worker threads,
+    the database on this one.
 
-    Hashing and file or socket I/O release the GIL, so on N cores the threads overlap
-    one file's hashing with another's read and a third's upload. Reads are consumed in
-    the order they were started; each one's entry is written (and committed) here
-    before its upload is started, so whatever this backup may have stored, its record
-    names. At most `workers` + 1 reads and as many uploads are in flight, each holding
+    Hashing and file or socket I/O release the GIL, so the threads overlap one file's
+    hashing with another's read and a third's upload; this thread does one INSERT and
+    one SELECT per group of files that finished meanwhile. Files are recorded in the
+    order they were listed; each group's entries are committed before any of its
+    uploads starts, so whatever this backup may have stored, its record names. At most
+    2 × workers files are examined ahead and as many uploads are in flight, each holding
     at most SPOOL_MAX_BYTES in memory: memory stays flat in the number and size of files.
     """
 
     def __init__(self, cursor, *, backup: BackupRecord, schema: str, workers: int):
-        self.cursor, self.backup, self.schema, self.workers = cursor, backup, schema, max(1, workers)
+        self.cursor, self.backup, self.schema = cursor, backup, schema
+        self.window = 2 * max(1, workers)
         self.media, self.store = media_storage(), backup_storage()
         self.trusted = _trusted_backups(self.store)
         self.result = StoredFiles()
-        self.pending: list[BackupFile] = []  # entries not written yet (unchanged or missing files)
         self.stored_now: set[str] = set()
-        self.reads: deque[_Read] = deque()
+        self.examining: deque[Future] = deque()
         self.uploads: deque[Future] = deque()
-        self.pool = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="backup-files")
+        self.pool = ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="backup-files")
 
     def run(self, paths: Iterable[str]) -> StoredFiles:
         try:
             for batch in batched(paths):
                 previous = _previous_entries(batch, self.trusted)
                 for path in batch:
-                    self._start(path, previous.get(path))
-                    while len(self.reads) > self.workers:
-                        self._finish_read(self.reads.popleft())
-                self._write_pending()
-                kill_point("backup.files.batch_stored")
-            while self.reads:
-                self._finish_read(self.reads.popleft())
-            self._write_pending()
+                    self.examining.append(self.pool.submit(_examine, self.media, path, previous.get(path)))
+                    if len(self.examining) > self.window:
+                        self._record_finished()
+            while self.examining:
+                self._record_finished()
             while self.uploads:
-                self.uploads.popleft().result()
+                self._uploaded(self.uploads.popleft())
         finally:
             self._abandon()
         return self.result
 
-    def _start(self, path: str, known: BackupFile | None) -> None:
-        """Name an unchanged file from its earlier entry, or start reading it."""
-        try:
-            size, modified_at = _media_stat(self.media, path)
-        except FileNotFoundError:
-            self._missing(path)
-            return
-        if known is not None and modified_at is not None and (known.size, known.modified_at) == (size, modified_at):
-            self.pending.append(BackupFile(backup=self.backup, path=path, sha256=known.sha256, size=size,
-                                           modified_at=modified_at))
-            self.result.count, self.result.size = self.result.count + 1, self.result.size + size
-            return
-        self.reads.append(_Read(path, modified_at, self.pool.submit(_read_whole, self.media, path)))
+    def _record_finished(self) -> None:
+        """Record the oldest file and every one after it that is done, then start their uploads."""
+        group = [self.examining.popleft().result()]
+        while self.examining and self.examining[0].done():
+            group.append(self.examining.popleft().result())
+        # The entries before the objects: whatever this backup may have stored, its record names.
+        _insert_entries(self.cursor, self.schema, [read.entry(self.backup) for read in group])
+        kill_point("backup.files.entries_written")
+        fresh = [read for read in group if read.buffer is not None]
+        stored = self.stored_now | _named_by_trusted({read.sha256 for read in fresh} - self.stored_now, self.trusted)
+        for read in group:
+            if not read.sha256:
+                self.result.missing.append(read.path)
+                continue
+            self.result.count, self.result.size = self.result.count + 1, self.result.size + read.size
+            if read.buffer is None:
+                continue
+            if read.sha256 in stored:
+                read.buffer.close()
+                continue
+            stored.add(read.sha256)
+            self.stored_now.add(read.sha256)
+            self.uploads.append(self.pool.submit(_upload, self.store, file_object_key(self.schema, read.sha256), read))
+        while len(self.uploads) > self.window:
+            self._uploaded(self.uploads.popleft())
 
-    def _finish_read(self, read: _Read) -> None:
-        try:
-            copied, buffer = read.future.result()
-        except FileNotFoundError:  # deleted since it was listed: the dump's rows still name it
-            self._missing(read.path)
-            return
-        self.pending.append(BackupFile(backup=self.backup, path=read.path, sha256=copied.sha256, size=copied.size,
-                                       modified_at=read.modified_at))
-        # The entry before the object: whatever this backup may have stored, its record names.
-        self._write_pending()
-        self.result.count, self.result.size = self.result.count + 1, self.result.size + copied.size
-        key = file_object_key(self.schema, copied.sha256)
-        if copied.sha256 in self.stored_now or _object_stored(self.store, key, copied, self.trusted):
-            buffer.close()
-            return
-        self.stored_now.add(copied.sha256)
-        self.uploads.append(self.pool.submit(_upload, self.store, key, buffer, copied))
-        self.result.uploaded, self.result.uploaded_bytes = self.result.uploaded + 1, self.result.uploaded_bytes + copied.size
-        while len(self.uploads) > self.workers:
-            self.uploads.popleft().result()
-
-    def _missing(self, path: str) -> None:
-        self.pending.append(BackupFile(backup=self.backup, path=path))
-        self.result.missing.append(path)
-
-    def _write_pending(self) -> None:
-        _insert_entries(self.cursor, self.schema, self.pending)
-        self.pending = []
+    def _uploaded(self, upload: Future) -> None:
+        if size := upload.result():
+            self.result.uploaded, self.result.uploaded_bytes = self.result.uploaded + 1, self.result.uploaded_bytes + size
 
     def _abandon(self) -> None:
         """After a failure: nothing more starts, and the buffers read ahead are closed."""
         self.pool.shutdown(wait=True, cancel_futures=True)
-        for read in self.reads:
-            if not read.future.cancelled() and read.future.exception() is None:
-                read.future.result()[1].close()
+        for examined in self.examining:
+            if not examined.cancelled() and examined.exception() is None and examined.result().buffer is not None:
+                examined.result().buffer.close()

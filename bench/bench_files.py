@@ -59,9 +59,26 @@ def ensure_radiographs(schema: str, count: int, seed: int = 11) -> int:
     return sum(sizes)
 
 
+DROP_CACHES = Path("/proc/sys/vm/drop_caches")
+
+
+def page_cache_droppable() -> bool:
+    """Whether this process may empty the kernel's page cache (root, and /proc writable)."""
+    try:
+        with open(DROP_CACHES, "w") as control:
+            control.write("1")
+        return True
+    except OSError:
+        return False
+
+
 def settled(label: str, command: list[str] | str, *, env: dict | None = None) -> Measured:
-    """measure() once what earlier steps wrote is on disk: their write-back does not land in this one's time."""
+    """measure() from the same start every time: what earlier steps wrote is on disk (sync),
+    and, where this process may, the page cache is emptied, so each run reads its files
+    from disk as a nightly backup does. Without that, the time to write 5 GB here varied
+    from 5.6 s to 28 s with whatever the step before had left in memory."""
     subprocess.run(["sync"], check=True)
+    page_cache_droppable()
     return measure(label, command, env=env)
 
 
@@ -140,7 +157,8 @@ def main() -> None:
                      f"{measured.peak_rss_mb:.0f}") for measured in (first, serial, second)]
         results.append(("servicio", small_first.label, f"{small_first.seconds:.2f}", "-", f"{small_first.peak_rss_mb:.0f}"))
         print(f"\n{files:,} radiografías, {first_record.files_size / 1e9:.2f} GB; backup SQL {first_record.file_size / 1e6:.1f} MB (gzip); "
-              f"mejor de {options.rounds} rondas alternadas, con sync antes de cada medida; "
+              f"mejor de {options.rounds} rondas alternadas; antes de cada medida sync y "
+              f"{'caché de páginas vaciada' if page_cache_droppable() else 'caché de páginas como esté (sin permiso para vaciarla)'}; "
               f"{settings.BACKUP_FILE_WORKERS} hilos de archivos en {os.cpu_count()} núcleos")
         print(table(results, ("quién", "qué", "segundos", "× herramientas", "RSS pico MB")))
         print(f"\nfase de archivos: primero {first_files:.2f} s ({first_record.manifest['files']['uploaded']} subidos), "

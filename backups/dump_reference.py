@@ -16,7 +16,7 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.db.migrations.loader import MigrationLoader
 
-from backups.pg_tools import PgBinaries, PgConnectionParams, pg_dump_text
+from backups.pg_tools import PgBinaries, PgConnectionParams, pg_dump_command, pg_dump_text
 from backups.catalog_fingerprint import catalog_rows, fingerprint
 from core.faults import kill_point
 from core.locks import tenant_operation_lock
@@ -134,7 +134,9 @@ def reference_key(*, binaries: PgBinaries, server_version: str) -> str:
     global _code_digest
     if _code_digest is None:
         _code_digest = _migration_files_digest()
-    return hashlib.sha256(f"{FORMAT_VERSION}\n{server_version}\n{binaries.version}\n{_code_digest}".encode()).hexdigest()[:32]
+    # What pg_dump is asked for is part of it: an option added changes what the cached structure must hold.
+    options = " ".join(pg_dump_command(binaries=binaries, schema=REFERENCE_PREFIX)[1:])
+    return hashlib.sha256(f"{FORMAT_VERSION}\n{server_version}\n{binaries.version}\n{options}\n{_code_digest}".encode()).hexdigest()[:32]
 
 
 def _cache_path(key: str) -> Path:

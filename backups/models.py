@@ -148,3 +148,13 @@ class RestoreJob(models.Model):
 
     def __str__(self) -> str:
         return f"{self.get_kind_display()} desde {self.backup_file_name} ({self.status})"
+
+
+# A clinic's backup history: which backups exist, the files each holds, the restores. It
+# describes objects in the backups storage as they are now, not the clinic's data as of
+# a backup: dumps leave its rows out (backups.pg_tools), an in-place restore keeps the
+# live ones, and a clinic restored as new starts with none. A dump holding them would
+# bring back, after `gunzip | psql`, its own record still `running`, which the reaper
+# fails, deleting the very dump just replayed; and each dump would hold the file lists
+# of every earlier backup, growing with the number of backups kept.
+BACKUP_HISTORY_MODELS = (RestoreJob, BackupFile, BackupRecord)

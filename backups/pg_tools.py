@@ -20,6 +20,7 @@ from typing import BinaryIO, Callable
 from django.utils.translation import gettext_lazy as _
 
 from backups.errors import DumpError, PgVersionMismatchError, PsqlError
+from backups.models import BACKUP_HISTORY_MODELS
 from core.faults import die_now, kill_after_bytes
 from core.files import temporary_file
 
@@ -196,6 +197,8 @@ def pg_dump_command(*, binaries: PgBinaries, schema: str, snapshot: str = "") ->
         "--format=plain",  # plain SQL, so that `gunzip | psql` restores it
         "--encoding=UTF8",
     ]
+    # The structure of the backup history's tables, but not their rows (backups.models).
+    command += [f'--exclude-table-data="{schema}"."{model._meta.db_table}"' for model in BACKUP_HISTORY_MODELS]
     if snapshot:
         # The caller read other things (the file list) in that snapshot: both agree.
         command.append(f"--snapshot={snapshot}")

@@ -60,7 +60,7 @@ from backups.errors import (
     StorageObjectMissingError,
 )
 from backups.files_restore import RestoredFiles, new_clinic_rename, restore_files
-from backups.models import BackupFile, BackupRecord, RestoreJob
+from backups.models import BACKUP_HISTORY_MODELS, BackupFile, BackupRecord, RestoreJob
 from backups.pg_tools import PgBinaries, run_psql
 from backups.selectors import backup_get, backup_get_completed
 from backups.services import TARGET_TYPE, audit_missing_files, backup_mark_integrity, database_params, pg_binaries
@@ -81,8 +81,6 @@ logger = logging.getLogger(__name__)
 # Rows written after the dump that a restore must keep: who did what, which backups exist
 # and which files each holds, and the restores themselves (the one running included).
 CARRIED_MODELS = (BackupRecord, BackupFile, RestoreJob, Bitacora)
-# What a new clinic must not inherit: the source clinic's backups (their objects are the source's).
-HISTORY_MODELS = (RestoreJob, BackupFile, BackupRecord)
 PROGRESS_EVERY_BYTES = 8 * 1024 * 1024
 
 
@@ -273,7 +271,7 @@ def _files_details(files: RestoredFiles) -> dict:
 
 def _clear_history(staging: str) -> None:
     with connection.cursor() as cursor:
-        for model in HISTORY_MODELS:
+        for model in BACKUP_HISTORY_MODELS:  # a dump made before they were left out holds some
             cursor.execute(f'DELETE FROM "{staging}"."{model._meta.db_table}"')
 
 

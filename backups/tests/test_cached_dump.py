@@ -25,7 +25,7 @@ from django_tenants.utils import schema_context
 
 from backups.cached_dump import clinic_dump_write, clinic_snapshot
 from backups.dump_reference import reference_get
-from backups.models import BackupRecord
+from backups.models import BACKUP_HISTORY_MODELS, BackupRecord
 from backups.pg_tools import PgConnectionParams, dump_schema
 from backups.restore import CARRIED_MODELS, backup_restore_in_place
 from backups.services import _server_version, backup_create, database_params, pg_binaries
@@ -40,6 +40,7 @@ from core.testing import backend_waiting, committed_tables, other_session, scrat
 pytestmark = pytest.mark.committed
 CONTEXT = AuditContext.system("prueba-estructura")
 CARRIED = tuple(model._meta.db_table for model in CARRIED_MODELS)
+HISTORY = tuple(model._meta.db_table for model in BACKUP_HISTORY_MODELS)
 BENCH_SCALE = 0.2  # bench/bench_scale.py's clinic: clinic_fill at this scale
 AWKWARD = "tab\there\nnew line \\ backslash \\N 'quote' \"double\" ñandú 😀 \r end"
 
@@ -102,8 +103,8 @@ def catalog(schema: str, dbname: str | None = None, *, exclude: tuple[str, ...] 
 
 
 def _restored(sql: str, schema: str) -> dict:
-    """The catalog and rows a dump restores to, but for the backup records and the audit log
-    (a backup's own record is in its dump, `running`)."""
+    """The catalog and rows a dump restores to, but for the backup history (left out of dumps)
+    and the audit log (written after the dump)."""
     with scratch_database() as scratch:
         _gunzip_psql(sql, scratch)
         restored = catalog(schema, scratch, exclude=CARRIED)
@@ -135,7 +136,11 @@ def _assert_equivalent(schema: str) -> None:
         _gunzip_psql(theirs, pg_dumps)
         restored = catalog(schema, mine)
         assert restored == catalog(schema, pg_dumps)
-    assert restored["rows"] == catalog(schema)["rows"]
+    # (the backup history's rows are left out of every dump: its tables come back empty)
+    live = catalog(schema)["rows"]
+    assert {table: rows for table, rows in restored["rows"].items() if table not in HISTORY} == {
+        table: rows for table, rows in live.items() if table not in HISTORY}
+    assert [restored["rows"][table] for table in HISTORY] == [[] for _ in HISTORY]
     assert sum(len(rows) for rows in restored["rows"].values()) > 0
 
 
@@ -215,6 +220,24 @@ def test_the_sql_restore_round_trip_with_a_cached_structure_backup(committed_db,
     # then every table is as it was, row by row, and new rows insert (sequences were set)
     assert committed_tables("test_restore", exclude=CARRIED) == at_backup
     Paciente.objects.create(nombre="Nuevo", apellido="Después", documento=f"N-{uuid.uuid4().hex[:10]}")
+
+
+@pytest.mark.parametrize("structure_cache", [True, False])
+def test_a_backup_replayed_by_hand_holds_no_backup_history(committed_db, settings, backups_dir, structure_cache):
+    # given a clinic with earlier backups, backed up from the cached structure or by pg_dump
+    settings.BACKUP_STRUCTURE_CACHE = structure_cache
+    backup_create(context=CONTEXT)
+    backup = backup_create(context=CONTEXT)
+    assert backup.manifest["dump"]["method"] == ("structure_cache" if structure_cache else "pg_dump")
+    assert BackupRecord.objects.count() >= 2
+    # when an operator who lost the database replays it with `gunzip | psql`
+    with scratch_database() as scratch:
+        _gunzip_psql(_stored_sql(backup, backups_dir), scratch)
+        restored = catalog("test_restore", scratch)["rows"]
+    # then its own record (`running` when it was dumped) is not there for the reaper to fail,
+    # deleting this very dump; nor any other backup's file list; the clinic's data is
+    assert [restored[table] for table in HISTORY] == [[] for _ in HISTORY]
+    assert restored["clinica_paciente"] and restored["clinica_radiografia"] is not None
 
 
 # -- drift

@@ -161,8 +161,8 @@ def _upload(store: Storage, key: str, read: _Examined) -> int:
 def _asynchronous_commits() -> Iterator[None]:
     """Commits that do not wait for the WAL flush, for this session, for a while.
 
-    Each entry commits on its own before its object is stored: visible at once to
-    anyone, and kept if this process dies. Only a crash of the database server
+    Each group of entries commits on its own before its objects are stored: visible at
+    once to anyone, and kept if this process dies. Only a crash of the database server
     itself could lose the last few, leaving objects no record names (space, never
     data). Waiting for a flush per file would cost more than hashing it.
     """

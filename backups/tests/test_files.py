@@ -209,6 +209,8 @@ def test_a_file_upload_failing_on_a_worker_thread_fails_the_backup_cleanly(commi
         backup_create(context=CONTEXT)
     backup = BackupRecord.objects.order_by("-id").first()
     assert backup.status == BackupRecord.Status.FAILED and not (tmp_path / "backups" / backup.file_path).exists()
+    entry = Bitacora.objects.filter(action="backup.create").order_by("-id").first()
+    assert (entry.outcome, entry.target_id) == ("error", str(backup.pk)), entry.details
     # and its threads are gone, and every object it stored is named by its entries (retention finds them)
     assert not [thread for thread in threading.enumerate() if thread.name.startswith("backup-files")]
     stored = {path.name for path in (tmp_path / "backups").rglob("*") if path.is_file()}

@@ -25,7 +25,10 @@ every path the staging rows name gets a media file with its backup-time content,
 creating files only, never by overwriting or deleting one. A path that holds the
 same bytes is left as it is; a free path is written; a path holding other bytes is
 left alone and the content goes to a new name that the staging rows are rewritten
-to. The media storage must not overwrite on save (FileSystemStorage never does;
+to. Each path's check and write runs on one of the BACKUP_FILE_WORKERS threads
+(backups.file_threads, shared with the backup); the database stays on the calling
+thread, which rewrites a batch's rows only once every file of the batch is written.
+The media storage must not overwrite on save (FileSystemStorage never does;
 django-storages' S3 needs AWS_S3_FILE_OVERWRITE = False).
 The archive of a backup's files is backups.files_archive; the list of them stored beside the
 dump, readable without the database, is backups.files_list.

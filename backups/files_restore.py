@@ -5,12 +5,14 @@ from __future__ import annotations
 import posixpath
 import tempfile
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Callable
 
 from django.core.files.storage import Storage
 from django.db import connection
 
 from backups.errors import BackupChecksumMismatchError, BackupFileError, StorageObjectMissingError
+from backups.file_threads import FileThreads, InOrder
 from backups.files import (
     batched,
     file_fields,
@@ -103,13 +105,46 @@ def _rewrite(schema: str, renames: list[tuple[str, str]]) -> None:
             )
 
 
+@dataclass
+class _Placed:
+    """Where one path's content is in the media storage after a worker placed it: target None
+    when the backup has nothing to bring back (the row keeps its path)."""
+
+    path: str
+    target: str | None = None
+    written: bool = False
+    missing: bool = False
+
+
+def _place(media: Storage, store: Storage, schema: str, rename: Callable[[str], str], max_length: int,
+           path: str, entry: BackupFile | None) -> _Placed:
+    """On a worker thread: give the path's new name the entry's content (steps a to c of backups.restore's map),
+    creating files only."""
+    if entry is None or entry.missing:
+        # Not in the backup (missing at backup time): nothing to bring back.
+        return _Placed(path, missing=not media.exists(path))
+    target = _fit(rename(path), max_length)
+    if media_holds(media, target, entry):
+        return _Placed(path, target)
+    if media.exists(target):
+        # Other bytes at that name, perhaps a file live rows name: never touched.
+        target = versioned_name(target, entry.sha256, max_length)
+        if media_holds(media, target, entry):
+            return _Placed(path, target)
+    return _Placed(path, media_write(media, store, schema, entry, target, max_length), written=True)
+
+
 def restore_files(
     *, backup: BackupRecord, staging: str, rename: Callable[[str], str] = lambda path: path,
 ) -> RestoredFiles:
     """Give every path the staging rows name its backup-time content in the media storage (see the map above).
 
     rename maps a restored path to where it should live (a new clinic's own folder);
-    the rows are rewritten in staging wherever the content ends up elsewhere.
+    the rows are rewritten in staging wherever the content ends up elsewhere. Each
+    path's check and write runs on the file threads (backups.file_threads): after
+    losing the media storage every file is downloaded, one round trip after another
+    on Supabase or S3. The database (the listing, the entries, the rewrites) stays on
+    this thread, and a batch's rows are rewritten only once all its files are written.
     """
     media, store, schema = media_storage(), backup_storage(), connection.schema_name
     max_length = min((model_field.max_length or 100 for _model, model_field in file_fields()), default=100)
@@ -118,32 +153,34 @@ def restore_files(
         with connection.cursor() as cursor:
             paths_write(cursor, staging, listing)
         kill_point("restore.files.before_write")
-        for batch in batched(paths_read(listing)):
-            entries = {entry.path: entry for entry in BackupFile.objects.filter(backup=backup, path__in=batch)}
-            renames: list[tuple[str, str]] = []
-            for path in batch:
-                entry = entries.get(path)
-                if entry is None or entry.missing:
-                    # Not in the backup (missing at backup time): nothing to bring back; the row keeps its path.
-                    if not media.exists(path):
-                        result.missing.append(path)
-                    continue
-                result.checked += 1
-                target = _fit(rename(path), max_length)
-                if not media_holds(media, target, entry):
-                    if media.exists(target):
-                        # Other bytes at that name, perhaps a file live rows name: never touched.
-                        target = versioned_name(target, entry.sha256, max_length)
-                    if not media_holds(media, target, entry):
-                        target = media_write(media, store, schema, entry, target, max_length)
-                        result.written += 1
-                if target != path:
-                    renames.append((path, target))
-            kill_point("restore.files.before_rewrite")
-            _rewrite(staging, renames)
-            result.renamed += len(renames)
+        place = partial(_place, media, store, schema, rename, max_length)
+        with FileThreads("restore-files") as threads:
+            for batch in batched(paths_read(listing)):
+                entries = {entry.path: entry for entry in BackupFile.objects.filter(backup=backup, path__in=batch)}
+                placing: InOrder[_Placed] = InOrder(threads)
+                renames: list[tuple[str, str]] = []
+                for path in batch:
+                    placing.start(place, path, entries.get(path))
+                    if placing.full():
+                        _count(result, renames, placing.take())
+                while placing:
+                    _count(result, renames, placing.take())
+                kill_point("restore.files.before_rewrite")
+                _rewrite(staging, renames)
+                result.renamed += len(renames)
     kill_point("restore.files.done")
     return result
+
+
+def _count(result: RestoredFiles, renames: list[tuple[str, str]], placed: _Placed) -> None:
+    if placed.target is None:
+        if placed.missing:
+            result.missing.append(placed.path)
+        return
+    result.checked += 1
+    result.written += placed.written
+    if placed.target != placed.path:
+        renames.append((placed.path, placed.target))
 
 
 def new_clinic_rename(source_schema: str, new_schema: str) -> Callable[[str], str]:

@@ -5,8 +5,6 @@ from __future__ import annotations
 import hashlib
 import io
 import posixpath
-from collections import deque
-from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -17,6 +15,7 @@ from django.core.files.storage import Storage
 from django.db import connection
 
 from backups.errors import BackupFileError
+from backups.file_threads import FileThreads, InOrder
 from backups.files import SPOOL_MAX_BYTES, batched, file_object_key, media_storage, stored_content
 from backups.models import BackupFile, BackupRecord
 from backups.storage import COPY_CHUNK_SIZE, StoredCopy, backup_storage, killable, storage_save_exactly
@@ -186,47 +185,44 @@ class _FilePipeline:
     """A backup's file phase: stats, reads (with their hash) and uploads on worker threads,
     the database on this one.
 
-    Hashing and file or socket I/O release the GIL, so the threads overlap one file's
-    hashing with another's read and a third's upload; this thread does one INSERT and
-    one SELECT per group of files that finished meanwhile. Files are recorded in the
-    order they were listed; each group's entries are committed before any of its
-    uploads starts, so whatever this backup may have stored, its record names. At most
-    2 × workers files are examined ahead and as many uploads are in flight, each holding
-    at most SPOOL_MAX_BYTES in memory: memory stays flat in the number and size of files.
+    The threads overlap one file's hashing with another's read and a third's upload
+    (backups.file_threads); this thread does one INSERT and one SELECT per group of
+    files that finished meanwhile. Files are recorded in the order they were listed;
+    each group's entries are committed before any of its uploads starts, so whatever
+    this backup may have stored, its record names. At most 2 × workers files are
+    examined ahead and as many uploads are in flight, each holding at most
+    SPOOL_MAX_BYTES in memory: memory stays flat in the number and size of files.
     """
 
     def __init__(self, cursor, *, backup: BackupRecord, schema: str, workers: int):
         self.cursor, self.backup, self.schema = cursor, backup, schema
-        self.window = 2 * max(1, workers)
         self.media, self.store = media_storage(), backup_storage()
         self.trusted = _trusted_backups(self.store)
         self.result = StoredFiles()
         self.stored_now: set[str] = set()
-        self.examining: deque[Future] = deque()
-        self.uploads: deque[Future] = deque()
-        self.pool = ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="backup-files")
+        self.threads = FileThreads("backup-files", workers)
+        self.examining: InOrder[_Examined] = InOrder(self.threads)
+        self.uploads: InOrder[int] = InOrder(self.threads)
 
     def run(self, paths: Iterable[str]) -> StoredFiles:
         try:
             for batch in batched(paths):
                 previous = _previous_entries(batch, self.trusted)
                 for path in batch:
-                    self.examining.append(self.pool.submit(_examine, self.media, path, previous.get(path)))
-                    if len(self.examining) > self.window:
+                    self.examining.start(_examine, self.media, path, previous.get(path))
+                    if self.examining.full():
                         self._record_finished()
             while self.examining:
                 self._record_finished()
             while self.uploads:
-                self._uploaded(self.uploads.popleft())
+                self._uploaded(self.uploads.take())
         finally:
             self._abandon()
         return self.result
 
     def _record_finished(self) -> None:
         """Record the oldest file and every one after it that is done, then start their uploads."""
-        group = [self.examining.popleft().result()]
-        while self.examining and self.examining[0].done():
-            group.append(self.examining.popleft().result())
+        group = self.examining.take_done()
         # The entries before the objects: whatever this backup may have stored, its record names.
         _insert_entries(self.cursor, self.schema, [read.entry(self.backup) for read in group])
         kill_point("backup.files.entries_written")
@@ -244,17 +240,17 @@ class _FilePipeline:
                 continue
             stored.add(read.sha256)
             self.stored_now.add(read.sha256)
-            self.uploads.append(self.pool.submit(_upload, self.store, file_object_key(self.schema, read.sha256), read))
-        while len(self.uploads) > self.window:
-            self._uploaded(self.uploads.popleft())
+            self.uploads.start(_upload, self.store, file_object_key(self.schema, read.sha256), read)
+        while self.uploads.full():
+            self._uploaded(self.uploads.take())
 
-    def _uploaded(self, upload: Future) -> None:
-        if size := upload.result():
+    def _uploaded(self, size: int) -> None:
+        if size:
             self.result.uploaded, self.result.uploaded_bytes = self.result.uploaded + 1, self.result.uploaded_bytes + size
 
     def _abandon(self) -> None:
         """After a failure: nothing more starts, and the buffers read ahead are closed."""
-        self.pool.shutdown(wait=True, cancel_futures=True)
-        for examined in self.examining:
-            if not examined.cancelled() and examined.exception() is None and examined.result().buffer is not None:
-                examined.result().buffer.close()
+        self.threads.shutdown()
+        for examined in self.examining.finished():
+            if examined.buffer is not None:
+                examined.buffer.close()

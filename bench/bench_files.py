@@ -10,7 +10,10 @@ included) timed with its peak RSS:
 - the first backup (`manage.py create_backup`: dump, file list from its snapshot,
   every file hashed and stored once) into an empty backups folder;
 - a second backup with nothing changed (its file phase only looks at sizes and times);
-- a first backup of a clinic with a tenth of the files, for the RSS.
+- a first backup of a clinic with a tenth of the files, for the RSS;
+- with the clinic's media folder moved aside (the media storage lost), `tar -xf` of
+  the bare tools' tar against `manage.py restore_backup` of the first backup (which
+  writes every file), with the file threads and with one; the folder is put back.
 Targets (issue 11): first ≤ 1.3× the bare tools; second's file phase < 10% of the
 first's; RSS flat in the number and size of the files.
 """
@@ -89,7 +92,8 @@ def bare_and_first(schema: str, work: Path, pg_dump: str, env: dict, media_root:
         dumps.append(settled("pg_dump | gzip", f'"{pg_dump}" --schema={schema} --no-owner --no-privileges | gzip -6 > "{work}/dump.sql.gz"',
                              env=env))
         tars.append(settled("tar (carpeta de la clínica)", ["tar", "-cf", str(work / "media.tar"), "-C", str(media_root), schema]))
-        (work / "media.tar").unlink()
+        if round_number < rounds - 1:
+            (work / "media.tar").unlink()  # the last one is kept: the restores are measured against extracting it
         firsts.append(settled("create_backup, primero", [sys.executable, str(ROOT / "manage.py"), "create_backup", "--tenant", schema],
                               env={"BACKUPS_LOCAL_ROOT": str(work / f"backups-{round_number}")}))
         if round_number < rounds - 1:
@@ -102,6 +106,29 @@ def bare_and_first(schema: str, work: Path, pg_dump: str, env: dict, media_root:
         print(f"rondas, {label}: {' / '.join(f'{one.seconds:.2f} s' for one in measured)}", flush=True)
 
     return [best(dumps), best(tars)], best(firsts)
+
+
+def restores(schema: str, backup_id: int, work: Path, backups_root: Path, media_root: Path) -> None:
+    """With the clinic's media folder lost (moved aside, put back afterwards): `tar -xf` of its tar into a
+    scratch folder, then restore_backup of the first backup, which writes every file, with the file threads
+    and with one. Between the two restores the restored files are removed, so each writes them all."""
+    from django.conf import settings
+
+    clinic_media, aside, scratch = media_root / schema, work / "media-aside", work / "extracted"
+    restore = [sys.executable, str(ROOT / "manage.py"), "restore_backup", "--tenant", schema, "--id", str(backup_id), "--yes"]
+    clinic_media.rename(aside)
+    try:
+        scratch.mkdir()
+        measured = [settled("tar -xf (carpeta de la clínica)", ["tar", "-xf", str(work / "media.tar"), "-C", str(scratch)])]
+        shutil.rmtree(scratch)
+        for label, workers in ((f"restore_backup, {settings.BACKUP_FILE_WORKERS} hilos", {}),
+                               ("restore_backup, 1 hilo (BACKUP_FILE_WORKERS=1)", {"BACKUP_FILE_WORKERS": "1"})):
+            measured.append(settled(label, restore, env={"BACKUPS_LOCAL_ROOT": str(backups_root), **workers}))
+            shutil.rmtree(clinic_media)
+    finally:
+        shutil.rmtree(clinic_media, ignore_errors=True)
+        aside.rename(clinic_media)
+    restores_print(measured, settings.BACKUP_FILE_WORKERS)
 
 
 def latest_backup(schema: str):
@@ -167,8 +194,17 @@ def main() -> None:
         print(f"RSS pico del primer backup: {small_first.peak_rss_mb:.0f} MB con {small_files:,} archivos, "
               f"{first.peak_rss_mb:.0f} MB con {files:,} (×{first.peak_rss_mb / small_first.peak_rss_mb:.2f}; objetivo: plano)")
         print(f"objetivo primero ≤ 1.3× herramientas: {first.seconds / bare_seconds:.2f}×")
+        restores(big, first_record.pk, work, work / f"backups-{options.rounds - 1}", media_root)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def restores_print(restored: list[Measured], workers: int) -> None:
+    extract, threaded, one_thread = restored
+    print("\nrestauración con la carpeta de la clínica perdida (escribe todos los archivos; incluye reponer las filas):")
+    print(table([(measured.label, f"{measured.seconds:.2f}", f"{measured.seconds / extract.seconds:.2f}",
+                  f"{measured.peak_rss_mb:.0f}") for measured in restored], ("qué", "segundos", "× tar -xf", "RSS pico MB")))
+    print(f"restore_backup: {one_thread.seconds / threaded.seconds:.2f}× más rápido con {workers} hilos que con 1")
 
 
 if __name__ == "__main__":

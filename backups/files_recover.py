@@ -20,12 +20,14 @@ import logging
 from collections import Counter
 from dataclasses import dataclass, field
 from enum import StrEnum
+from functools import partial
 from typing import Callable
 
 from django.core.exceptions import SuspiciousFileOperation
 from django.core.files.storage import Storage
 
 from backups.errors import BackupChecksumMismatchError, BackupFileError, FileListInvalidError, StorageObjectMissingError
+from backups.file_threads import FileThreads, InOrder
 from backups.files import file_object_key, media_storage
 from backups.files_list import file_list_open
 from backups.files_restore import media_holds, media_write
@@ -84,25 +86,41 @@ def _recover_one(media: Storage, store: Storage, schema: str, entry: BackupFile,
     return Recovered.WRITTEN
 
 
+def _recover_entry(media: Storage, store: Storage, schema: str, dry_run: bool, entry: BackupFile) -> tuple[BackupFile, Recovered]:
+    """On a file thread (backups.file_threads): one entry's outcome."""
+    try:
+        return entry, _recover_one(media, store, schema, entry, dry_run)
+    except SuspiciousFileOperation:
+        return entry, Recovered.REFUSED
+
+
 def files_recover(
     *, list_key: str, dry_run: bool = False, report: Callable[[str, Recovered], None] = lambda path, outcome: None,
 ) -> RecoveredFiles:
-    """Bring back every path of a stored file list whose media path is free (see the map above)."""
-    media, store = media_storage(), backup_storage()
-    with file_list_open(list_key) as (header, entries):
+    """Bring back every path of a stored file list whose media path is free (see the map above).
+
+    The paths are checked and written on the file threads: after losing everything, every
+    file is a download and an upload, one round trip after another on Supabase or S3.
+    They are reported in the list's order."""
+    with file_list_open(list_key) as (header, entries), FileThreads("recover-files") as threads:
         result = RecoveredFiles(header=header)
-        schema, seen = header["schema"], 0
-        for item in entries:
-            seen += 1
-            entry = BackupFile(path=item["path"], sha256=item["sha256"] or "", size=item["size"])
-            try:
-                outcome = _recover_one(media, store, schema, entry, dry_run)
-            except SuspiciousFileOperation:
-                outcome = Recovered.REFUSED
+        recover = partial(_recover_entry, media_storage(), backup_storage(), header["schema"], dry_run)
+        recovering: InOrder[tuple[BackupFile, Recovered]] = InOrder(threads)
+
+        def tally(entry: BackupFile, outcome: Recovered) -> None:
             result.counts[outcome] += 1
             if outcome in PROBLEMS:
                 logger.warning("file list %s: %s at %s", list_key, outcome.value, entry.path)
             report(entry.path, outcome)
+
+        seen = 0
+        for item in entries:
+            seen += 1
+            recovering.start(recover, BackupFile(path=item["path"], sha256=item["sha256"] or "", size=item["size"]))
+            if recovering.full():
+                tally(*recovering.take())
+        while recovering:
+            tally(*recovering.take())
     if seen != header["count"]:  # the header says how many follow: a list that lost some is not whole
         raise FileListInvalidError(details={"object": list_key, "expected": header["count"], "entries": seen})
     logger.info("file list %s%s: %s", list_key, " (dry run)" if dry_run else "",

@@ -14,7 +14,7 @@
    Without a job (a direct service call) the names are kept in memory only: a
    process that dies then leaves its files to nobody.
 The one name not predictable, a free name taken by someone else between the check
-and the write (the storage then picks another), is refused by media_write: it
+and the write (the storage then picks another), is refused (files_restore._write): it
 deletes what it wrote and fails, so the restore never creates an unrecorded name. Left
 open: a user's upload taking a recorded name before the restore wrote it, seen by a
 clean-up between that file's save and its row's commit (milliseconds), would be deleted.

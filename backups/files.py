@@ -28,6 +28,8 @@ left alone and the content goes to a new name that the staging rows are rewritte
 to. Each path's check and write runs on one of the BACKUP_FILE_WORKERS threads
 (backups.file_threads, shared with the backup); the database stays on the calling
 thread, which rewrites a batch's rows only once every file of the batch is written.
+Each name about to be created is recorded first (RestoreFile rows of the job); whoever sees the
+restore end (itself, or the reaper) deletes those that no live row names (backups.files_cleanup).
 The media storage must not overwrite on save (FileSystemStorage never does;
 django-storages' S3 needs AWS_S3_FILE_OVERWRITE = False).
 The archive of a backup's files is backups.files_archive; the list of them stored beside the

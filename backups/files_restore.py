@@ -13,6 +13,7 @@ from django.db import connection
 
 from backups.errors import BackupChecksumMismatchError, BackupFileError, StorageObjectMissingError
 from backups.file_threads import FileThreads, InOrder
+from backups.files_cleanup import CreatedNames
 from backups.files import (
     batched,
     file_fields,
@@ -107,19 +108,20 @@ def _rewrite(schema: str, renames: list[tuple[str, str]]) -> None:
 
 @dataclass
 class _Placed:
-    """Where one path's content is in the media storage after a worker placed it: target None
-    when the backup has nothing to bring back (the row keeps its path)."""
+    """Where one path's content is in the media storage: target None when the backup has nothing to
+    bring back (the row keeps its path); `write` when target is free and the content must be created there."""
 
     path: str
     target: str | None = None
+    entry: BackupFile | None = None
+    write: bool = False
     written: bool = False
     missing: bool = False
 
 
-def _place(media: Storage, store: Storage, schema: str, rename: Callable[[str], str], max_length: int,
-           path: str, entry: BackupFile | None) -> _Placed:
-    """On a worker thread: give the path's new name the entry's content (steps a to c of backups.restore's map),
-    creating files only."""
+def _check(media: Storage, rename: Callable[[str], str], max_length: int, path: str, entry: BackupFile | None) -> _Placed:
+    """On a worker thread: where the path's content is, or the free name it must be written to
+    (steps a to c of backups.restore's map)."""
     if entry is None or entry.missing:
         # Not in the backup (missing at backup time): nothing to bring back.
         return _Placed(path, missing=not media.exists(path))
@@ -131,40 +133,68 @@ def _place(media: Storage, store: Storage, schema: str, rename: Callable[[str], 
         target = versioned_name(target, entry.sha256, max_length)
         if media_holds(media, target, entry):
             return _Placed(path, target)
-    return _Placed(path, media_write(media, store, schema, entry, target, max_length), written=True)
+    return _Placed(path, target, entry, write=True)
+
+
+def _write(media: Storage, store: Storage, schema: str, max_length: int, placed: _Placed) -> _Placed:
+    """On a worker thread, once its name is recorded: create the file."""
+    name = media_write(media, store, schema, placed.entry, placed.target, max_length)
+    if name != placed.target:
+        # Taken since the check, so the storage chose another name, which nothing recorded
+        # (backups.files_cleanup could never find it): removed, and the restore fails.
+        media.delete(name)
+        raise BackupFileError(details={"operation": "write", "path": placed.path, "name": placed.target})
+    placed.written = True
+    return placed
+
+
+def _in_order(threads: FileThreads, work: Callable[..., _Placed], items: list) -> list[_Placed]:
+    """Run work on each item on the file threads; the results in the items' order."""
+    running: InOrder[_Placed] = InOrder(threads)
+    results: list[_Placed] = []
+    for item in items:
+        running.start(work, *item)
+        if running.full():
+            results.append(running.take())
+    while running:
+        results.append(running.take())
+    return results
 
 
 def restore_files(
     *, backup: BackupRecord, staging: str, rename: Callable[[str], str] = lambda path: path,
+    created: CreatedNames | None = None,
 ) -> RestoredFiles:
     """Give every path the staging rows name its backup-time content in the media storage (see the map above).
 
     rename maps a restored path to where it should live (a new clinic's own folder);
     the rows are rewritten in staging wherever the content ends up elsewhere. Each
-    path's check and write runs on the file threads (backups.file_threads): after
-    losing the media storage every file is downloaded, one round trip after another
-    on Supabase or S3. The database (the listing, the entries, the rewrites) stays on
-    this thread, and a batch's rows are rewritten only once all its files are written.
+    path's check, then each write, runs on the file threads (backups.file_threads):
+    after losing the media storage every file is downloaded, one round trip after
+    another on Supabase or S3. The database (the listing, the entries, the names about
+    to be created, the rewrites) stays on this thread: a batch's free names are
+    recorded (created) before any is written (backups.files_cleanup), and its rows are
+    rewritten only once all its files are written.
     """
     media, store, schema = media_storage(), backup_storage(), connection.schema_name
     max_length = min((model_field.max_length or 100 for _model, model_field in file_fields()), default=100)
+    created = created if created is not None else CreatedNames(None)
     result = RestoredFiles()
     with tempfile.TemporaryFile(dir=temp_dir(), prefix=TEMP_PREFIX) as listing:
         with connection.cursor() as cursor:
             paths_write(cursor, staging, listing)
         kill_point("restore.files.before_write")
-        place = partial(_place, media, store, schema, rename, max_length)
         with FileThreads("restore-files") as threads:
             for batch in batched(paths_read(listing)):
                 entries = {entry.path: entry for entry in BackupFile.objects.filter(backup=backup, path__in=batch)}
-                placing: InOrder[_Placed] = InOrder(threads)
+                placed = _in_order(threads, partial(_check, media, rename, max_length), [(path, entries.get(path)) for path in batch])
+                to_write = [item for item in placed if item.write]
+                created.record([item.target for item in to_write])
+                kill_point("restore.files.recorded")
+                _in_order(threads, partial(_write, media, store, schema, max_length), [(item,) for item in to_write])
                 renames: list[tuple[str, str]] = []
-                for path in batch:
-                    placing.start(place, path, entries.get(path))
-                    if placing.full():
-                        _count(result, renames, placing.take())
-                while placing:
-                    _count(result, renames, placing.take())
+                for item in placed:
+                    _count(result, renames, item)
                 kill_point("restore.files.before_rewrite")
                 _rewrite(staging, renames)
                 result.renamed += len(renames)

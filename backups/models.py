@@ -150,11 +150,29 @@ class RestoreJob(models.Model):
         return f"{self.get_kind_display()} desde {self.backup_file_name} ({self.status})"
 
 
+class RestoreFile(models.Model):
+    """A media name a restore's file phase is about to create, recorded before it is written.
+
+    Like a BackupFile before its upload: a restore that dies or fails still names every
+    file it may have created, and backups.files_cleanup removes those no live row names.
+    """
+
+    job = models.ForeignKey(RestoreJob, on_delete=models.CASCADE, related_name="files")
+    path = models.TextField()
+
+    class Meta:
+        verbose_name = "archivo creado por una restauración"
+        verbose_name_plural = "archivos creados por restauraciones"
+
+    def __str__(self) -> str:
+        return self.path
+
+
 # A clinic's backup history: which backups exist, the files each holds, the restores. It
-# describes objects in the backups storage as they are now, not the clinic's data as of
+# describes objects in the backups storage (and media files a restore is creating) as they are now, not the clinic's data as of
 # a backup: dumps leave its rows out (backups.pg_tools), an in-place restore keeps the
 # live ones, and a clinic restored as new starts with none. A dump holding them would
 # bring back, after `gunzip | psql`, its own record still `running`, which the reaper
 # fails, deleting the very dump just replayed; and each dump would hold the file lists
 # of every earlier backup, growing with the number of backups kept.
-BACKUP_HISTORY_MODELS = (RestoreJob, BackupFile, BackupRecord)
+BACKUP_HISTORY_MODELS = (RestoreFile, RestoreJob, BackupFile, BackupRecord)

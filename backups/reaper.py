@@ -10,6 +10,7 @@ backups.restore), but it can leave:
 3. records still `running` (a backup, a restore job) whose process is gone: the
    backup's partial objects (its dump, its file list) are deleted and the record marked
    failed; a restore job is failed as interrupted, or completed if its swap had committed;
+   the media files a dead restore created and no live row names are deleted (backups.files_cleanup);
 4. records still `pending` long after any worker would have taken them (a lost message).
 An operation in progress always holds its clinic's advisory lock (core.locks), and
 the session holding it dies with its process. So for each clinic the reaper takes
@@ -30,6 +31,7 @@ from django_tenants.utils import get_public_schema_name, schema_context
 
 from backups.actions import BackupAction
 from backups.dump_reference import reference_schemas_left
+from backups.files_cleanup import restore_files_reap
 from backups.models import BackupRecord, RestoreJob
 from backups.services import backup_fail
 from bitacora.models import Outcome
@@ -51,6 +53,7 @@ class ReapReport:
     schemas: list[str] = field(default_factory=list)
     backups: list[str] = field(default_factory=list)
     restores: list[str] = field(default_factory=list)
+    media_files: list[str] = field(default_factory=list)
     busy_clinics: list[str] = field(default_factory=list)
     failed_clinics: list[str] = field(default_factory=list)
 
@@ -96,6 +99,8 @@ def _reap_restores(schema: str, report: ReapReport) -> None:
         record(context=CONTEXT, action=action, outcome=outcome, target_type="backup", target_id=job.backup_id or "",
                details=details)
         report.restores.append(f"{schema}:{job.pk}")
+    # After the jobs' outcome: a swapped job's names are checked against the restored rows, now live.
+    report.media_files += restore_files_reap(schema)
 
 
 def reap_clinic(schema: str, leftovers: list[str], report: ReapReport, *, has_tables: bool) -> None:

@@ -25,7 +25,9 @@
    still there with its bytes, and the live rows are untouched (they are in another
    schema); what a dead restore wrote is new files nobody's rows name yet, or files
    at names that live rows named but whose file was gone. Once the swap commits,
-   every file the restored rows name exists, since each was written before.
+   every file the restored rows name exists, since each was written before. Each name
+   about to be created is recorded first (the job's RestoreFile rows); however the
+   restore ends, it or the reaper deletes those no live row names (backups.files_cleanup).
 5. In one short transaction with a lock timeout: lock the live tables, carry the rows
    that a restore must not roll back (backup history and its file lists, restore
    jobs, audit log) into staging, mark the job `swapped` there, swap the schemas.
@@ -59,8 +61,9 @@ from backups.errors import (
     RestoreConfirmationError,
     StorageObjectMissingError,
 )
+from backups.files_cleanup import created_files
 from backups.files_restore import RestoredFiles, new_clinic_rename, restore_files
-from backups.models import BACKUP_HISTORY_MODELS, BackupFile, BackupRecord, RestoreJob
+from backups.models import BACKUP_HISTORY_MODELS, BackupFile, BackupRecord, RestoreFile, RestoreJob
 from backups.pg_tools import PgBinaries, run_psql
 from backups.selectors import backup_get, backup_get_completed
 from backups.services import TARGET_TYPE, audit_missing_files, backup_mark_integrity, database_params, pg_binaries
@@ -79,8 +82,9 @@ from core.selectors import migration_state
 logger = logging.getLogger(__name__)
 
 # Rows written after the dump that a restore must keep: who did what, which backups exist
-# and which files each holds, and the restores themselves (the one running included).
-CARRIED_MODELS = (BackupRecord, BackupFile, RestoreJob, Bitacora)
+# and which files each holds, and the restores themselves (the one running included, and the
+# media names it recorded: after the swap they are cleaned up against the restored rows).
+CARRIED_MODELS = (BackupRecord, BackupFile, RestoreJob, RestoreFile, Bitacora)
 PROGRESS_EVERY_BYTES = 8 * 1024 * 1024
 
 
@@ -235,28 +239,29 @@ def backup_restore_in_place(*, context: AuditContext, backup_id: int, confirm: s
             record(context=context, action=BackupAction.RESTORE_START, target_type=TARGET_TYPE, target_id=backup.pk,
                    details={"file_name": backup.file_name})
             kill_point("restore.before_replay")
-            try:
-                _job_phase(job, RestoreJob.Phase.REPLAY)
-                _replay_into_staging(binaries=binaries, schema=schema, staging=names.staging, aside=names.aside,
-                                     dump_file=dump_file, progress=_job_progress(job))
-                kill_point("restore.after_replay")
-                if older_than_code:
-                    _job_phase(job, RestoreJob.Phase.MIGRATE)
-                    schema_migrate(names.staging)
-                _job_phase(job, RestoreJob.Phase.FILES)
-                files = restore_files(backup=backup, staging=names.staging)
-                _job_phase(job, RestoreJob.Phase.SWAP)
-                _swap(schema=schema, staging=names.staging, old=names.old, job=job)
-            except DatabaseError as exc:
-                schema_drop(names.staging)
-                if "lock timeout" in str(exc):
-                    raise RestoreBusyError() from exc
-                raise RestoreFailedError(details={"exception": type(exc).__name__}) from exc
-            except Exception:
-                schema_drop(names.staging)
-                raise
-            kill_point("restore.after_swap")
-            schema_drop(names.old)
+            with created_files(job, [schema]) as created:
+                try:
+                    _job_phase(job, RestoreJob.Phase.REPLAY)
+                    _replay_into_staging(binaries=binaries, schema=schema, staging=names.staging, aside=names.aside,
+                                         dump_file=dump_file, progress=_job_progress(job))
+                    kill_point("restore.after_replay")
+                    if older_than_code:
+                        _job_phase(job, RestoreJob.Phase.MIGRATE)
+                        schema_migrate(names.staging)
+                    _job_phase(job, RestoreJob.Phase.FILES)
+                    files = restore_files(backup=backup, staging=names.staging, created=created)
+                    _job_phase(job, RestoreJob.Phase.SWAP)
+                    _swap(schema=schema, staging=names.staging, old=names.old, job=job)
+                except DatabaseError as exc:
+                    schema_drop(names.staging)
+                    if "lock timeout" in str(exc):
+                        raise RestoreBusyError() from exc
+                    raise RestoreFailedError(details={"exception": type(exc).__name__}) from exc
+                except Exception:
+                    schema_drop(names.staging)
+                    raise
+                kill_point("restore.after_swap")
+                schema_drop(names.old)
     backup = backup_get(backup_id=backup_id)
     audit_missing_files(context=context, backup=backup, operation="restore", missing=files.missing)
     record(context=context, action=BackupAction.RESTORE, target_type=TARGET_TYPE, target_id=backup.pk,
@@ -291,28 +296,33 @@ def backup_restore_as_new_tenant(
         tenant_name_check(schema_name)
         backup = backup_get_completed(backup_id=backup_id)
         binaries = pg_binaries()
-        with tenant_operation_lock(schema), temporary_file() as dump_file:
+        # The new name's lock too: a restore into the same name from another clinic would write the same
+        # files, and the reaper cleaning up after this one must not delete that one's (backups.files_cleanup).
+        with tenant_operation_lock(schema), tenant_operation_lock(schema_name), temporary_file() as dump_file:
             _job_phase(job, RestoreJob.Phase.COPY)
             _verified_copy(backup, dump_file)
             older_than_code = _check_migrations(backup)
-            try:
-                _job_phase(job, RestoreJob.Phase.REPLAY)
-                _replay_into_staging(binaries=binaries, schema=schema, staging=names.staging, aside=names.aside,
-                                     dump_file=dump_file, progress=_job_progress(job))
-                if older_than_code:
-                    _job_phase(job, RestoreJob.Phase.MIGRATE)
-                    schema_migrate(names.staging)
-                kill_point("restore.after_replay")
-                _clear_history(names.staging)
-                _job_phase(job, RestoreJob.Phase.FILES)
-                files = restore_files(backup=backup, staging=names.staging, rename=new_clinic_rename(schema, schema_name))
-                with transaction.atomic():
-                    with connection.cursor() as cursor:
-                        cursor.execute(f'ALTER SCHEMA "{names.staging}" RENAME TO "{schema_name}"')
-                    tenant = tenant_register_schema(schema_name=schema_name, nombre=nombre)
-            except Exception:
-                schema_drop(names.staging)
-                raise
+            # The new clinic's files are seen by its rows once it is registered (the clean-up counts them then).
+            with created_files(job, [schema, schema_name]) as created:
+                try:
+                    _job_phase(job, RestoreJob.Phase.REPLAY)
+                    _replay_into_staging(binaries=binaries, schema=schema, staging=names.staging, aside=names.aside,
+                                         dump_file=dump_file, progress=_job_progress(job))
+                    if older_than_code:
+                        _job_phase(job, RestoreJob.Phase.MIGRATE)
+                        schema_migrate(names.staging)
+                    kill_point("restore.after_replay")
+                    _clear_history(names.staging)
+                    _job_phase(job, RestoreJob.Phase.FILES)
+                    files = restore_files(backup=backup, staging=names.staging, rename=new_clinic_rename(schema, schema_name),
+                                          created=created)
+                    with transaction.atomic():
+                        with connection.cursor() as cursor:
+                            cursor.execute(f'ALTER SCHEMA "{names.staging}" RENAME TO "{schema_name}"')
+                        tenant = tenant_register_schema(schema_name=schema_name, nombre=nombre)
+                except Exception:
+                    schema_drop(names.staging)
+                    raise
     audit_missing_files(context=context, backup=backup, operation="restore", missing=files.missing)
     record(context=context, action=BackupAction.RESTORE_AS_NEW_TENANT, target_type=TARGET_TYPE, target_id=backup.pk,
            details={"file_name": backup.file_name, "new_tenant": schema_name, "migrated_forward": older_than_code,

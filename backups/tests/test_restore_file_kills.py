@@ -1,4 +1,5 @@
-"""A restore SIGKILLed at each step of its file phase loses no live file and changes no row;
+"""A restore SIGKILLed at each step of its file phase loses no live file and changes no row, and after
+the reaper leaves no file it created that no live row names;
 a backup SIGKILLed in its file phase leaves no object its record does not name.
 
 A real `manage.py restore_backup` child, killed by core.faults (CLINICA_KILL_AT) at
@@ -8,12 +9,14 @@ overwritten since (its backup-time bytes go beside it, the staging rows rewritte
 """
 from __future__ import annotations
 
+import hashlib
 import signal
+from pathlib import Path
 
 import pytest
 
 from backups.files import file_object_key
-from backups.models import BackupFile, BackupRecord
+from backups.models import BackupFile, BackupRecord, RestoreFile
 from backups.reaper import reap
 from backups.restore import backup_restore_in_place
 from backups.services import backup_create, backup_verify
@@ -26,11 +29,18 @@ pytestmark = pytest.mark.committed
 
 FILE_PHASE_STEPS = [
     "restore.files.before_write",  # staging replayed, nothing written yet
+    "restore.files.recorded",  # the names to create recorded, none written
     "restore.files.write@1000",  # in the middle of writing a file's bytes
     "restore.files.before_rewrite",  # files written, staging rows not yet rewritten
     "restore.files.done",  # staging rows rewritten, the swap not begun
     "restore.swap_before_commit",  # inside the swap's transaction, before its commit
 ]
+
+
+def media_snapshot(media_dir: Path) -> dict[str, str]:
+    """Every file in the media folder, by its name in the storage, and the sha256 of its bytes."""
+    return {path.relative_to(media_dir).as_posix(): hashlib.sha256(path.read_bytes()).hexdigest()
+            for path in media_dir.rglob("*") if path.is_file()}
 
 
 @pytest.mark.parametrize("kill_at", FILE_PHASE_STEPS)
@@ -40,10 +50,11 @@ def test_a_restore_killed_in_its_file_phase_loses_no_live_file_and_changes_no_ro
     # given a backup, then one radiograph's file lost, another's overwritten, and rows changed
     lost, overwritten = media_files(count=2, size=4096)
     backup = backup_create(context=CONTEXT)
+    lost_bytes = (media_dir / lost.archivo.name).read_bytes()
     (media_dir / lost.archivo.name).unlink()
     (media_dir / overwritten.archivo.name).write_bytes(b"la radiografia nueva")
     Radiografia.objects.filter(pk=lost.pk).update(descripcion="Cambiada")
-    rows_before, files_before = clinic_rows(), live_files()
+    rows_before, files_before, media_before = clinic_rows(), live_files(), media_snapshot(media_dir)
     # when a restore is killed at that step
     log = tmp_path / "restore.log"
     ran = manage("restore_backup", "--tenant", "test_restore", "--id", str(backup.pk), "--yes",
@@ -60,6 +71,16 @@ def test_a_restore_killed_in_its_file_phase_loses_no_live_file_and_changes_no_ro
     # and the reaper drops what it left
     reap()
     assert "test_restore" not in operation_schemas_left()
+    # and every file the restore created is gone (the overwritten one's copy beside it included), every
+    # file that was there untouched; only the lost file's name, which a live row names, may hold the
+    # bytes written there (all of them, or the first ones when the kill cut that very write)
+    media_now = media_snapshot(media_dir)
+    assert {path: media_now.get(path) for path in media_before} == media_before
+    created = set(media_now) - set(media_before)
+    assert created <= {lost.archivo.name}
+    if created:
+        assert lost_bytes.startswith((media_dir / lost.archivo.name).read_bytes())
+    assert not RestoreFile.objects.exists()
     if kill_at == "restore.files.write@1000":
         # then a new restore never trusts the half-written file: every file is whole afterwards
         backup_restore_in_place(context=CONTEXT, backup_id=backup.pk, confirm="test_restore")

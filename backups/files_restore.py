@@ -148,6 +148,27 @@ def _write(media: Storage, store: Storage, schema: str, max_length: int, placed:
     return placed
 
 
+def _share_or_separate(placed: list[_Placed], media: Storage, max_length: int) -> None:
+    """Two paths of a batch may need one free name (a new clinic's folder maps `<clinic>/x` and
+    `x` both to `<new>/x`; shortening long names to fit can make two equal). As if the first
+    had been written already: a later one with the same content shares its file, one with
+    other content goes beside it, under its versioned name."""
+    claimed: dict[str, str] = {}  # name: the sha256 of the content written there
+    for item in placed:
+        if not item.write:
+            continue
+        sha256 = item.entry.sha256
+        if claimed.get(item.target, sha256) != sha256:
+            item.target = versioned_name(item.target, sha256, max_length)
+            if media_holds(media, item.target, item.entry):
+                item.write = False
+                continue
+        if claimed.get(item.target) == sha256:
+            item.write = False
+            continue
+        claimed[item.target] = sha256
+
+
 def _in_order(threads: FileThreads, work: Callable[..., _Placed], items: list) -> list[_Placed]:
     """Run work on each item on the file threads; the results in the items' order."""
     running: InOrder[_Placed] = InOrder(threads)
@@ -188,6 +209,7 @@ def restore_files(
             for batch in batched(paths_read(listing)):
                 entries = {entry.path: entry for entry in BackupFile.objects.filter(backup=backup, path__in=batch)}
                 placed = _in_order(threads, partial(_check, media, rename, max_length), [(path, entries.get(path)) for path in batch])
+                _share_or_separate(placed, media, max_length)
                 to_write = [item for item in placed if item.write]
                 created.record([item.target for item in to_write])
                 kill_point("restore.files.recorded")

@@ -6,18 +6,24 @@ Committed tests in the test_restore clinic, as in test_files (whose helpers they
 from __future__ import annotations
 
 import hashlib
+import os
 import threading
+import uuid
+from datetime import date
 
 import pytest
+from django.db import connection
+from django_tenants.utils import schema_context
 
 from backups.errors import BackupChecksumMismatchError
 from backups.files import file_object_key
-from backups.restore import backup_restore_in_place
+from backups.restore import backup_restore_as_new_tenant, backup_restore_in_place
 from backups.services import backup_create
 from backups.tests.test_files import CONTEXT, clinic_rows, live_files
 from bitacora.models import Bitacora
 from clinica.models import Radiografia
-from core.schemas import operation_schemas_left
+from core.models import Tenant
+from core.schemas import operation_schemas_left, schema_drop
 
 pytestmark = pytest.mark.committed
 
@@ -86,3 +92,34 @@ def test_a_damaged_content_object_fails_the_restore_with_no_thread_left_and_the_
     assert all(files_now[path] in ("", at_backup[path]) for path in lost)
     assert not (media_dir / damaged.path).exists()
     assert hashlib.sha256(b"otros bytes" * 1000).hexdigest() not in files_now.values()
+
+
+def test_two_paths_renamed_to_one_name_in_a_new_clinic_each_keep_their_own_content(committed_db, backups_dir, media_dir,
+                                                                                  media_files):
+    # given two radiographs whose paths a new clinic's folder maps to one name: the clinic's
+    # own `test_restore/radiografias/x.png` and a bare `radiografias/x.png`, with other bytes
+    media_files()
+    paciente = Radiografia.objects.order_by("pk").first().paciente
+    contents = {}
+    for path in ("test_restore/radiografias/doble.png", "radiografias/doble.png"):
+        (media_dir / path).parent.mkdir(parents=True, exist_ok=True)
+        (media_dir / path).write_bytes(contents.setdefault(path, os.urandom(3000)))
+        Radiografia.objects.create(paciente=paciente, tomada_en=date.today(), descripcion="Doble", archivo=path)
+    backup = backup_create(context=CONTEXT)
+    new_schema = f"test_restore_dbl_{uuid.uuid4().hex[:6]}"
+    try:
+        # when the backup is restored as a new clinic
+        backup_restore_as_new_tenant(context=CONTEXT, backup_id=backup.pk, schema_name=new_schema, nombre="Copia")
+        # then it succeeds, and each row names a file of its own with its own backup-time bytes
+        with schema_context(new_schema):
+            named = dict(Radiografia.objects.filter(descripcion="Doble").values_list("pk", "archivo"))
+        with schema_context("test_restore"):
+            sources = dict(Radiografia.objects.filter(descripcion="Doble").values_list("pk", "archivo"))
+        assert len(set(named.values())) == 2
+        for pk, source in sources.items():
+            assert (media_dir / named[pk]).read_bytes() == contents[source]
+    finally:
+        connection.set_schema_to_public()
+        Tenant.objects.filter(schema_name=new_schema).delete()
+        schema_drop(new_schema)
+        connection.set_tenant(committed_db)

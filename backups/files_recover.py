@@ -110,7 +110,8 @@ def files_recover(
         def tally(entry: BackupFile, outcome: Recovered) -> None:
             result.counts[outcome] += 1
             if outcome in PROBLEMS:
-                logger.warning("file list %s: %s at %s", list_key, outcome.value, entry.path)
+                # The path goes to the operator (report), not to the log: a file's name may be a patient's.
+                logger.warning("file list %s: %s", list_key, outcome.value)
             report(entry.path, outcome)
 
         seen = 0

@@ -100,7 +100,9 @@ def _reap_restores(schema: str, report: ReapReport) -> None:
                details=details)
         report.restores.append(f"{schema}:{job.pk}")
     # After the jobs' outcome: a swapped job's names are checked against the restored rows, now live.
-    report.media_files += restore_files_reap(schema)
+    # Counted, not named: the report is logged, and a file's name may be a patient's.
+    if deleted := restore_files_reap(schema):
+        report.media_files.append(f"{schema}:{len(deleted)}")
 
 
 def reap_clinic(schema: str, leftovers: list[str], report: ReapReport, *, has_tables: bool) -> None:

@@ -17,12 +17,13 @@ from backups.jobs import restore_prepare, restore_run
 from backups.models import RestoreFile, RestoreJob
 from backups.reaper import reap
 from backups.services import backup_create
-from backups.tests.processes import manage
-from backups.tests.test_files import CONTEXT, live_files
+from backups.tests.processes import manage, paused_at
+from backups.tests.test_files import CARRIED, CONTEXT, live_files
 from backups.tests.test_restore_file_kills import media_snapshot
 from clinica.models import Radiografia
 from core.models import Tenant
 from core.schemas import operation_schemas_left
+from core.testing import committed_tables
 
 pytestmark = pytest.mark.committed
 
@@ -114,3 +115,31 @@ def test_a_restore_into_a_new_clinic_killed_before_its_registration_leaves_no_fi
     assert int(report.media_files[0].split(":")[1]) >= 1  # counted, never named (the report is logged)
     assert not RestoreFile.objects.exists()
     assert "test_restore" not in operation_schemas_left()
+
+
+def test_a_name_a_user_takes_between_the_check_and_the_write_is_never_deleted(
+    committed_db, backups_dir, media_dir, media_files, tmp_path,
+):
+    # given a backup, then one radiograph's file lost (its row still names the path)
+    lost, *_others = media_files(count=3, size=4096)
+    backup = backup_create(context=CONTEXT)
+    (media_dir / lost.archivo.name).unlink()
+    rows_before = committed_tables("test_restore", exclude=CARRIED)
+    # when a restore has recorded that free name, and then a user uploads a new file there
+    # (as a re-upload of the lost radiograph would) before the restore writes it
+    log = tmp_path / "restore.log"
+    with paused_at("restore.files.recorded", "restore_backup", "--tenant", "test_restore", "--id", str(backup.pk), "--yes",
+                   backups_dir=backups_dir, log=log) as child:
+        assert RestoreFile.objects.filter(path=lost.archivo.name).exists()
+        (media_dir / lost.archivo.name).write_bytes(b"la radiografia que subio el usuario")
+    child.wait(timeout=60)
+    # then the restore refuses to write beside it and fails, leaving the clinic as it was,
+    # and neither its own clean-up nor the reaper deletes the user's file, which a live row names
+    assert child.returncode != 0, log.read_text()[-3000:]
+    reap()
+    assert (media_dir / lost.archivo.name).read_bytes() == b"la radiografia que subio el usuario"
+    assert committed_tables("test_restore", exclude=CARRIED) == rows_before
+    assert not RestoreFile.objects.exists()
+    user_file = media_dir / lost.archivo.name
+    # (and the copy the storage saved under another name when the restore found it taken is gone)
+    assert [path.name for path in user_file.parent.iterdir() if path.name.startswith(user_file.stem)] == [user_file.name]

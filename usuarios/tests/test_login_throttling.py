@@ -2,6 +2,9 @@
 import pytest
 from django.conf import settings
 from django.core.cache import cache
+from django_tenants.utils import schema_context
+
+from usuarios.models import Usuario
 
 PASSWORD = "clave-de-prueba-123"  # conftest's TEST_PASSWORD
 PER_ACCOUNT = int(settings.REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"]["login_account"].split("/")[0])
@@ -74,3 +77,34 @@ def test_the_throttle_message_follows_accept_language(client_for):
                            content_type="application/json", REMOTE_ADDR="10.0.0.1", HTTP_ACCEPT_LANGUAGE="en")
     assert response.status_code == 429
     assert response.json()["message"] == "Too many failed login attempts. Wait before trying again."
+
+
+def _admin_login(client, email: str, password: str, ip: str = "10.0.0.1"):
+    with schema_context(client.tenant.schema_name):  # admin access, so that the right password gets in
+        Usuario.objects.filter(email__iexact=email.strip()).update(is_staff=True)
+    return client.post("/admin/login/", {"username": email, "password": password, "next": "/admin/"}, REMOTE_ADDR=ip)
+
+
+def test_the_admin_login_form_is_limited_as_the_api_is_and_counts_with_it(client_for):
+    client = client_for("test_a")
+    # given all but one of an account's allowed failures through the API, and one through the admin's form
+    for n in range(PER_ACCOUNT - 1):
+        _login(client, "admin@clinica-a.test", "incorrecta", ip=f"10.0.3.{n}")
+    failed = _admin_login(client, "admin@clinica-a.test", "incorrecta", ip="10.0.4.1")
+    # when the right password comes through the form
+    refused = _admin_login(client, "Admin@Clinica-A.test", PASSWORD, ip="10.0.4.2")
+    # then the failure was the form again, and now the form refuses before checking it: 429, with when to retry
+    assert failed.status_code == 200
+    assert refused.status_code == 429 and 0 < int(refused["Retry-After"]) <= 3600
+    assert "Demasiados intentos fallidos" in refused.content.decode()
+    assert _login(client, "admin@clinica-a.test", PASSWORD, ip="10.0.4.3").status_code == 429
+    # while another account still logs in through the form
+    assert _admin_login(client, "propietario@clinica-a.test", PASSWORD, ip="10.0.4.4").status_code == 302
+
+
+def test_the_admin_login_form_is_limited_per_address(client_for):
+    client = client_for("test_a")
+    statuses = [_admin_login(client, f"nadie{n}@clinica-a.test", "incorrecta").status_code for n in range(PER_IP)]
+    assert statuses == [200] * PER_IP
+    assert _admin_login(client, "admin@clinica-a.test", PASSWORD).status_code == 429
+    assert _admin_login(client, "admin@clinica-a.test", PASSWORD, ip="10.9.9.8").status_code == 302

@@ -4,12 +4,12 @@ Built on storage3 (supabase-py's storage client) over one lazily created httpx
 client. Uploads stream from the file on disk or file object; downloads stream
 through a short-lived signed URL, so memory stays bounded whatever the size of
 a backup. Every failure, from the server or from the network, comes out as one
-of the domain errors of ``backups.errors``.
+of the domain errors of ``backups.errors`` (what the server's answers mean is
+``backups.supabase_errors``).
 """
 from __future__ import annotations
 
 import io
-import json
 import threading
 import urllib.parse
 from collections.abc import Iterator
@@ -32,22 +32,17 @@ from backups.errors import (
     StorageError,
     StorageObjectExistsError,
     StorageObjectMissingError,
-    StoragePayloadTooLargeError,
     StorageUnauthorizedError,
     StorageUnavailableError,
 )
+from backups.supabase_errors import api_error_fields, describe, domain_error_class, raise_for_status
 
 CHUNK_SIZE = 64 * 1024
 SIGNED_URL_TTL = 60  # seconds: long enough to start the download, too short to be worth leaking
 # Per-operation limits (connect, each read, each write), not a total: a long
 # upload is fine as long as bytes keep moving.
 TIMEOUT = httpx.Timeout(60.0, connect=10.0, pool=10.0)
-_ERROR_BODY_LIMIT = 64 * 1024  # an error answer is a small JSON; a proxy's HTML page is cut here
 _CLIENT_LOCK = threading.Lock()
-
-_UNAUTHORIZED_CODES = {"InvalidJWT", "AccessDenied", "InvalidSignature", "SignatureDoesNotMatch", "Unauthorized"}
-_UNAVAILABLE_STATUSES = {"502", "503", "504", "544"}
-_UNAVAILABLE_CODES = {"DatabaseTimeout", "DatabaseConnectionLimit", "DatabaseReadOnly", "SlowDown", "LockTimeout"}
 
 
 @deconstructible
@@ -90,7 +85,7 @@ class SupabaseStorage(Storage):
             # The signed URL carries its own token: the key is not sent again.
             response = client.session.send(client.session.build_request("GET", signed["signedURL"]), stream=True)
             try:
-                _raise_for_status(response)
+                raise_for_status(response)
             except BaseException:
                 response.close()
                 raise
@@ -193,17 +188,17 @@ class SupabaseStorage(Storage):
         except StorageError:
             raise
         except StorageApiError as exc:
-            error_class = _classify(exc)
+            error_class = domain_error_class(exc)
             if error_class is StorageBucketMissingError:
                 self._bucket_ready = False  # deleted behind our back: create it on the next write
-            details = self._details(operation, name, **_api_error_fields(exc))
+            details = self._details(operation, name, **api_error_fields(exc))
             raise error_class(details=details) from exc
         except httpx.TransportError as exc:
             # Refused, reset, timed out, or the server hung up mid-request.
-            raise StorageUnavailableError(details=self._details(operation, name, reason=_describe(exc))) from exc
+            raise StorageUnavailableError(details=self._details(operation, name, reason=describe(exc))) from exc
         except (httpx.HTTPError, StorageException, ValueError, KeyError, TypeError) as exc:
             # An answer we cannot read (not JSON, missing fields): still the storage's fault.
-            raise StorageError(details=self._details(operation, name, reason=_describe(exc))) from exc
+            raise StorageError(details=self._details(operation, name, reason=describe(exc))) from exc
 
     def _details(self, operation: str, name: str | None, **fields: Any) -> dict[str, Any]:
         details = {"operation": operation, "bucket": self.bucket, **({"name": name} if name else {}), **fields}
@@ -323,83 +318,3 @@ def _content_type(key: str) -> str:
     if key.endswith(".json"):
         return "application/json"
     return "application/octet-stream"
-
-
-def _raise_for_status(response: httpx.Response) -> None:
-    """Raise a StorageApiError for an error answer to a streamed request, as storage3 does for its own."""
-    if response.is_success:
-        return
-    body = b""
-    for chunk in response.iter_bytes(CHUNK_SIZE):
-        body += chunk
-        if len(body) >= _ERROR_BODY_LIMIT:
-            break
-    try:
-        data = json.loads(body)
-        error = StorageApiError(data["message"], data["error"], data["statusCode"])
-    except (KeyError, TypeError, ValueError):
-        text = body[:300].decode(errors="replace")
-        error = StorageApiError(f"Unable to parse error message: {text}", "InternalError", response.status_code)
-        data = None
-    error.body = data  # for _error_parts: storage3's error keeps no "code" field
-    raise error
-
-
-def _api_error_fields(exc: StorageApiError) -> dict[str, Any]:
-    status, error, code, message = _error_parts(exc)
-    fields = {"status": status, "error": error, "message": message[:300]}
-    if code:
-        fields["code"] = code
-    return fields
-
-
-def _error_parts(exc: StorageApiError) -> tuple[str, str, str, str]:
-    """(status in the body, legacy error, new error code, message) of a storage3 error."""
-    status = str(exc.status)
-    error = str(exc.code or "")
-    message = str(exc.message or "")
-    # storage3 keeps only the legacy "error" field; newer servers also send a
-    # "code" (NoSuchKey, NoSuchBucket…) that is worth reading when it is there.
-    body = getattr(exc, "body", None)
-    if body is None:
-        response = _http_response(exc)
-        try:
-            body = response.json() if response is not None else None
-        except (httpx.ResponseNotRead, ValueError):
-            body = None
-    code = str(body.get("code") or "") if isinstance(body, dict) else ""
-    return status, error, code, message
-
-
-def _classify(exc: StorageApiError) -> type[StorageError]:
-    """The domain error for a storage3 error, from the status in the body, not the HTTP status."""
-    status, error, code, message = _error_parts(exc)
-    lowered = f"{error} {message}".lower()
-    if code == "NoSuchBucket" or error.lower() == "bucket not found" or (status == "404" and "bucket" in lowered):
-        return StorageBucketMissingError
-    if code == "NoSuchKey" or error == "not_found" or status == "404":
-        return StorageObjectMissingError
-    if status == "409" or error == "Duplicate" or code in ("KeyAlreadyExists", "ResourceAlreadyExists", "BucketAlreadyExists"):
-        return StorageObjectExistsError
-    if status == "413" or code == "EntityTooLarge" or error == "Payload too large":
-        return StoragePayloadTooLargeError
-    # Older servers answer a bad JWT with statusCode "400" and the JWT library's message.
-    if status in ("401", "403") or code in _UNAUTHORIZED_CODES or error in _UNAUTHORIZED_CODES or "jwt" in lowered:
-        return StorageUnauthorizedError
-    if status in _UNAVAILABLE_STATUSES or code in _UNAVAILABLE_CODES:
-        return StorageUnavailableError
-    return StorageError
-
-
-def _http_response(exc: BaseException) -> httpx.Response | None:
-    seen: BaseException | None = exc
-    while seen is not None:
-        if isinstance(seen, httpx.HTTPStatusError):
-            return seen.response
-        seen = seen.__cause__ or seen.__context__
-    return None
-
-
-def _describe(exc: BaseException) -> str:
-    text = str(exc)
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

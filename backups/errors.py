@@ -94,6 +94,10 @@ class BackupFileError(DomainError):
     message = _("Falló una operación con un archivo de pacientes del backup.")
 
 
+class StorageNameTakenError(BackupFileError):
+    """A name found free was taken before the save: the storage saved under another one, removed again."""
+
+
 class FileListInvalidError(DomainError):
     status_code = 400
     code = "file_list_invalid"

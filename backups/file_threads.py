@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any, Callable, Generic, Iterator, TypeVar
+from typing import Any, Callable, Generic, Iterable, Iterator, TypeVar
 
 from django.conf import settings
 
@@ -37,6 +37,18 @@ class FileThreads:
         """Nothing more starts (work not begun is cancelled), and the work running ends before this returns:
         no thread outlives the phase, nor writes after its caller has given up."""
         self.pool.shutdown(wait=True, cancel_futures=True)
+
+
+def in_order(threads: FileThreads, work: Callable[..., T], items: Iterable[tuple]) -> Iterator[T]:
+    """work(*item) for each item on the threads, the results yielded in the items' order,
+    never more than the window ahead of the one taken back last."""
+    running: InOrder[T] = InOrder(threads)
+    for item in items:
+        running.start(work, *item)
+        if running.full():
+            yield running.take()
+    while running:
+        yield running.take()
 
 
 class InOrder(Generic[T]):

@@ -26,8 +26,14 @@ from typing import Callable
 from django.core.exceptions import SuspiciousFileOperation
 from django.core.files.storage import Storage
 
-from backups.errors import BackupChecksumMismatchError, BackupFileError, FileListInvalidError, StorageObjectMissingError
-from backups.file_threads import FileThreads, InOrder
+from backups.errors import (
+    BackupChecksumMismatchError,
+    BackupFileError,
+    FileListInvalidError,
+    StorageNameTakenError,
+    StorageObjectMissingError,
+)
+from backups.file_threads import FileThreads, in_order
 from backups.files import file_object_key, media_storage
 from backups.files_list import file_list_open
 from backups.files_restore import media_holds, media_write
@@ -72,17 +78,15 @@ def _recover_one(media: Storage, store: Storage, schema: str, entry: BackupFile,
     if dry_run:
         return Recovered.WRITTEN if store.exists(file_object_key(schema, entry.sha256)) else Recovered.MISSING_OBJECT
     try:
-        name = media_write(media, store, schema, entry, entry.path, None)
+        media_write(media, store, schema, entry, entry.path)
     except BackupChecksumMismatchError:
         return Recovered.DAMAGED_OBJECT
+    except StorageNameTakenError:
+        return Recovered.CONFLICT  # the path was taken while the bytes were copied: not ours
     except BackupFileError as exc:
         if isinstance(exc.__cause__, StorageObjectMissingError):
             return Recovered.MISSING_OBJECT
         raise
-    if name != entry.path:
-        # The path was taken while the bytes were copied, and the storage chose another name: not ours to keep.
-        media.delete(name)
-        return Recovered.CONFLICT
     return Recovered.WRITTEN
 
 
@@ -105,23 +109,14 @@ def files_recover(
     with file_list_open(list_key) as (header, entries), FileThreads("recover-files") as threads:
         result = RecoveredFiles(header=header)
         recover = partial(_recover_entry, media_storage(), backup_storage(), header["schema"], dry_run)
-        recovering: InOrder[tuple[BackupFile, Recovered]] = InOrder(threads)
-
-        def tally(entry: BackupFile, outcome: Recovered) -> None:
+        items = ((BackupFile(path=item["path"], sha256=item["sha256"] or "", size=item["size"]),) for item in entries)
+        for entry, outcome in in_order(threads, recover, items):
             result.counts[outcome] += 1
             if outcome in PROBLEMS:
                 # The path goes to the operator (report), not to the log: a file's name may be a patient's.
                 logger.warning("file list %s: %s", list_key, outcome.value)
             report(entry.path, outcome)
-
-        seen = 0
-        for item in entries:
-            seen += 1
-            recovering.start(recover, BackupFile(path=item["path"], sha256=item["sha256"] or "", size=item["size"]))
-            if recovering.full():
-                tally(*recovering.take())
-        while recovering:
-            tally(*recovering.take())
+    seen = sum(result.counts.values())  # every entry has one outcome
     if seen != header["count"]:  # the header says how many follow: a list that lost some is not whole
         raise FileListInvalidError(details={"object": list_key, "expected": header["count"], "entries": seen})
     logger.info("file list %s%s: %s", list_key, " (dry run)" if dry_run else "",

@@ -12,7 +12,7 @@ from django.core.files.storage import Storage
 from django.db import connection
 
 from backups.errors import BackupChecksumMismatchError, BackupFileError, StorageObjectMissingError
-from backups.file_threads import FileThreads, InOrder
+from backups.file_threads import FileThreads, in_order
 from backups.files_cleanup import CreatedNames
 from backups.files import (
     batched,
@@ -25,7 +25,7 @@ from backups.files import (
     stored_content,
 )
 from backups.models import BackupFile, BackupRecord
-from backups.storage import backup_storage, copy_hashed, killable, storage_open
+from backups.storage import backup_storage, copy_hashed, killable, storage_open, storage_save_exactly
 from core.faults import kill_point
 from core.files import TEMP_PREFIX, temp_dir
 
@@ -72,8 +72,9 @@ def versioned_name(path: str, sha256: str, max_length: int) -> str:
     return posixpath.join(folder, stem + suffix)
 
 
-def media_write(media: Storage, store: Storage, schema: str, entry: BackupFile, name: str, max_length: int | None) -> str:
-    """Create a media file holding entry's content at name (or a free name beside it); the name used."""
+def media_write(media: Storage, store: Storage, schema: str, entry: BackupFile, name: str) -> None:
+    """Create a media file holding entry's content at exactly name: StorageNameTakenError when
+    someone took the name meanwhile (what the storage saved under another one is removed)."""
     with spool() as buffer:
         try:
             # Closed at once: on Supabase an open object is a streamed HTTP response holding a connection.
@@ -86,8 +87,8 @@ def media_write(media: Storage, store: Storage, schema: str, entry: BackupFile, 
             raise BackupChecksumMismatchError(details={"path": entry.path, "expected": entry.sha256, "actual": copied.sha256})
         buffer.seek(0)
         content = stored_content(killable(buffer, "restore.files.write"), posixpath.basename(name), copied.size)
-        # Storage.save never replaces an existing file: a name taken meanwhile gets a free one.
-        return media.save(name, content, max_length=max_length)
+        # Storage.save never replaces an existing file; the name the caller checked, or nothing.
+        storage_save_exactly(media, name, content)
 
 
 def _rewrite(schema: str, renames: list[tuple[str, str]]) -> None:
@@ -136,14 +137,10 @@ def _check(media: Storage, rename: Callable[[str], str], max_length: int, path: 
     return _Placed(path, target, entry, write=True)
 
 
-def _write(media: Storage, store: Storage, schema: str, max_length: int, placed: _Placed) -> _Placed:
-    """On a worker thread, once its name is recorded: create the file."""
-    name = media_write(media, store, schema, placed.entry, placed.target, max_length)
-    if name != placed.target:
-        # Taken since the check, so the storage chose another name, which nothing recorded
-        # (backups.files_cleanup could never find it): removed, and the restore fails.
-        media.delete(name)
-        raise BackupFileError(details={"operation": "write", "path": placed.path, "name": placed.target})
+def _write(media: Storage, store: Storage, schema: str, placed: _Placed) -> _Placed:
+    """On a worker thread, once its name is recorded: create the file (a name taken since the
+    check fails the restore: any other name would be one backups.files_cleanup never finds)."""
+    media_write(media, store, schema, placed.entry, placed.target)
     placed.written = True
     return placed
 
@@ -167,19 +164,6 @@ def _share_or_separate(placed: list[_Placed], media: Storage, max_length: int) -
             item.write = False
             continue
         claimed[item.target] = sha256
-
-
-def _in_order(threads: FileThreads, work: Callable[..., _Placed], items: list) -> list[_Placed]:
-    """Run work on each item on the file threads; the results in the items' order."""
-    running: InOrder[_Placed] = InOrder(threads)
-    results: list[_Placed] = []
-    for item in items:
-        running.start(work, *item)
-        if running.full():
-            results.append(running.take())
-    while running:
-        results.append(running.take())
-    return results
 
 
 def restore_files(
@@ -208,12 +192,13 @@ def restore_files(
         with FileThreads("restore-files") as threads:
             for batch in batched(paths_read(listing)):
                 entries = {entry.path: entry for entry in BackupFile.objects.filter(backup=backup, path__in=batch)}
-                placed = _in_order(threads, partial(_check, media, rename, max_length), [(path, entries.get(path)) for path in batch])
+                placed = list(in_order(threads, partial(_check, media, rename, max_length),
+                                       [(path, entries.get(path)) for path in batch]))
                 _share_or_separate(placed, media, max_length)
                 to_write = [item for item in placed if item.write]
                 created.record([item.target for item in to_write])
                 kill_point("restore.files.recorded")
-                _in_order(threads, partial(_write, media, store, schema, max_length), [(item,) for item in to_write])
+                list(in_order(threads, partial(_write, media, store, schema), [(item,) for item in to_write]))
                 renames: list[tuple[str, str]] = []
                 for item in placed:
                     _count(result, renames, item)

@@ -8,7 +8,7 @@ from typing import BinaryIO
 from django.core.files import File
 from django.core.files.storage import Storage, storages
 
-from backups.errors import BackupFileError, StorageObjectMissingError
+from backups.errors import StorageNameTakenError, StorageObjectMissingError
 from core.faults import die_now, kill_after_bytes
 
 COPY_CHUNK_SIZE = 1024 * 1024
@@ -24,7 +24,7 @@ def storage_save_exactly(store: Storage, key: str, content: File) -> None:
     name = store.save(key, content)
     if name != key:
         store.delete(name)
-        raise BackupFileError(details={"operation": "upload", "object": key})
+        raise StorageNameTakenError(details={"operation": "upload", "object": key})
 
 
 def storage_open(name: str):

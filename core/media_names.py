@@ -1,0 +1,67 @@
+"""The one rule for a patient file's name: it lies under its clinic's own prefix.
+
+Every clinic's files share one media storage (a folder, or a bucket), so a name is
+the only thing that keeps one clinic's radiographs from another's. Uploads make
+names under `<schema>/` (clinica.models.radiografia_upload_to); every other way a
+name can enter a clinic's rows (a JSON restore, a SQL restore, a file list read
+back by `restore_backup_files`) and every place that reads or writes a file by a
+row's name (a backup, a restore) checks it here first, so that no name, however
+it is spelled, reaches another clinic's files, a path outside the media root, or a
+log line.
+"""
+from __future__ import annotations
+
+import unicodedata
+from enum import StrEnum
+
+# A FileField's default max_length; a name longer than its column could not have been
+# stored by the application, and a bounded name keeps what reads it bounded too.
+DEFAULT_MAX_LENGTH = 100
+
+
+class NameRefused(StrEnum):
+    """Why a name is refused; the value is what an error body and a record carry."""
+
+    NOT_TEXT = "not_text"
+    TOO_LONG = "too_long"
+    CONTROL_CHARACTER = "control_character"
+    ABSOLUTE = "absolute"
+    BACKSLASH = "backslash"
+    TRAVERSAL = "traversal"
+    OUTSIDE_CLINIC = "outside_clinic"
+
+
+def _has_control_character(name: str) -> bool:
+    # NUL ends a C string (a traceback in os.stat), line breaks or escapes forge log lines,
+    # and a lone surrogate cannot be encoded into a file name.
+    return any(unicodedata.category(character) in ("Cc", "Cs") for character in name)
+
+
+def media_name_refusal(schema: str, name: object, *, max_length: int = DEFAULT_MAX_LENGTH) -> NameRefused | None:
+    """Why this name may not be one of this clinic's files, or None when it may.
+
+    The empty name is a FileField without a file, and is allowed.
+    """
+    if not isinstance(name, str):
+        return NameRefused.NOT_TEXT
+    if name == "":
+        return None
+    if len(name) > max_length:
+        return NameRefused.TOO_LONG
+    if _has_control_character(name):
+        return NameRefused.CONTROL_CHARACTER
+    if name.startswith("/") or (len(name) > 1 and name[1] == ":"):
+        return NameRefused.ABSOLUTE
+    if "\\" in name:  # a separator on some storages, a plain character on others
+        return NameRefused.BACKSLASH
+    parts = name.split("/")
+    if any(part in ("", ".", "..") for part in parts):
+        return NameRefused.TRAVERSAL
+    if len(parts) < 2 or parts[0] != schema:
+        return NameRefused.OUTSIDE_CLINIC
+    return None
+
+
+def media_name_is_confined(schema: str, name: object, *, max_length: int = DEFAULT_MAX_LENGTH) -> bool:
+    """Whether a non-empty name lies under this clinic's prefix (see media_name_refusal)."""
+    return name != "" and media_name_refusal(schema, name, max_length=max_length) is None

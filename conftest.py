@@ -83,7 +83,7 @@ def tenants(django_db_setup, django_db_blocker) -> dict[str, Tenant]:
 def _structure_reference() -> None:
     """The SQL backups' cached structure, built here, outside any test's transaction (a
     backup inside one never builds it): backups in tests take the same path as in production."""
-    from backups.dump_reference import reference_get
+    from backups.dump.reference import reference_get
     from backups.services import _server_version, database_params, pg_binaries
 
     reference_get(binaries=pg_binaries(), params=database_params(), server_version=_server_version())
@@ -96,7 +96,7 @@ def _reap_earlier_runs() -> None:
 
     from django.test import override_settings
 
-    from backups.reaper import reap
+    from backups.jobs.reaper import reap
 
     with override_settings(JOB_PENDING_MAX_AGE=timedelta(0)):
         reap()

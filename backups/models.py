@@ -70,7 +70,7 @@ class BackupFile(models.Model):
     """One file a backup holds: the path its rows name, and the content it had (by sha256).
 
     The content lives once per clinic in the backups storage, under a name made of its
-    sha256 (backups.files.file_object_key), however many backups name it. A blank
+    sha256 (backups.files.media.file_object_key), however many backups name it. A blank
     sha256 means the file was already missing from the media storage at backup time.
     """
 
@@ -154,7 +154,7 @@ class RestoreFile(models.Model):
     """A media name a restore's file phase is about to create, recorded before it is written.
 
     Like a BackupFile before its upload: a restore that dies or fails still names every
-    file it may have created, and backups.files_cleanup removes those no live row names.
+    file it may have created, and backups.files.cleanup removes those no live row names.
     """
 
     job = models.ForeignKey(RestoreJob, on_delete=models.CASCADE, related_name="files")
@@ -170,7 +170,7 @@ class RestoreFile(models.Model):
 
 # A clinic's backup history: which backups exist, the files each holds, the restores. It
 # describes objects in the backups storage (and media files a restore is creating) as they are now, not the clinic's data as of
-# a backup: dumps leave its rows out (backups.pg_tools), an in-place restore keeps the
+# a backup: dumps leave its rows out (backups.dump.pg_tools), an in-place restore keeps the
 # live ones, and a clinic restored as new starts with none. A dump holding them would
 # bring back, after `gunzip | psql`, its own record still `running`, which the reaper
 # fails, deleting the very dump just replayed; and each dump would hold the file lists

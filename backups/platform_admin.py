@@ -4,7 +4,7 @@
    (backups.selectors.backup_summary_list: a few schema-qualified queries, no schema
    switch per clinic) and links each clinic to its own admin, by path.
 2. "Backup ahora" starts a backup of one clinic through the jobs
-   (backups.jobs.backup_enqueue) inside that clinic's tenant_context: inline without a
+   (backups.jobs.enqueue.backup_enqueue) inside that clinic's tenant_context: inline without a
    broker, queued on Celery with one. It is audited in the clinic's log under the
    operator's e-mail, without an actor id: a platform user's id means nothing there.
 """
@@ -23,7 +23,7 @@ from django.utils.translation import gettext as _
 from django.views.decorators.http import require_POST
 from django_tenants.utils import tenant_context
 
-from backups.jobs import backup_enqueue
+from backups.jobs.enqueue import backup_enqueue
 from backups.models import BackupRecord
 from backups.selectors import backup_summary_list
 from bitacora.services import AuditContext

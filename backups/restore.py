@@ -11,7 +11,7 @@
    the live schema was never touched. (`--single-transaction` would not do: psql
    commits what it was fed when its input simply ends.)
 3. Migrate the staging schema forward if the dump is older than the code.
-4. Files, all before the swap (backups.files_restore.restore_files). For every path the
+4. Files, all before the swap (backups.files.restore.restore_files). For every path the
    staging rows name, the media storage gets a file with that path's backup-time
    content (read from its content-addressed object, checked against its sha256):
    a. a path already holding those bytes (size, then sha256) is left as it is;
@@ -27,7 +27,7 @@
    at names that live rows named but whose file was gone. Once the swap commits,
    every file the restored rows name exists, since each was written before. Each name
    about to be created is recorded first (the job's RestoreFile rows); however the
-   restore ends, it or the reaper deletes those no live row names (backups.files_cleanup).
+   restore ends, it or the reaper deletes those no live row names (backups.files.cleanup).
 5. In one short transaction with a lock timeout: lock the live tables, carry the rows
    that a restore must not roll back (backup history and its file lists, restore
    jobs, audit log) into staging, mark the job `swapped` there, swap the schemas.
@@ -45,14 +45,10 @@ at any step the reaper finds and drops it.
 """
 from __future__ import annotations
 
-import gzip
-import io
 import logging
-from typing import BinaryIO, Callable, Iterable
+from typing import BinaryIO, Callable
 
-from django.conf import settings
 from django.db import DatabaseError, connection, transaction
-from django_tenants.utils import schema_exists
 
 from backups.actions import BackupAction
 from backups.errors import (
@@ -61,13 +57,14 @@ from backups.errors import (
     RestoreConfirmationError,
     StorageObjectMissingError,
 )
-from backups.files_cleanup import created_files
-from backups.files_restore import RestoredFiles, new_clinic_rename, restore_files
+from backups.files.cleanup import created_files
+from backups.files.restore import RestoredFiles, new_clinic_rename, restore_files
 from backups.models import BACKUP_HISTORY_MODELS, BackupFile, BackupRecord, RestoreFile, RestoreJob
-from backups.pg_tools import PgBinaries, run_psql
+from backups.dump.replay import dump_replay
+from backups.dump.swap import schema_swap
 from backups.selectors import backup_get, backup_get_completed
 from backups.services import TARGET_TYPE, audit_missing_files, backup_mark_integrity, database_params, pg_binaries
-from backups.storage import COPY_CHUNK_SIZE, killable, storage_copy
+from backups.storage.objects import storage_copy
 from bitacora.models import Bitacora
 from bitacora.services import AuditContext, audit_failure, record
 from core.errors import RestoreBusyError, RestoreFailedError
@@ -85,47 +82,6 @@ logger = logging.getLogger(__name__)
 # and which files each holds, and the restores themselves (the one running included, and the
 # media names it recorded: after the swap they are cleaned up against the restored rows).
 CARRIED_MODELS = (BackupRecord, BackupFile, RestoreJob, RestoreFile, Bitacora)
-PROGRESS_EVERY_BYTES = 8 * 1024 * 1024
-
-
-class _ConcatenatedReader(io.RawIOBase):
-    """One readable stream made of several: prelude SQL, the dump, postlude SQL."""
-
-    def __init__(self, parts: Iterable[BinaryIO]):
-        self._parts = iter(parts)
-        self._current = next(self._parts, None)
-
-    def readable(self) -> bool:
-        return True
-
-    def read(self, size: int = -1) -> bytes:
-        while self._current is not None:
-            chunk = self._current.read(size if size and size > 0 else COPY_CHUNK_SIZE)
-            if chunk:
-                return chunk
-            self._current = next(self._parts, None)
-        return b""
-
-
-class _CountedReader(io.RawIOBase):
-    """The dump as psql reads it, reporting progress."""
-
-    def __init__(self, source: BinaryIO, progress: Callable[[int], None] | None):
-        self._source = source
-        self._progress = progress
-        self._reported = 0
-        self.count = 0
-
-    def readable(self) -> bool:
-        return True
-
-    def read(self, size: int = -1) -> bytes:
-        chunk = self._source.read(size if size and size > 0 else COPY_CHUNK_SIZE)
-        self.count += len(chunk)
-        if self._progress and self.count - self._reported >= PROGRESS_EVERY_BYTES:
-            self._reported = self.count
-            self._progress(self.count)
-        return chunk
 
 
 def _verified_copy(backup: BackupRecord, destination: BinaryIO) -> None:
@@ -151,65 +107,13 @@ def _check_migrations(backup: BackupRecord) -> bool:
     return dumped != migration_state()
 
 
-def replay_script_parts(*, schema: str, staging: str, aside: str) -> tuple[bytes, bytes]:
-    """The SQL around the dump: one explicit transaction that leaves the live schema as it was."""
-    prelude = f'BEGIN;\nALTER SCHEMA "{schema}" RENAME TO "{aside}";\n'.encode()
-    postlude = (
-        f'\n;ALTER SCHEMA "{schema}" RENAME TO "{staging}";\n'
-        f'ALTER SCHEMA "{aside}" RENAME TO "{schema}";\n'
-        "COMMIT;\n"
-    ).encode()
-    return prelude, postlude
-
-
-def _replay_into_staging(
-    *, binaries: PgBinaries, schema: str, staging: str, aside: str, dump_file: BinaryIO,
-    progress: Callable[[int], None] | None = None,
-) -> None:
-    prelude, postlude = replay_script_parts(schema=schema, staging=staging, aside=aside)
-    with gzip.GzipFile(fileobj=dump_file, mode="rb") as dump_sql:
-        script = _ConcatenatedReader([io.BytesIO(prelude), _CountedReader(killable(dump_sql, "restore.replay"), progress), io.BytesIO(postlude)])
-        run_psql(binaries=binaries, params=database_params(), script=script)
-    # psql exits 0 when its input ends before COMMIT (the transaction then rolls back):
-    # only the staging schema's existence proves the replay committed.
-    if not schema_exists(staging):
-        raise RestoreFailedError(details={"reason": "replay_not_committed"})
-
-
-def _columns(schema: str, table: str) -> list[str]:
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT column_name FROM information_schema.columns WHERE table_schema = %s AND table_name = %s ORDER BY ordinal_position",
-            [schema, table],
-        )
-        return [name for (name,) in cursor.fetchall()]
-
-
 def _swap(*, schema: str, staging: str, old: str, job: RestoreJob | None) -> None:
-    with transaction.atomic(), connection.cursor() as cursor:
-        cursor.execute("SET LOCAL lock_timeout = %s", [settings.BACKUP_RESTORE_LOCK_TIMEOUT])
-        cursor.execute("SELECT tablename FROM pg_tables WHERE schemaname = %s", [schema])
-        live_tables = [name for (name,) in cursor.fetchall()]
-        # Wait for in-flight transactions on the live tables and hold new ones until the
-        # swap commits; blocked queries then look the names up again and find the new schema.
-        if live_tables:
-            qualified = ", ".join(f'"{schema}"."{table}"' for table in live_tables)
-            cursor.execute(f"LOCK TABLE {qualified} IN ACCESS EXCLUSIVE MODE")
-        for model in CARRIED_MODELS:
-            table = model._meta.db_table
-            columns = ", ".join(f'"{column}"' for column in _columns(schema, table))
-            cursor.execute(f'DELETE FROM "{staging}"."{table}"')
-            cursor.execute(f'INSERT INTO "{staging}"."{table}" ({columns}) SELECT {columns} FROM "{schema}"."{table}"')
-            cursor.execute(
-                f"SELECT setval(pg_get_serial_sequence(%s, 'id'), COALESCE((SELECT max(id) FROM \"{staging}\".\"{table}\"), 0) + 1, false)",
-                [f'"{staging}"."{table}"'],
-            )
-        if job is not None:  # committed with the swap or not at all: the reaper reads it
-            table = RestoreJob._meta.db_table
-            cursor.execute(f'UPDATE "{staging}"."{table}" SET phase = %s WHERE id = %s', [RestoreJob.Phase.SWAPPED, job.pk])
-        kill_point("restore.swap_before_commit")
-        cursor.execute(f'ALTER SCHEMA "{schema}" RENAME TO "{old}"')
-        cursor.execute(f'ALTER SCHEMA "{staging}" RENAME TO "{schema}"')
+    def mark_swapped(cursor) -> None:  # committed with the swap or not at all: the reaper reads it
+        cursor.execute(f'UPDATE "{staging}"."{RestoreJob._meta.db_table}" SET phase = %s WHERE id = %s',
+                       [RestoreJob.Phase.SWAPPED, job.pk])
+
+    schema_swap(schema=schema, staging=staging, old=old, carried_tables=[model._meta.db_table for model in CARRIED_MODELS],
+                before_swap=mark_swapped if job is not None else None)
 
 
 def _job_phase(job: RestoreJob | None, phase: str, **fields) -> None:
@@ -242,8 +146,8 @@ def backup_restore_in_place(*, context: AuditContext, backup_id: int, confirm: s
             with created_files(job, [schema]) as created:
                 try:
                     _job_phase(job, RestoreJob.Phase.REPLAY)
-                    _replay_into_staging(binaries=binaries, schema=schema, staging=names.staging, aside=names.aside,
-                                         dump_file=dump_file, progress=_job_progress(job))
+                    dump_replay(binaries=binaries, params=database_params(), schema=schema, staging=names.staging, aside=names.aside,
+                                dump_file=dump_file, progress=_job_progress(job))
                     kill_point("restore.after_replay")
                     if older_than_code:
                         _job_phase(job, RestoreJob.Phase.MIGRATE)
@@ -297,7 +201,7 @@ def backup_restore_as_new_tenant(
         backup = backup_get_completed(backup_id=backup_id)
         binaries = pg_binaries()
         # The new name's lock too: a restore into the same name from another clinic would write the same
-        # files, and the reaper cleaning up after this one must not delete that one's (backups.files_cleanup).
+        # files, and the reaper cleaning up after this one must not delete that one's (backups.files.cleanup).
         with tenant_operation_lock(schema), tenant_operation_lock(schema_name), temporary_file() as dump_file:
             _job_phase(job, RestoreJob.Phase.COPY)
             _verified_copy(backup, dump_file)
@@ -306,8 +210,8 @@ def backup_restore_as_new_tenant(
             with created_files(job, [schema, schema_name]) as created:
                 try:
                     _job_phase(job, RestoreJob.Phase.REPLAY)
-                    _replay_into_staging(binaries=binaries, schema=schema, staging=names.staging, aside=names.aside,
-                                         dump_file=dump_file, progress=_job_progress(job))
+                    dump_replay(binaries=binaries, params=database_params(), schema=schema, staging=names.staging, aside=names.aside,
+                                dump_file=dump_file, progress=_job_progress(job))
                     if older_than_code:
                         _job_phase(job, RestoreJob.Phase.MIGRATE)
                         schema_migrate(names.staging)

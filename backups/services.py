@@ -22,11 +22,11 @@ from backups.errors import (
     StorageUnavailableError,
 )
 from backups.models import BackupRecord
-from backups.cached_dump import SnapshotUnstable, clinic_dump_write, clinic_snapshot, snapshot_migration_state
-from backups.dump_reference import reference_get
-from backups.pg_tools import DumpResult, PgBinaries, PgConnectionParams, dump_schema, find_binaries
+from backups.dump.cached import SnapshotUnstable, clinic_dump_write, clinic_snapshot, snapshot_migration_state
+from backups.dump.reference import reference_get
+from backups.dump.pg_tools import DumpResult, PgBinaries, PgConnectionParams, dump_schema, find_binaries
 from backups.selectors import backup_get, backup_get_completed
-from backups.files import (
+from backups.files.media import (
     MISSING_LISTED,
     backup_files_check,
     exported_snapshot,
@@ -35,10 +35,10 @@ from backups.files import (
     paths_read,
     paths_write,
 )
-from backups.files_store import StoredFiles, backup_files_store
-from backups.files_archive import TarMember, tar_members, tar_size, tar_stream
-from backups.files_list import backup_objects, file_list_check, file_list_store, partial_objects_remove
-from backups.storage import backup_storage, killable, storage_copy, storage_open
+from backups.files.store import StoredFiles, backup_files_store
+from backups.files.archive import TarMember, tar_members, tar_size, tar_stream
+from backups.files.list import backup_objects, file_list_check, file_list_store, partial_objects_remove
+from backups.storage.objects import backup_storage, killable, storage_copy, storage_open
 from bitacora.models import Outcome
 from bitacora.services import AuditContext, audit_failure, record
 from core.errors import OperationInProgressError
@@ -131,7 +131,7 @@ def _backup_claim(backup_id: int) -> bool:
 
 def _backup_dump(schema: str, binaries: PgBinaries, server_version: str, spool, listing, progress) -> tuple[DumpResult, dict]:
     """The dump and the file list from one snapshot: from the cached structure when the clinic
-    matches it (backups.cached_dump), else pg_dump. What it used, and why, goes in the manifest."""
+    matches it (backups.dump.cached), else pg_dump. What it used, and why, goes in the manifest."""
     params = database_params()
     reference = reference_get(binaries=binaries, params=params, server_version=server_version)
     reason = "no_reference"
@@ -148,7 +148,7 @@ def _backup_dump(schema: str, binaries: PgBinaries, server_version: str, spool, 
                     return result, {"method": "structure_cache", "migrations": migrations}
         except SnapshotUnstable:
             reason = "snapshot_unstable"
-    # The file list and the dump from one snapshot (backups.files, step 1). The
+    # The file list and the dump from one snapshot (backups.files' map, step 1). The
     # snapshot's transaction is read-only and lives only as long as pg_dump does.
     # It locks nothing beforehand: pg_dump, which locks each table, must never queue
     # behind a migration that itself waits for this session.

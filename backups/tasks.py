@@ -10,9 +10,11 @@ from celery.signals import worker_ready
 from django.conf import settings
 
 from backups.errors import BackupNotPendingError, RestoreJobNotPendingError, StorageUnavailableError
-from backups.jobs import restore_run
+from backups.jobs.reaper import reap
+from backups.jobs.run import restore_run
 from backups.retention import backup_prune
-from backups.services import backup_run
+from backups.selectors import backup_list
+from backups.services import backup_run, backup_verify
 from bitacora.services import AuditContext
 from core.exceptions import DomainError
 
@@ -55,9 +57,6 @@ def restore_task(self, job_id: int, context: dict, nombre: str = "") -> None:
 @shared_task(name="backups.tasks.verify_task")
 def verify_task(context: dict) -> dict:
     """Re-read every completed backup of the clinic and mark what it finds."""
-    from backups.selectors import backup_list
-    from backups.services import backup_verify
-
     audit = AuditContext(**context)
     return {backup.pk: backup_verify(context=audit, backup=backup) for backup in backup_list(status="completed")}
 
@@ -70,14 +69,10 @@ def prune_task(context: dict) -> list[int]:
 
 @shared_task(name="backups.tasks.reap_task")
 def reap_task() -> dict:
-    from backups.reaper import reap
-
     return reap().as_dict()
 
 
 @worker_ready.connect
 def _reap_when_a_worker_starts(sender=None, **kwargs) -> None:
     # What the previous worker was doing when it was killed (a deploy, the memory limit).
-    from backups.reaper import reap
-
     logger.info("reaper at worker start: %s", reap().as_dict())

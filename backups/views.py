@@ -14,7 +14,7 @@ from rest_framework.pagination import LimitOffsetPagination
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from backups.jobs import backup_enqueue, job_wait, restore_enqueue
+from backups.jobs.enqueue import backup_enqueue, job_wait, restore_enqueue
 from backups.models import BackupRecord
 from backups.selectors import backup_get, backup_list, restore_job_get
 from backups.serializers import (
@@ -30,7 +30,7 @@ from backups.serializers import (
     RestoreJobSerializer,
 )
 from backups.services import backup_delete, backup_files_archive, backup_open, backup_set_keep
-from backups.storage import COPY_CHUNK_SIZE
+from backups.storage.objects import COPY_CHUNK_SIZE
 from bitacora.services import AuditContext
 from core.exceptions import domain_error_for
 from core.openapi import error_response

@@ -143,7 +143,7 @@ def _measure(args, sizes: list[int], work: Path) -> None:
     from django.core.management import call_command
     from django_tenants.utils import schema_context
 
-    from backups import dump_reference
+    from backups.dump import reference as dump_reference
     from backups.services import _server_version, database_params, pg_binaries
     from clinica.demo import clinic_fill
     from core.models import Tenant

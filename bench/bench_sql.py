@@ -23,7 +23,7 @@ def _latest_backup_copy(schema: str, destination: Path):
     from django_tenants.utils import schema_context
 
     from backups.models import BackupRecord
-    from backups.storage import storage_copy
+    from backups.storage.objects import storage_copy
 
     with schema_context(schema):
         backup = BackupRecord.objects.filter(status="completed").order_by("-created_at").first()

@@ -193,7 +193,7 @@ STORAGES = {
 # Temporary files of every operation (dumps on their way, uploads): one folder, mode 0700.
 BACKUP_TEMP_DIR = Path(env("BACKUP_TEMP_DIR", default=str(BASE_DIR / "var" / "tmp")))
 # SQL backups take the structure pg_dump writes once per migration state and each clinic's
-# rows by COPY (backups.cached_dump): a clinic's backup then costs the same among thousands
+# rows by COPY (backups.dump.cached): a clinic's backup then costs the same among thousands
 # of clinics. Off: every backup is a plain pg_dump. The cache folder may be deleted at will.
 BACKUP_STRUCTURE_CACHE = env.bool("BACKUP_STRUCTURE_CACHE", default=True)
 BACKUP_STRUCTURE_CACHE_DIR = Path(env("BACKUP_STRUCTURE_CACHE_DIR", default=str(BASE_DIR / "var" / "cache" / "backup-structure")))

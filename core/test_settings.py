@@ -12,5 +12,5 @@ PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 MEDIA_ROOT = Path(os.environ.get("MEDIA_ROOT") or BASE_DIR / "var" / "test-media")  # noqa: F405
 # The admin's CSS and JS straight from the apps, without collectstatic (the browser tests' gunicorn).
 WHITENOISE_USE_FINDERS = True
-# The SQL backups' structure cache (backups.cached_dump), shared by a test and its manage.py children.
+# The SQL backups' structure cache (backups.dump.cached), shared by a test and its manage.py children.
 BACKUP_STRUCTURE_CACHE_DIR = Path(os.environ.get("BACKUP_STRUCTURE_CACHE_DIR") or BASE_DIR / "var" / "test-cache" / "backup-structure")  # noqa: F405

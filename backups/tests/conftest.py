@@ -12,7 +12,7 @@ from django.core.files.storage import storages
 from django.db import connection
 from django_tenants.utils import schema_context
 
-from backups.supabase_storage import SupabaseStorage
+from backups.storage.supabase import SupabaseStorage
 from backups.tests.supabase_server import FakeSupabaseStorage, closed_port_url
 
 

@@ -7,7 +7,7 @@ from django.core.files.base import ContentFile
 from django.utils import timezone
 
 from backups.models import BackupRecord
-from backups.storage import backup_storage
+from backups.storage.objects import backup_storage
 
 
 def stored_backup(*, age: timedelta, status: str = "completed", keep: bool = False, stored: bool = True) -> BackupRecord:

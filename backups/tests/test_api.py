@@ -8,7 +8,7 @@ from django.db import connection
 from django.urls import reverse
 
 from backups.models import BackupRecord
-from backups.pg_tools import PgConnectionParams, run_psql
+from backups.dump.pg_tools import PgConnectionParams, run_psql
 from backups.services import pg_binaries
 from backups.tests.factories import stored_backup
 from bitacora.models import Bitacora

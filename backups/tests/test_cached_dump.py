@@ -1,4 +1,4 @@
-"""SQL backups from the cached structure (backups.cached_dump) against pg_dump, the reference.
+"""SQL backups from the cached structure (backups.dump.cached) against pg_dump, the reference.
 
 Equivalence: for the demo clinics, the benchmark's clinic and a clinic holding every field
 type with awkward values, the new dump is pg_dump's text of the same snapshot (but for the
@@ -23,10 +23,10 @@ import pytest
 from django.db import connection
 from django_tenants.utils import schema_context
 
-from backups.cached_dump import clinic_dump_write, clinic_snapshot
-from backups.dump_reference import reference_get
+from backups.dump.cached import clinic_dump_write, clinic_snapshot
+from backups.dump.reference import reference_get
 from backups.models import BACKUP_HISTORY_MODELS, BackupRecord
-from backups.pg_tools import PgConnectionParams, dump_schema
+from backups.dump.pg_tools import PgConnectionParams, dump_schema
 from backups.restore import CARRIED_MODELS, backup_restore_in_place
 from backups.services import _server_version, backup_create, database_params, pg_binaries
 from backups.tests.processes import paused_at
@@ -359,7 +359,7 @@ def test_a_migration_applied_before_the_backup_locks_the_clinic_is_all_in_its_fi
 
 
 def test_a_reference_schema_left_by_a_dead_build_is_reaped_unless_its_build_is_alive(committed_db):
-    from backups.reaper import reap
+    from backups.jobs.reaper import reap
     from core.testing import operation_lock_held_elsewhere
 
     # given two reference schemas left behind, one of them still being built by a live process
@@ -381,7 +381,7 @@ def test_a_reference_schema_left_by_a_dead_build_is_reaped_unless_its_build_is_a
 
 
 def test_the_reference_is_built_once_and_read_back_from_the_cache_folder(committed_db, settings, tmp_path):
-    from backups import dump_reference
+    from backups.dump import reference as dump_reference
 
     # given an empty cache folder and no reference in memory
     settings.BACKUP_STRUCTURE_CACHE_DIR = tmp_path / "cache"

@@ -13,9 +13,9 @@ import uuid
 import pytest
 from django.db import connection
 
-from backups.files_list import file_list_key
+from backups.files.list import file_list_key
 from backups.models import BackupRecord, RestoreJob
-from backups.reaper import reap
+from backups.jobs.reaper import reap
 from backups.restore import CARRIED_MODELS
 from backups.services import backup_create
 from bitacora.services import AuditContext
@@ -92,8 +92,8 @@ def _copy_line_boundary(sql: bytes, table: str, rows: int) -> int:
 
 def test_a_script_cut_before_its_commit_rolls_back_even_when_psql_exits_0(committed_db, backups_dir):
     # given a restore script cut at a line boundary inside a COPY, as a dying feeder leaves it
-    from backups.pg_tools import run_psql
-    from backups.restore import replay_script_parts
+    from backups.dump.pg_tools import run_psql
+    from backups.dump.replay import replay_script_parts
     from backups.services import database_params, pg_binaries
     from core.schemas import operation_schemas
 

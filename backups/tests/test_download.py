@@ -122,7 +122,7 @@ def test_the_files_archive_streams_every_file_with_its_bytes(admin, backup, medi
 
 def test_a_damaged_file_object_ends_the_archive_with_an_audited_error(admin, backup, backups_dir):
     # given one file object of the backup damaged in storage
-    from backups.files import file_object_key
+    from backups.files.media import file_object_key
 
     damaged = backups_dir / file_object_key("test_a", backup.files.exclude(sha256="").order_by("path").first().sha256)
     damaged.write_bytes(b"x" + damaged.read_bytes()[1:])

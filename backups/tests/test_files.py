@@ -19,8 +19,8 @@ import pytest
 from django.core.files.storage import FileSystemStorage, storages
 from django.db import connection
 
-from backups.files import file_object_key
-from backups.files_restore import new_clinic_rename
+from backups.files.media import file_object_key
+from backups.files.restore import new_clinic_rename
 from backups.errors import BackupFailedError
 from backups.models import BackupRecord
 from backups.restore import CARRIED_MODELS, backup_restore_as_new_tenant
@@ -221,7 +221,7 @@ def test_a_file_upload_failing_on_a_worker_thread_fails_the_backup_cleanly(commi
 def test_the_file_threads_upload_to_supabase_storage_each_object_whole(committed_db, settings, supabase_server, media_files):
     # given the backups in Supabase Storage, and more radiographs than the file phase has threads
     settings.STORAGES = {**settings.STORAGES, "backups": {
-        "BACKEND": "backups.supabase_storage.SupabaseStorage",
+        "BACKEND": "backups.storage.supabase.SupabaseStorage",
         "OPTIONS": {"url": supabase_server.url, "key": supabase_server.key, "bucket": "backups"}}}
     settings.BACKUP_FILE_WORKERS = 4
     media_files(count=12, size=300 * 1024)

@@ -12,10 +12,11 @@ import uuid
 import pytest
 
 from backups.errors import BackupChecksumMismatchError
-from backups.files import file_object_key
-from backups.jobs import restore_prepare, restore_run
+from backups.files.media import file_object_key
+from backups.jobs.enqueue import restore_prepare
+from backups.jobs.run import restore_run
 from backups.models import RestoreFile, RestoreJob
-from backups.reaper import reap
+from backups.jobs.reaper import reap
 from backups.services import backup_create
 from backups.tests.processes import manage, paused_at
 from backups.tests.test_files import CARRIED, CONTEXT, live_files

@@ -12,7 +12,7 @@ import json
 import pytest
 
 from backups.errors import StorageUnavailableError
-from backups.files_list import file_list_key
+from backups.files.list import file_list_key
 from backups.models import BackupRecord
 from backups.services import backup_create, backup_delete, backup_run, backup_start, backup_verify
 from bitacora.models import Bitacora
@@ -73,7 +73,7 @@ def test_a_backup_failing_once_its_list_is_stored_leaves_no_list_and_no_dump(
     # given Supabase Storage that stores the file list, then drops the connection before answering
     settings.STORAGES = {
         **settings.STORAGES,
-        "backups": {"BACKEND": "backups.supabase_storage.SupabaseStorage",
+        "backups": {"BACKEND": "backups.storage.supabase.SupabaseStorage",
                     "OPTIONS": {"url": supabase_server.url, "key": supabase_server.key, "bucket": "backups"}},
     }
     media_files(count=1)

@@ -13,7 +13,7 @@ import shutil
 import pytest
 from django.core.management import CommandError, call_command
 
-from backups.files import file_object_key
+from backups.files.media import file_object_key
 from backups.models import BackupRecord
 from backups.services import backup_create
 from bitacora.services import AuditContext

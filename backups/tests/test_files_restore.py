@@ -16,7 +16,7 @@ from django.db import connection
 from django_tenants.utils import schema_context
 
 from backups.errors import BackupChecksumMismatchError
-from backups.files import file_object_key
+from backups.files.media import file_object_key
 from backups.restore import backup_restore_as_new_tenant, backup_restore_in_place
 from backups.services import backup_create
 from backups.tests.test_files import CONTEXT, clinic_rows, live_files
@@ -37,7 +37,7 @@ def test_a_restore_brings_back_more_files_than_threads_from_supabase_storage_byt
 ):
     # given the backups in Supabase Storage, and a backup of a dozen radiographs of 256 KiB (3 per thread)
     settings.STORAGES = {**settings.STORAGES, "backups": {
-        "BACKEND": "backups.supabase_storage.SupabaseStorage",
+        "BACKEND": "backups.storage.supabase.SupabaseStorage",
         "OPTIONS": {"url": supabase_server.url, "key": supabase_server.key, "bucket": "backups"}}}
     settings.BACKUP_FILE_WORKERS = 4
     media_files(count=12, size=256 * 1024)

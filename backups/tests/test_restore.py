@@ -9,7 +9,7 @@ from django.core.management import call_command
 from django.db import connection
 
 from backups.errors import BackupChecksumMismatchError, StorageObjectMissingError
-from backups.files_restore import new_clinic_rename
+from backups.files.restore import new_clinic_rename
 from backups.models import BackupRecord
 from backups.restore import CARRIED_MODELS, backup_restore_as_new_tenant, backup_restore_in_place
 from backups.services import backup_create

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from backups.files import file_object_key
+from backups.files.media import file_object_key
 from backups.models import BackupFile, BackupRecord, RestoreFile
-from backups.reaper import reap
+from backups.jobs.reaper import reap
 from backups.restore import backup_restore_in_place
 from backups.services import backup_create, backup_verify
 from backups.tests.processes import manage

@@ -117,7 +117,7 @@ def test_storage_failing_mid_upload_leaves_a_failed_record_and_no_object(tenant_
     settings.STORAGES = {
         **settings.STORAGES,
         "backups": {
-            "BACKEND": "backups.supabase_storage.SupabaseStorage",
+            "BACKEND": "backups.storage.supabase.SupabaseStorage",
             "OPTIONS": {"url": supabase_server.url, "key": supabase_server.key, "bucket": "backups"},
         },
     }
@@ -137,7 +137,7 @@ def test_backup_round_trip_through_supabase_storage(tenant_a, settings, supabase
     settings.STORAGES = {
         **settings.STORAGES,
         "backups": {
-            "BACKEND": "backups.supabase_storage.SupabaseStorage",
+            "BACKEND": "backups.storage.supabase.SupabaseStorage",
             "OPTIONS": {"url": supabase_server.url, "key": supabase_server.key, "bucket": "backups"},
         },
     }

@@ -21,7 +21,7 @@ from backups.errors import (
     StorageUnauthorizedError,
     StorageUnavailableError,
 )
-from backups.supabase_storage import SupabaseStorage
+from backups.storage.supabase import SupabaseStorage
 
 MIB = 1024 * 1024
 # Whole-object buffering would show as a peak of at least the object's size (8 MiB

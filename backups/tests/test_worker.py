@@ -17,7 +17,7 @@ from django.conf import settings
 from django.db import connection
 
 from backups.models import RestoreJob
-from backups.reaper import reap
+from backups.jobs.reaper import reap
 from backups.restore import CARRIED_MODELS
 from backups.services import backup_create
 from bitacora.services import AuditContext

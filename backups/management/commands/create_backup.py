@@ -1,6 +1,6 @@
 from django.db import connection
 
-from backups.jobs import backup_enqueue
+from backups.jobs.enqueue import backup_enqueue
 from backups.models import BackupRecord
 from backups.retention import backup_prune
 from backups.services import backup_create

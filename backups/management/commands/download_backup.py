@@ -1,7 +1,7 @@
 from django.core.management.base import CommandError
 
 from backups.services import backup_open
-from backups.storage import copy_hashed
+from backups.storage.objects import copy_hashed
 from bitacora.services import AuditContext
 from core.management.base import TenantCommand
 

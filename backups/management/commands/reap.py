@@ -2,7 +2,7 @@ import json
 
 from django.core.management.base import BaseCommand
 
-from backups.reaper import reap
+from backups.jobs.reaper import reap
 
 
 class Command(BaseCommand):

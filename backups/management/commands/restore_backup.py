@@ -1,6 +1,7 @@
 from django.core.management.base import CommandError
 
-from backups.jobs import restore_prepare, restore_run
+from backups.jobs.enqueue import restore_prepare
+from backups.jobs.run import restore_run
 from backups.selectors import backup_get
 from bitacora.services import AuditContext
 from core.management.base import TenantCommand

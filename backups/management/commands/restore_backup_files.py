@@ -1,7 +1,7 @@
 from django.core.management.base import BaseCommand, CommandError
 from django.utils.translation import gettext as _
 
-from backups.files_recover import PROBLEMS, Recovered, files_recover
+from backups.files.recover import PROBLEMS, Recovered, files_recover
 from core.exceptions import DomainError
 
 

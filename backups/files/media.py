@@ -1,40 +1,6 @@
-"""Patient files (every FileField of the tenant apps) inside a clinic's SQL backups.
-
-Backup, after the dump (backups.services.backup_run):
-1. The file list is read in the dump's own snapshot: one REPEATABLE READ session
-   exports its snapshot, lists every path the clinic's rows name, and pg_dump runs
-   with `--snapshot` while that session stays open. A file added or deleted during
-   the backup is in both the dump and the list, or in neither.
-2. Each file is read once from the media storage (STORAGES["default"]) into a
-   bounded spool while hashed, on one of BACKUP_FILE_WORKERS threads
-   (backups.files_store). Its entry (path, sha256, size, modification time) is
-   written, on the thread that holds the database session, before its upload is
-   started: a backup killed mid-way still names every object it may have stored,
-   and retention can remove them with its record.
-3. The content goes to the backups storage once per clinic, named by its sha256
-   (`<clinic>/files/<ab>/<sha256>`): an object a completed backup names is there;
-   any other one is checked by size (a killed upload may have left part of one) and
-   uploaded when absent. A file whose size and modification time match its entry in
-   an earlier completed backup is not read again: a nightly backup reads and uploads
-   only new files.
-4. A file the rows name but the media storage lacks is recorded as missing (a blank
-   sha256) and audited; the backup still completes, since its SQL is still good.
-
-Restore, before the schema swap (backups.files_restore; the write order is in backups.restore's map):
-every path the staging rows name gets a media file with its backup-time content, by
-creating files only, never by overwriting or deleting one. A path that holds the
-same bytes is left as it is; a free path is written; a path holding other bytes is
-left alone and the content goes to a new name that the staging rows are rewritten
-to. Each path's check and write runs on one of the BACKUP_FILE_WORKERS threads
-(backups.file_threads, shared with the backup); the database stays on the calling
-thread, which rewrites a batch's rows only once every file of the batch is written.
-Each name about to be created is recorded first (RestoreFile rows of the job); whoever sees the
-restore end (itself, or the reaper) deletes those that no live row names (backups.files_cleanup).
-The media storage must not overwrite on save (FileSystemStorage never does;
-django-storages' S3 needs AWS_S3_FILE_OVERWRITE = False).
-The archive of a backup's files is backups.files_archive; the list of them stored beside the
-dump, readable without the database, is backups.files_list.
-"""
+"""What every file phase shares: which fields hold files, where the media storage is, how a
+content's object is named, the paths a clinic's rows name in one snapshot, and the bounded
+spool a file's content passes through (the phases themselves are mapped in backups.files)."""
 from __future__ import annotations
 
 import json
@@ -51,7 +17,7 @@ from django.db import connection, models
 from backup_restore.classification import tenant_models
 from backups.errors import StorageObjectMissingError
 from backups.models import BackupFile, BackupRecord
-from backups.storage import COPY_CHUNK_SIZE, copy_hashed, storage_open
+from backups.storage.objects import COPY_CHUNK_SIZE, copy_hashed, storage_open
 from core.files import TEMP_PREFIX, temp_dir
 
 BATCH_SIZE = 500

@@ -1,5 +1,5 @@
 """A backup's file phase: every file its snapshot's rows name read, hashed and stored once
-(steps 2 to 4 of the map at the top of backups.files)."""
+(steps 2 to 4 of backups.files' map)."""
 from __future__ import annotations
 
 import hashlib
@@ -15,10 +15,10 @@ from django.core.files.storage import Storage
 from django.db import connection
 
 from backups.errors import BackupFileError
-from backups.file_threads import FileThreads, InOrder
-from backups.files import SPOOL_MAX_BYTES, batched, file_object_key, media_storage, stored_content
+from backups.files.threads import FileThreads, InOrder
+from backups.files.media import SPOOL_MAX_BYTES, batched, file_object_key, media_storage, stored_content
 from backups.models import BackupFile, BackupRecord
-from backups.storage import COPY_CHUNK_SIZE, StoredCopy, backup_storage, killable, storage_save_exactly
+from backups.storage.objects import COPY_CHUNK_SIZE, StoredCopy, backup_storage, killable, storage_save_exactly
 from core.faults import kill_point
 from core.files import temporary_file
 
@@ -186,7 +186,7 @@ class _FilePipeline:
     the database on this one.
 
     The threads overlap one file's hashing with another's read and a third's upload
-    (backups.file_threads); this thread does one INSERT and one SELECT per group of
+    (backups.files.threads); this thread does one INSERT and one SELECT per group of
     files that finished meanwhile. Files are recorded in the order they were listed;
     each group's entries are committed before any of its uploads starts, so whatever
     this backup may have stored, its record names. At most 2 × workers files are

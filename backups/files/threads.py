@@ -1,4 +1,4 @@
-"""The worker threads of a file phase (a backup's, backups.files_store; a restore's, backups.files_restore).
+"""The worker threads of a file phase (a backup's, backups.files.store; a restore's, backups.files.restore).
 
 The calling thread keeps the database session and hands each file's storage work
 (stat, read, hash, upload or download, write) to BACKUP_FILE_WORKERS threads:

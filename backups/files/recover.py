@@ -2,14 +2,14 @@
 
 The operator replays the dump (`gunzip | psql`), then runs
 `manage.py restore_backup_files --list <key of the .files.jsonl.gz>`:
-1. The list (backups.files_list) streams from the backups storage; its header names the
+1. The list (backups.files.list) streams from the backups storage; its header names the
    clinic and so where the content objects are. Nothing is read from the database, where
    neither the clinic nor its backup records need exist.
 2. A free path gets the content object's bytes, hashed while they are copied: a damaged
    or missing object writes nothing and is reported.
 3. A path holding the same bytes is left as it is; a path holding other bytes is never
    overwritten, only reported (someone may have stored a newer file there since). As in
-   a restore (backups.files_restore) files are only created, so a second run writes
+   a restore (backups.files.restore) files are only created, so a second run writes
    nothing twice, and a run cut short is finished by running it again.
 4. An entry the backup lists as missing at backup time has nothing to bring back.
 Every entry is tried; the caller learns what happened to each path, and the totals.
@@ -33,12 +33,12 @@ from backups.errors import (
     StorageNameTakenError,
     StorageObjectMissingError,
 )
-from backups.file_threads import FileThreads, in_order
-from backups.files import file_object_key, media_storage
-from backups.files_list import file_list_open
-from backups.files_restore import media_holds, media_write
+from backups.files.threads import FileThreads, in_order
+from backups.files.media import file_object_key, media_storage
+from backups.files.list import file_list_open
+from backups.files.restore import media_holds, media_write
 from backups.models import BackupFile
-from backups.storage import backup_storage
+from backups.storage.objects import backup_storage
 
 logger = logging.getLogger(__name__)
 
@@ -91,7 +91,7 @@ def _recover_one(media: Storage, store: Storage, schema: str, entry: BackupFile,
 
 
 def _recover_entry(media: Storage, store: Storage, schema: str, dry_run: bool, entry: BackupFile) -> tuple[BackupFile, Recovered]:
-    """On a file thread (backups.file_threads): one entry's outcome."""
+    """On a file thread (backups.files.threads): one entry's outcome."""
     try:
         return entry, _recover_one(media, store, schema, entry, dry_run)
     except SuspiciousFileOperation:

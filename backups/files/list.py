@@ -16,7 +16,7 @@ is stored beside the dump too:
    sha256 and size go in the manifest (`files.list`), which backup_verify re-reads. A
    backup made before lists existed has none there and verifies as it always did.
 4. Reading it back needs only the backups storage (file_list_open); the recovery itself
-   is backups.files_recover (`manage.py restore_backup_files`).
+   is backups.files.recover (`manage.py restore_backup_files`).
 """
 from __future__ import annotations
 
@@ -33,10 +33,10 @@ from django.db.models import Count, Q, Sum
 from django.db.models.functions import Coalesce
 
 from backups.errors import BackupFileError, FileListInvalidError, StorageObjectMissingError
-from backups.files import BATCH_SIZE, stored_content
+from backups.files.media import BATCH_SIZE, stored_content
 from backups.models import BackupRecord
-from backups.pg_tools import DumpResult
-from backups.storage import backup_storage, copy_hashed, killable, storage_copy, storage_open, storage_save_exactly
+from backups.dump.pg_tools import DumpResult
+from backups.storage.objects import backup_storage, copy_hashed, killable, storage_copy, storage_open, storage_save_exactly
 from core.faults import kill_point
 from core.files import temporary_file
 

@@ -1,5 +1,5 @@
 """A restore's file phase: every path the staging rows name gets its backup-time content in the
-media storage, by creating files only (see the map at the top of backups.files)."""
+media storage, by creating files only (see backups.files' map)."""
 from __future__ import annotations
 
 import posixpath
@@ -12,9 +12,9 @@ from django.core.files.storage import Storage
 from django.db import connection
 
 from backups.errors import BackupChecksumMismatchError, BackupFileError, StorageObjectMissingError
-from backups.file_threads import FileThreads, in_order
-from backups.files_cleanup import CreatedNames
-from backups.files import (
+from backups.files.threads import FileThreads, in_order
+from backups.files.cleanup import CreatedNames
+from backups.files.media import (
     batched,
     file_fields,
     file_object_key,
@@ -25,7 +25,7 @@ from backups.files import (
     stored_content,
 )
 from backups.models import BackupFile, BackupRecord
-from backups.storage import backup_storage, copy_hashed, killable, storage_open, storage_save_exactly
+from backups.storage.objects import backup_storage, copy_hashed, killable, storage_open, storage_save_exactly
 from core.faults import kill_point
 from core.files import TEMP_PREFIX, temp_dir
 
@@ -139,7 +139,7 @@ def _check(media: Storage, rename: Callable[[str], str], max_length: int, path: 
 
 def _write(media: Storage, store: Storage, schema: str, placed: _Placed) -> _Placed:
     """On a worker thread, once its name is recorded: create the file (a name taken since the
-    check fails the restore: any other name would be one backups.files_cleanup never finds)."""
+    check fails the restore: any other name would be one backups.files.cleanup never finds)."""
     media_write(media, store, schema, placed.entry, placed.target)
     placed.written = True
     return placed
@@ -174,11 +174,11 @@ def restore_files(
 
     rename maps a restored path to where it should live (a new clinic's own folder);
     the rows are rewritten in staging wherever the content ends up elsewhere. Each
-    path's check, then each write, runs on the file threads (backups.file_threads):
+    path's check, then each write, runs on the file threads (backups.files.threads):
     after losing the media storage every file is downloaded, one round trip after
     another on Supabase or S3. The database (the listing, the entries, the names about
     to be created, the rewrites) stays on this thread: a batch's free names are
-    recorded (created) before any is written (backups.files_cleanup), and its rows are
+    recorded (created) before any is written (backups.files.cleanup), and its rows are
     rewritten only once all its files are written.
     """
     media, store, schema = media_storage(), backup_storage(), connection.schema_name

@@ -9,7 +9,7 @@ from typing import BinaryIO, Callable, Iterator
 
 from backups.errors import BackupChecksumMismatchError
 from backups.models import BackupRecord
-from backups.storage import COPY_CHUNK_SIZE
+from backups.storage.objects import COPY_CHUNK_SIZE
 
 
 @dataclass(frozen=True)

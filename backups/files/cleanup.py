@@ -1,6 +1,6 @@
 """The media files a restore created and nobody uses: recorded before they are written, deleted afterwards.
 
-1. Record (backups.files_restore): a worker first checks each path; the names found
+1. Record (backups.files.restore): a worker first checks each path; the names found
    free, which the phase is about to create, are recorded by the calling thread in one
    INSERT per batch (RestoreFile rows of the job, committed) before any of them is
    written. A name that already held a file (the right bytes or other ones) is never
@@ -8,7 +8,7 @@
 2. Clean up, whenever the restore ends (failed, or after its swap or registration
    committed) and in the reaper for a job whose process died: a recorded name is
    deleted only if it exists and no row of a live clinic names it (every FileField,
-   backups.files.file_fields); then the job's rows go. The live clinic of an in-place
+   backups.files.media.file_fields); then the job's rows go. The live clinic of an in-place
    restore is the clinic itself (the old rows or the restored ones, whichever the
    swap left); a restore into a new clinic also counts the new one once it exists.
    Without a job (a direct service call) the names are kept in memory only: a
@@ -28,7 +28,7 @@ from typing import Iterable, Iterator
 from django.db import connection
 from django_tenants.utils import schema_exists
 
-from backups.files import batched, file_fields, media_storage
+from backups.files.media import batched, file_fields, media_storage
 from backups.models import RestoreFile, RestoreJob
 from core.errors import OperationInProgressError
 from core.locks import tenant_operation_lock

@@ -6,11 +6,11 @@ backups.restore), but it can leave:
 1. temporary files (core.files.temp_dir_reap removes those no live process locks);
 2. operation schemas, `<clinic>__<staging|aside|old>_<hex>`: copies of a clinic;
    Likewise a structure reference's schema, `backups__ref_<hex>`, left by a process that
-   died while it built one (backups.cached_dump, step 1): dropped unless its lock is held;
+   died while it built one (backups.dump.cached, step 1): dropped unless its lock is held;
 3. records still `running` (a backup, a restore job) whose process is gone: the
    backup's partial objects (its dump, its file list) are deleted and the record marked
    failed; a restore job is failed as interrupted, or completed if its swap had committed;
-   the media files a dead restore created and no live row names are deleted (backups.files_cleanup);
+   the media files a dead restore created and no live row names are deleted (backups.files.cleanup);
 4. records still `pending` long after any worker would have taken them (a lost message).
 An operation in progress always holds its clinic's advisory lock (core.locks), and
 the session holding it dies with its process. So for each clinic the reaper takes
@@ -30,8 +30,8 @@ from django.utils.translation import gettext
 from django_tenants.utils import get_public_schema_name, schema_context
 
 from backups.actions import BackupAction
-from backups.dump_reference import reference_schemas_left
-from backups.files_cleanup import restore_files_reap
+from backups.dump.reference import reference_schemas_left
+from backups.files.cleanup import restore_files_reap
 from backups.models import BackupRecord, RestoreJob
 from backups.services import backup_fail
 from bitacora.models import Outcome

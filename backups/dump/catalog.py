@@ -1,4 +1,4 @@
-"""A clinic schema's structure as sorted lines of text (step 6 of backups.cached_dump's map),
+"""A clinic schema's structure as sorted lines of text (step 6 of backups.dump.cached's map),
 read by its namespace: the cost is the clinic's, not the database's."""
 from __future__ import annotations
 

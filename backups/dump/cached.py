@@ -11,7 +11,7 @@ The reference (built once per code migration state, server and pg_dump version):
 1. A schema of a reserved name, `backups__ref_<16 hex>` (no clinic name has "__"; a
    random part nobody's structure spells), is created and migrated to the code's
    migrations on a session of its own, under that name's operation lock: the reaper
-   drops it if the process dies (core.locks, backups.reaper).
+   drops it if the process dies (core.locks, backups.jobs.reaper).
 2. Its fingerprint (step 5's, read the same way) and its `pg_dump --schema`, then the
    schema is dropped. The dump is split into pg_dump's own entries; only tables,
    sequences, their defaults, constraints, indexes, triggers and comments are accepted
@@ -61,9 +61,9 @@ from typing import Any, BinaryIO, Callable, Iterator
 
 from django.db import connection
 
-from backups.catalog_fingerprint import catalog_rows, fingerprint, table_names
-from backups.dump_reference import Reference, name_printed_plain
-from backups.pg_tools import DumpResult, GzipSqlSink
+from backups.dump.catalog import catalog_rows, fingerprint, table_names
+from backups.dump.reference import Reference, name_printed_plain
+from backups.dump.pg_tools import DumpResult, GzipSqlSink
 from core.faults import kill_point
 
 logger = logging.getLogger(__name__)

@@ -1,5 +1,5 @@
 """The reference structure of a clinic at the code's migration state (steps 1–4 of
-backups.cached_dump's map): built once, checked, cached."""
+backups.dump.cached's map): built once, checked, cached."""
 from __future__ import annotations
 
 import hashlib
@@ -16,8 +16,8 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.db.migrations.loader import MigrationLoader
 
-from backups.pg_tools import PgBinaries, PgConnectionParams, pg_dump_command, pg_dump_text
-from backups.catalog_fingerprint import catalog_rows, fingerprint
+from backups.dump.pg_tools import PgBinaries, PgConnectionParams, pg_dump_command, pg_dump_text
+from backups.dump.catalog import catalog_rows, fingerprint
 from core.faults import kill_point
 from core.locks import tenant_operation_lock
 from core.schemas import schema_migrate

@@ -17,15 +17,16 @@ class BackupRecordAdmin(AdminOrPropietarioAdminMixin, admin.ModelAdmin):
     """Backups are made by the pipeline, not typed in: only `keep` can be changed by hand."""
 
     list_display = (
-        "file_name", "status", "file_size_mb", "files_count", "backup_type", "created_by", "created_at", "integrity", "keep",
-        "download_link", "files_link",
+        "file_name", "status", "file_size_mb", "files_count", "warning", "backup_type", "created_by", "created_at", "integrity",
+        "keep", "download_link", "files_link",
     )
     list_filter = ("status", "backup_type", "integrity", "keep")
     search_fields = ("file_name",)
     date_hierarchy = "created_at"
     fields = (
         "file_name", "file_path", "file_size", "backup_type", "created_by", "created_at", "status", "finished_at",
-        "sha256", "sql_size", "sql_sha256", "files_count", "files_size", "integrity", "verified_at", "error", "manifest", "keep",
+        "sha256", "sql_size", "sql_sha256", "files_count", "files_size", "warning", "warnings", "integrity", "verified_at", "error", "manifest",
+        "keep",
     )
     readonly_fields = tuple(field for field in fields if field != "keep")
 
@@ -59,7 +60,11 @@ class BackupRecordAdmin(AdminOrPropietarioAdminMixin, admin.ModelAdmin):
             return HttpResponseNotAllowed(["POST"])
         try:
             backup = backup_create(context=AuditContext.from_request(request), created_by=request.user)
-            self.message_user(request, f"Backup creado: {backup.file_name} ({backup.file_size_mb} MB)", messages.SUCCESS)
+            if backup.warnings:
+                self.message_user(request, f"Backup creado con advertencias: {backup.file_name} ({backup.warning})",
+                                  messages.WARNING)
+            else:
+                self.message_user(request, f"Backup creado: {backup.file_name} ({backup.file_size_mb} MB)", messages.SUCCESS)
         except DomainError as exc:
             self.message_user(request, f"No se pudo crear el backup: {exc.message}", messages.ERROR)
         return redirect("admin:backups_backuprecord_changelist")

@@ -2,6 +2,20 @@ from decimal import ROUND_HALF_UP, Decimal
 
 from django.conf import settings
 from django.db import models
+from django.utils.translation import gettext
+
+# What a completed operation could not do with a clinic's files, as a list of
+# {"code": one of these, "count": n, ...}; the operation itself is good.
+WARNING_MESSAGES = {
+    "files_refused": "Archivos rechazados (su nombre no está en la carpeta de la clínica): %(count)d",
+    "files_missing": "Archivos que las filas nombran y no se encontraron: %(count)d",
+}
+
+
+def warnings_summary(warnings: list[dict]) -> str:
+    """One line for people: what each warning counts, in the request's language."""
+    return "; ".join(gettext(WARNING_MESSAGES[item["code"]]) % {"count": item["count"]}
+                     for item in warnings if item.get("code") in WARNING_MESSAGES)
 
 
 class BackupRecord(models.Model):
@@ -52,6 +66,8 @@ class BackupRecord(models.Model):
     sql_size = models.BigIntegerField(null=True, blank=True)
     files_count = models.PositiveIntegerField(default=0, help_text="Archivos de pacientes (radiografías…) que guarda el backup.")
     files_size = models.BigIntegerField(default=0, help_text="Tamaño total de esos archivos, en bytes.")
+    warnings = models.JSONField(default=list, blank=True,
+                                help_text="Lo que no pudo hacer con los archivos de la clínica (rechazados, no encontrados).")
 
     class Meta:
         ordering = ["-created_at", "-id"]
@@ -60,6 +76,12 @@ class BackupRecord(models.Model):
 
     def __str__(self) -> str:
         return self.file_name
+
+    @property
+    def warning(self) -> str:
+        return warnings_summary(self.warnings)
+
+    warning.fget.short_description = "advertencias"
 
     @property
     def file_size_mb(self) -> Decimal:
@@ -140,6 +162,8 @@ class RestoreJob(models.Model):
     finished_at = models.DateTimeField(null=True, blank=True)
     error_code = models.CharField(max_length=64, blank=True)
     error = models.TextField(blank=True)
+    warnings = models.JSONField(default=list, blank=True,
+                                help_text="Lo que no pudo hacer con los archivos de la clínica (rechazados, no encontrados).")
 
     class Meta:
         ordering = ["-created_at", "-id"]
@@ -148,6 +172,10 @@ class RestoreJob(models.Model):
 
     def __str__(self) -> str:
         return f"{self.get_kind_display()} desde {self.backup_file_name} ({self.status})"
+
+    @property
+    def warning(self) -> str:
+        return warnings_summary(self.warnings)
 
 
 class RestoreFile(models.Model):

@@ -63,7 +63,8 @@ from backups.models import BACKUP_HISTORY_MODELS, BackupFile, BackupRecord, Rest
 from backups.dump.replay import dump_replay
 from backups.dump.swap import schema_swap
 from backups.selectors import backup_get, backup_get_completed
-from backups.services import TARGET_TYPE, audit_missing_files, backup_mark_integrity, database_params, pg_binaries
+from backups.files.media import audit_file_warnings
+from backups.services import TARGET_TYPE, backup_mark_integrity, database_params, pg_binaries
 from backups.storage.objects import storage_copy
 from bitacora.models import Bitacora
 from bitacora.services import AuditContext, audit_failure, record
@@ -154,7 +155,8 @@ def backup_restore_in_place(*, context: AuditContext, backup_id: int, confirm: s
                         schema_migrate(names.staging)
                     _job_phase(job, RestoreJob.Phase.FILES)
                     files = restore_files(backup=backup, staging=names.staging, created=created)
-                    _job_phase(job, RestoreJob.Phase.SWAP)
+                    warnings = files.warnings(names.staging)
+                    _job_phase(job, RestoreJob.Phase.SWAP, warnings=warnings)
                     _swap(schema=schema, staging=names.staging, old=names.old, job=job)
                 except DatabaseError as exc:
                     schema_drop(names.staging)
@@ -167,7 +169,7 @@ def backup_restore_in_place(*, context: AuditContext, backup_id: int, confirm: s
                 kill_point("restore.after_swap")
                 schema_drop(names.old)
     backup = backup_get(backup_id=backup_id)
-    audit_missing_files(context=context, backup=backup, operation="restore", missing=files.missing)
+    audit_file_warnings(context=context, backup=backup, operation="restore", missing=files.missing, warnings=warnings)
     record(context=context, action=BackupAction.RESTORE, target_type=TARGET_TYPE, target_id=backup.pk,
            details={"file_name": backup.file_name, "migrated_forward": older_than_code, **_files_details(files)})
     return backup
@@ -175,7 +177,7 @@ def backup_restore_in_place(*, context: AuditContext, backup_id: int, confirm: s
 
 def _files_details(files: RestoredFiles) -> dict:
     return {"files_checked": files.checked, "files_written": files.written, "files_renamed": files.renamed,
-            "files_missing": len(files.missing)}
+            "files_missing": len(files.missing), "files_refused": len(files.refused)}
 
 
 def _clear_history(staging: str) -> None:
@@ -219,7 +221,7 @@ def backup_restore_as_new_tenant(
                     _clear_history(names.staging)
                     _job_phase(job, RestoreJob.Phase.FILES)
                     files = restore_files(backup=backup, staging=names.staging, rename=new_clinic_rename(schema, schema_name),
-                                          created=created)
+                                          target_schema=schema_name, created=created)
                     with transaction.atomic():
                         with connection.cursor() as cursor:
                             cursor.execute(f'ALTER SCHEMA "{names.staging}" RENAME TO "{schema_name}"')
@@ -227,7 +229,10 @@ def backup_restore_as_new_tenant(
                 except Exception:
                     schema_drop(names.staging)
                     raise
-    audit_missing_files(context=context, backup=backup, operation="restore", missing=files.missing)
+    warnings = files.warnings(schema_name)
+    if job is not None:
+        RestoreJob.objects.filter(pk=job.pk).update(warnings=warnings)
+    audit_file_warnings(context=context, backup=backup, operation="restore", missing=files.missing, warnings=warnings)
     record(context=context, action=BackupAction.RESTORE_AS_NEW_TENANT, target_type=TARGET_TYPE, target_id=backup.pk,
            details={"file_name": backup.file_name, "new_tenant": schema_name, "migrated_forward": older_than_code,
                     **_files_details(files)})

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+import json
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from decimal import Decimal
 
@@ -10,7 +11,7 @@ from django.db.models import QuerySet
 from django.utils import timezone
 
 from backups.errors import BackupNotCompletedError, BackupNotFoundError, RestoreJobNotFoundError
-from backups.models import BackupRecord, RestoreJob
+from backups.models import BackupRecord, RestoreJob, warnings_summary
 from core.models import Tenant
 from core.schemas import quote_identifier
 from core.selectors import tenant_clinics
@@ -74,10 +75,15 @@ class ClinicBackupSummary:
     total_size: int = 0
     last_completed_at: datetime | None = None
     last_completed_size: int | None = None
+    last_completed_warnings: list = field(default_factory=list)
     last_failed_at: datetime | None = None
     last_failure: str = ""
     in_progress: int = 0
     overdue: bool = False
+
+    @property
+    def last_completed_warning(self) -> str:
+        return warnings_summary(self.last_completed_warnings)
 
     @property
     def total_size_mb(self) -> Decimal:
@@ -129,12 +135,12 @@ def _schemas_with_table(cursor, schemas: list[str], table: str) -> set[str]:
 # only part built from data, always through quote_identifier; every value is a parameter.
 _SUMMARY_BRANCH = """
 SELECT %s::text, totals.completed, totals.total_size, totals.in_progress,
-       last_ok.created_at, last_ok.file_size, last_failed.at, last_failed.reason
+       last_ok.created_at, last_ok.file_size, last_ok.warnings::text, last_failed.at, last_failed.reason
 FROM (SELECT count(*) FILTER (WHERE status = %s) AS completed,
              coalesce(sum(file_size) FILTER (WHERE status = %s), 0) AS total_size,
              count(*) FILTER (WHERE status IN (%s, %s)) AS in_progress
       FROM {table}) AS totals
-LEFT JOIN LATERAL (SELECT created_at, file_size FROM {table} WHERE status = %s
+LEFT JOIN LATERAL (SELECT created_at, file_size, warnings FROM {table} WHERE status = %s
                    ORDER BY created_at DESC, id DESC LIMIT 1) AS last_ok ON true
 LEFT JOIN LATERAL (SELECT coalesce(finished_at, created_at) AS at,
                           left(coalesce(nullif(error, ''), error_code), %s) AS reason
@@ -159,10 +165,10 @@ def _summary(clinic: Tenant, row: tuple | None, now: datetime) -> ClinicBackupSu
     if row is None:
         summary = ClinicBackupSummary(tenant=clinic, has_table=False)
     else:
-        completed, total_size, in_progress, last_ok_at, last_ok_size, last_failed_at, last_failure = row
+        completed, total_size, in_progress, last_ok_at, last_ok_size, last_ok_warnings, last_failed_at, last_failure = row
         summary = ClinicBackupSummary(
             tenant=clinic, has_table=True, completed_count=completed, total_size=int(total_size), in_progress=in_progress,
-            last_completed_at=last_ok_at, last_completed_size=last_ok_size,
+            last_completed_at=last_ok_at, last_completed_size=last_ok_size, last_completed_warnings=json.loads(last_ok_warnings or "[]"),
             last_failed_at=last_failed_at, last_failure=last_failure or "",
         )
     overdue = backup_is_overdue(last_completed_at=summary.last_completed_at, clinic_created_at=clinic.created_at,

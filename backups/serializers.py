@@ -11,13 +11,15 @@ class BackupRecordSerializer(serializers.ModelSerializer):
 
     created_by = UsuarioResumenSerializer(read_only=True, allow_null=True)
     file_size_mb = serializers.FloatField(read_only=True)
+    warnings = serializers.ListField(child=serializers.DictField(), read_only=True)
+    warning = serializers.CharField(read_only=True, help_text="Las advertencias en una línea; vacío si no hay.")
 
     class Meta:
         model = BackupRecord
         fields = [
             "id", "file_name", "file_path", "file_size", "file_size_mb", "backup_type", "created_by", "created_at",
             "status", "sha256", "error", "error_code", "progress_bytes", "finished_at", "manifest", "keep", "integrity",
-            "verified_at", "sql_sha256", "sql_size", "files_count", "files_size",
+            "verified_at", "sql_sha256", "sql_size", "files_count", "files_size", "warnings", "warning",
         ]
         read_only_fields = fields
 
@@ -76,12 +78,14 @@ class RestoreJobSerializer(serializers.ModelSerializer):
     """A restore as a front end polls it: status, phase, progress, times, error."""
 
     backup_id = serializers.IntegerField(read_only=True, allow_null=True)
+    warnings = serializers.ListField(child=serializers.DictField(), read_only=True)
+    warning = serializers.CharField(read_only=True, help_text="Las advertencias en una línea; vacío si no hay.")
 
     class Meta:
         model = RestoreJob
         fields = [
             "id", "backup_id", "backup_file_name", "kind", "new_schema", "status", "phase", "progress_bytes",
-            "total_bytes", "created_at", "started_at", "finished_at", "error_code", "error",
+            "total_bytes", "created_at", "started_at", "finished_at", "error_code", "error", "warnings", "warning",
         ]
         read_only_fields = fields
 

@@ -28,6 +28,7 @@ from backups.dump.pg_tools import DumpResult, PgBinaries, PgConnectionParams, du
 from backups.selectors import backup_get, backup_get_completed
 from backups.files.media import (
     MISSING_LISTED,
+    audit_file_warnings,
     backup_files_check,
     exported_snapshot,
     file_object_key,
@@ -185,14 +186,6 @@ def _backup_dump_and_store(backup: BackupRecord, binaries: PgBinaries) -> tuple[
     return result, files, dumped_with, seconds
 
 
-def audit_missing_files(*, context: AuditContext, backup: BackupRecord, operation: str, missing: list[str]) -> None:
-    """One error entry for the files the rows name but the media storage (or the backup) lacks."""
-    if missing:
-        record(context=context, action=BackupAction.FILES, outcome=Outcome.ERROR, target_type=TARGET_TYPE, target_id=backup.pk,
-               details={"operation": operation, "code": "file_missing", "missing": len(missing),
-                        "paths": missing[:MISSING_LISTED], "file_name": backup.file_name})
-
-
 def backup_fail(*, backup: BackupRecord, error: BaseException | str, code: str = "") -> None:
     """Mark a backup failed with a readable reason and remove whatever part of its objects was stored."""
     partial_objects_remove(backup.file_path)
@@ -212,11 +205,12 @@ def _backup_complete(backup: BackupRecord, result: DumpResult, files: StoredFile
     backup.sql_size, backup.sql_sha256 = result.sql_size, result.sql_sha256
     backup.files_count, backup.files_size = files.count, files.size
     backup.manifest = manifest
+    backup.warnings = files.warnings(connection.schema_name)
     backup.progress_bytes = result.size
     backup.status = BackupRecord.Status.COMPLETED
     backup.finished_at = timezone.now()
     backup.save(update_fields=["file_size", "sha256", "sql_size", "sql_sha256", "files_count", "files_size",
-                               "manifest", "progress_bytes", "status", "finished_at"])
+                               "manifest", "warnings", "progress_bytes", "status", "finished_at"])
 
 
 def backup_run(*, context: AuditContext, backup_id: int, retry_transient: bool = False) -> BackupRecord:
@@ -266,7 +260,7 @@ def backup_run(*, context: AuditContext, backup_id: int, retry_transient: bool =
             _backup_complete(backup, result, files, {**backup.manifest, "migrations": dumped_with.pop("migrations"),
                                                      "dump": dumped_with, "files": {**files.as_manifest(schema), "list": listed},
                                                      "seconds": seconds})
-    audit_missing_files(context=context, backup=backup, operation="backup", missing=files.missing)
+    audit_file_warnings(context=context, backup=backup, operation="backup", missing=files.missing, warnings=backup.warnings)
     record(
         context=context,
         action=BackupAction.CREATE,

@@ -211,8 +211,9 @@ class BackupCreateView(APIView):
         _raise_if_failed(backup)
         data = BackupRecordSerializer(backup).data
         if backup.status == BackupRecord.Status.COMPLETED:
-            return Response({"success": True, "message": _("Backup creado exitosamente"), "backup": data},
-                            status=status.HTTP_201_CREATED)
+            message = (_("Backup creado con advertencias: %(warning)s") % {"warning": backup.warning} if backup.warnings
+                       else _("Backup creado exitosamente"))
+            return Response({"success": True, "message": message, "backup": data}, status=status.HTTP_201_CREATED)
         body = {"success": True, "message": _("El backup está en curso; consulte su estado en Location."), "backup": data}
         return Response(body, status=status.HTTP_202_ACCEPTED,
                         headers={"Location": reverse("backups:backup_detail", args=[backup.pk])})

@@ -11,8 +11,12 @@ log line.
 """
 from __future__ import annotations
 
+import os
+import stat
 import unicodedata
 from enum import StrEnum
+
+from django.core.files.storage import Storage
 
 # A FileField's default max_length; a name longer than its column could not have been
 # stored by the application, and a bounded name keeps what reads it bounded too.
@@ -29,6 +33,8 @@ class NameRefused(StrEnum):
     BACKSLASH = "backslash"
     TRAVERSAL = "traversal"
     OUTSIDE_CLINIC = "outside_clinic"
+    LINK = "link"
+    NOT_A_FILE = "not_a_file"
 
 
 def _has_control_character(name: str) -> bool:
@@ -65,3 +71,24 @@ def media_name_refusal(schema: str, name: object, *, max_length: int = DEFAULT_M
 def media_name_is_confined(schema: str, name: object, *, max_length: int = DEFAULT_MAX_LENGTH) -> bool:
     """Whether a non-empty name lies under this clinic's prefix (see media_name_refusal)."""
     return name != "" and media_name_refusal(schema, name, max_length=max_length) is None
+
+
+def media_file_refusal(storage: Storage, schema: str, name: object, *, max_length: int = DEFAULT_MAX_LENGTH) -> NameRefused | None:
+    """media_name_refusal, then what only the storage can tell about the name: on a local
+    folder, a link on the way that leads elsewhere (the name would reach another clinic's
+    file, or any file of the host), or something that is not a regular file (a folder, a
+    FIFO that would block a reader forever). Object storage has neither: a key is a key."""
+    refusal = media_name_refusal(schema, name, max_length=max_length)
+    if refusal is not None or name == "":
+        return refusal
+    try:
+        local = storage.path(name)
+    except NotImplementedError:
+        return None
+    if os.path.realpath(local) != os.path.join(os.path.realpath(storage.location), name):
+        return NameRefused.LINK
+    try:
+        mode = os.lstat(local).st_mode
+    except FileNotFoundError:
+        return None  # free: a restore may create it, a backup finds it missing
+    return None if stat.S_ISREG(mode) else NameRefused.NOT_A_FILE

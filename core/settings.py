@@ -343,11 +343,14 @@ SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    # Tracebacks keep their frames and lose their messages, which may hold a patient's data (core.log_format).
+    "formatters": {"plain": {"()": "core.log_format.RedactingFormatter", "format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
     "handlers": {"stdout": {"class": "logging.StreamHandler", "formatter": "plain", "stream": "ext://sys.stdout"}},
     "root": {"handlers": ["stdout"], "level": env("LOG_LEVEL", default="INFO")},
     "loggers": {
         "django.db.backends": {"level": "WARNING"},
+        # Django's own console handler (DEBUG) would print the same errors with full tracebacks: ours only.
+        "django": {"handlers": [], "propagate": True},
         # httpx logs every URL at INFO, and a signed download URL carries a token.
         "httpx": {"level": "WARNING"},
     },

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import tempfile
+from collections import Counter
 from contextlib import contextmanager
 from itertools import islice
 from typing import IO, Any, Iterable, Iterator
@@ -15,9 +16,12 @@ from django.core.files.storage import Storage, storages
 from django.db import connection, models
 
 from backup_restore.classification import tenant_models
+from backups.actions import BackupAction
 from backups.errors import StorageObjectMissingError
 from backups.models import BackupFile, BackupRecord
 from backups.storage.objects import COPY_CHUNK_SIZE, copy_hashed, storage_open
+from bitacora.models import Outcome
+from bitacora.services import AuditContext, record
 from core.files import TEMP_PREFIX, temp_dir
 
 BATCH_SIZE = 500
@@ -25,6 +29,7 @@ BATCH_SIZE = 500
 # file: memory stays bounded whatever the size of a radiograph.
 SPOOL_MAX_BYTES = 4 * 1024 * 1024
 MISSING_LISTED = 20  # how many missing paths an audit entry names (the count is always there)
+ROWS_LISTED = 20  # how many rows holding a refused name a warning names (the count is always there)
 
 
 def media_storage() -> Storage:
@@ -40,6 +45,58 @@ def file_fields() -> list[tuple[type[models.Model], models.FileField]]:
         for model_field in model._meta.local_concrete_fields
         if isinstance(model_field, models.FileField)
     ]
+
+
+def file_name_max_length() -> int:
+    """The longest name a file field of the tenant apps can hold (core.media_names bounds names by it)."""
+    return max((model_field.max_length or 100 for _model, model_field in file_fields()), default=100)
+
+
+def file_warnings(schema: str, *, refused: list[tuple[str, str]], missing: list[str]) -> list[dict]:
+    """A record's warnings (backups.models.WARNING_MESSAGES) for a file phase: the refused names
+    counted by reason, with the rows that hold them (never the names: they may be a patient's,
+    or hostile), and the missing files counted."""
+    found: list[dict] = []
+    if refused:
+        found.append({"code": "files_refused", "count": len(refused),
+                      "reasons": dict(Counter(reason for _path, reason in refused)),
+                      "rows": _rows_naming(schema, sorted({path for path, _reason in refused}))})
+    if missing:
+        found.append({"code": "files_missing", "count": len(missing)})
+    return found
+
+
+def audit_file_warnings(
+    *, context: AuditContext, backup: BackupRecord, operation: str, missing: list[str], warnings: list[dict] = ()
+) -> None:
+    """One error entry for the files the rows name but the media storage (or the backup) lacks,
+    and one for the names refused (the rows that hold them, never the names)."""
+    if missing:
+        record(context=context, action=BackupAction.FILES, outcome=Outcome.ERROR, target_type="backup", target_id=backup.pk,
+               details={"operation": operation, "code": "file_missing", "missing": len(missing),
+                        "paths": missing[:MISSING_LISTED], "file_name": backup.file_name})
+    for warning in warnings:
+        if warning["code"] == "files_refused":
+            record(context=context, action=BackupAction.FILES, outcome=Outcome.ERROR, target_type="backup",
+                   target_id=backup.pk, details={"operation": operation, "code": "file_refused", "refused": warning["count"],
+                                                 "reasons": warning["reasons"], "rows": warning["rows"],
+                                                 "file_name": backup.file_name})
+
+
+
+def _rows_naming(schema: str, paths: list[str]) -> list[dict]:
+    """Which rows (model, pk, field) name these paths, at most ROWS_LISTED: where a clinic admin fixes them."""
+    rows: list[dict] = []
+    with connection.cursor() as cursor:
+        for model, model_field in file_fields():
+            cursor.execute(
+                f'SELECT "{model._meta.pk.column}" FROM "{schema}"."{model._meta.db_table}" '
+                f'WHERE "{model_field.column}" = ANY(%s) ORDER BY 1 LIMIT %s', [paths, ROWS_LISTED - len(rows)],
+            )
+            rows += [{"model": model._meta.label_lower, "pk": pk, "field": model_field.name} for (pk,) in cursor.fetchall()]
+            if len(rows) >= ROWS_LISTED:
+                break
+    return rows
 
 
 def file_object_key(schema: str, sha256: str) -> str:

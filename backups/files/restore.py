@@ -17,7 +17,9 @@ from backups.files.cleanup import CreatedNames
 from backups.files.media import (
     batched,
     file_fields,
+    file_name_max_length,
     file_object_key,
+    file_warnings,
     media_storage,
     paths_read,
     paths_write,
@@ -28,6 +30,7 @@ from backups.models import BackupFile, BackupRecord
 from backups.storage.objects import backup_storage, copy_hashed, killable, storage_open, storage_save_exactly
 from core.faults import kill_point
 from core.files import TEMP_PREFIX, temp_dir
+from core.media_names import media_file_refusal
 
 
 @dataclass
@@ -38,6 +41,10 @@ class RestoredFiles:
     written: int = 0
     renamed: int = 0
     missing: list[str] = field(default_factory=list)
+    refused: list[tuple[str, str]] = field(default_factory=list)  # (path, reason): nothing read or written
+
+    def warnings(self, schema: str) -> list[dict]:
+        return file_warnings(schema, refused=self.refused, missing=self.missing)
 
 
 def media_holds(media: Storage, name: str, entry: BackupFile) -> bool:
@@ -118,11 +125,30 @@ class _Placed:
     write: bool = False
     written: bool = False
     missing: bool = False
+    refused: str = ""
 
 
-def _check(media: Storage, rename: Callable[[str], str], max_length: int, path: str, entry: BackupFile | None) -> _Placed:
+@dataclass(frozen=True)
+class _Names:
+    """The clinics whose folders a restore's names must stay in (core.media_names): the one the
+    staging rows come from, and the one the files are written for (the same, in place)."""
+
+    source: str
+    target: str
+    max_length: int
+    longest: int
+
+
+def _check(media: Storage, rename: Callable[[str], str], names: _Names, path: str, entry: BackupFile | None) -> _Placed:
     """On a worker thread: where the path's content is, or the free name it must be written to
-    (steps a to c of backups.restore's map)."""
+    (steps a to c of backups.restore's map). A name outside the source clinic's folder, or one
+    whose new name would fall outside the target's, is refused: nothing is read or written."""
+    refusal = media_file_refusal(media, names.source, path, max_length=names.longest)
+    if refusal is None and entry is not None and not entry.missing:
+        refusal = media_file_refusal(media, names.target, _fit(rename(path), names.max_length), max_length=names.longest)
+    if refusal is not None:
+        return _Placed(path, refused=refusal)
+    max_length = names.max_length
     if entry is None or entry.missing:
         # Not in the backup (missing at backup time): nothing to bring back.
         return _Placed(path, missing=not media.exists(path))
@@ -168,7 +194,7 @@ def _share_or_separate(placed: list[_Placed], media: Storage, max_length: int) -
 
 def restore_files(
     *, backup: BackupRecord, staging: str, rename: Callable[[str], str] = lambda path: path,
-    created: CreatedNames | None = None,
+    created: CreatedNames | None = None, target_schema: str = "",
 ) -> RestoredFiles:
     """Give every path the staging rows name its backup-time content in the media storage (see the map above).
 
@@ -183,6 +209,7 @@ def restore_files(
     """
     media, store, schema = media_storage(), backup_storage(), connection.schema_name
     max_length = min((model_field.max_length or 100 for _model, model_field in file_fields()), default=100)
+    names = _Names(schema, target_schema or schema, max_length, file_name_max_length())
     created = created if created is not None else CreatedNames(None)
     result = RestoredFiles()
     with tempfile.TemporaryFile(dir=temp_dir(), prefix=TEMP_PREFIX) as listing:
@@ -192,7 +219,7 @@ def restore_files(
         with FileThreads("restore-files") as threads:
             for batch in batched(paths_read(listing)):
                 entries = {entry.path: entry for entry in BackupFile.objects.filter(backup=backup, path__in=batch)}
-                placed = list(in_order(threads, partial(_check, media, rename, max_length),
+                placed = list(in_order(threads, partial(_check, media, rename, names),
                                        [(path, entries.get(path)) for path in batch]))
                 _share_or_separate(placed, media, max_length)
                 to_write = [item for item in placed if item.write]
@@ -210,6 +237,9 @@ def restore_files(
 
 
 def _count(result: RestoredFiles, renames: list[tuple[str, str]], placed: _Placed) -> None:
+    if placed.refused:
+        result.refused.append((placed.path, placed.refused))
+        return
     if placed.target is None:
         if placed.missing:
             result.missing.append(placed.path)

@@ -16,11 +16,20 @@ from django.db import connection
 
 from backups.errors import BackupFileError
 from backups.files.threads import FileThreads, InOrder
-from backups.files.media import SPOOL_MAX_BYTES, batched, file_object_key, media_storage, stored_content
+from backups.files.media import (
+    SPOOL_MAX_BYTES,
+    batched,
+    file_name_max_length,
+    file_object_key,
+    file_warnings,
+    media_storage,
+    stored_content,
+)
 from backups.models import BackupFile, BackupRecord
 from backups.storage.objects import COPY_CHUNK_SIZE, StoredCopy, backup_storage, killable, storage_save_exactly
 from core.faults import kill_point
 from core.files import temporary_file
+from core.media_names import media_file_refusal
 
 
 @dataclass
@@ -32,9 +41,14 @@ class StoredFiles:
     uploaded: int = 0
     uploaded_bytes: int = 0
     missing: list[str] = field(default_factory=list)
+    refused: list[tuple[str, str]] = field(default_factory=list)  # (path, reason): never read
+
+    def warnings(self, schema: str) -> list[dict]:
+        return file_warnings(schema, refused=self.refused, missing=self.missing)
 
     def as_manifest(self, schema: str) -> dict:
-        return {"count": self.count, "size": self.size, "missing": len(self.missing), "uploaded": self.uploaded,
+        return {"count": self.count, "size": self.size, "missing": len(self.missing), "refused": len(self.refused),
+                "uploaded": self.uploaded,
                 "uploaded_bytes": self.uploaded_bytes, "storage_prefix": f"{schema}/files/", "hash": "sha256"}
 
 
@@ -72,7 +86,8 @@ def _read_whole(media: Storage, path: str) -> tuple[StoredCopy, IO[bytes]]:
     except FileNotFoundError:
         raise
     except OSError as exc:
-        raise BackupFileError(details={"operation": "read", "path": path, "error": type(exc).__name__}) from exc
+        # No path in the error, nor in its traceback: a file's name may be a patient's.
+        raise BackupFileError(details={"operation": "read", "error": type(exc).__name__}) from None
 
 
 def _insert_entries(cursor, schema: str, entries: list[BackupFile]) -> None:
@@ -124,14 +139,18 @@ class _Examined:
     sha256: str = ""
     modified_at: datetime | None = None
     buffer: IO[bytes] | None = None
+    refused: str = ""
 
     def entry(self, backup: BackupRecord) -> BackupFile:
         return BackupFile(backup=backup, path=self.path, sha256=self.sha256, size=self.size, modified_at=self.modified_at)
 
 
-def _examine(media: Storage, path: str, known: BackupFile | None) -> _Examined:
+def _examine(media: Storage, schema: str, max_length: int, path: str, known: BackupFile | None) -> _Examined:
     """On a worker thread: a media file's size and time, and its content's hash unless a trusted
-    backup's entry already has them (a nightly backup reads only new files)."""
+    backup's entry already has them (a nightly backup reads only new files). A name outside the
+    clinic's folder (core.media_names) is refused without being read."""
+    if refusal := media_file_refusal(media, schema, path, max_length=max_length):
+        return _Examined(path, refused=refusal)
     try:
         size, modified_at = _media_stat(media, path)
         if known is not None and modified_at is not None and (known.size, known.modified_at) == (size, modified_at):
@@ -197,6 +216,7 @@ class _FilePipeline:
     def __init__(self, cursor, *, backup: BackupRecord, schema: str, workers: int):
         self.cursor, self.backup, self.schema = cursor, backup, schema
         self.media, self.store = media_storage(), backup_storage()
+        self.max_length = file_name_max_length()
         self.trusted = _trusted_backups(self.store)
         self.result = StoredFiles()
         self.stored_now: set[str] = set()
@@ -209,7 +229,7 @@ class _FilePipeline:
             for batch in batched(paths):
                 previous = _previous_entries(batch, self.trusted)
                 for path in batch:
-                    self.examining.start(_examine, self.media, path, previous.get(path))
+                    self.examining.start(_examine, self.media, self.schema, self.max_length, path, previous.get(path))
                     if self.examining.full():
                         self._record_finished()
             while self.examining:
@@ -224,11 +244,14 @@ class _FilePipeline:
         """Record the oldest file and every one after it that is done, then start their uploads."""
         group = self.examining.take_done()
         # The entries before the objects: whatever this backup may have stored, its record names.
-        _insert_entries(self.cursor, self.schema, [read.entry(self.backup) for read in group])
+        _insert_entries(self.cursor, self.schema, [read.entry(self.backup) for read in group if not read.refused])
         kill_point("backup.files.entries_written")
         fresh = [read for read in group if read.buffer is not None]
         stored = self.stored_now | _named_by_trusted({read.sha256 for read in fresh} - self.stored_now, self.trusted)
         for read in group:
+            if read.refused:
+                self.result.refused.append((read.path, read.refused))
+                continue
             if not read.sha256:
                 self.result.missing.append(read.path)
                 continue

@@ -31,10 +31,14 @@ class NameRefused(StrEnum):
     OUTSIDE_CLINIC = "outside_clinic"
 
 
+# NUL ends a C string (a traceback in os.stat), line breaks or escapes forge log lines,
+# and a lone surrogate cannot be encoded into a file name. U+2028 and U+2029 are line
+# breaks too (Zl, Zp, not Cc): str.splitlines and JavaScript log viewers break on them.
+_REFUSED_CATEGORIES = frozenset({"Cc", "Cs", "Zl", "Zp"})
+
+
 def _has_control_character(name: str) -> bool:
-    # NUL ends a C string (a traceback in os.stat), line breaks or escapes forge log lines,
-    # and a lone surrogate cannot be encoded into a file name.
-    return any(unicodedata.category(character) in ("Cc", "Cs") for character in name)
+    return any(unicodedata.category(character) in _REFUSED_CATEGORIES for character in name)
 
 
 def media_name_refusal(schema: str, name: object, *, max_length: int = DEFAULT_MAX_LENGTH) -> NameRefused | None:

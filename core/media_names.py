@@ -14,6 +14,8 @@ from __future__ import annotations
 import unicodedata
 from enum import StrEnum
 
+from django.utils.translation import gettext_lazy as _
+
 # A FileField's default max_length; a name longer than its column could not have been
 # stored by the application, and a bounded name keeps what reads it bounded too.
 DEFAULT_MAX_LENGTH = 100
@@ -29,6 +31,22 @@ class NameRefused(StrEnum):
     BACKSLASH = "backslash"
     TRAVERSAL = "traversal"
     OUTSIDE_CLINIC = "outside_clinic"
+
+    @property
+    def message(self) -> str:
+        """What a person reads about this refusal; never the name itself (it may be a patient's, or forged)."""
+        return str(_MESSAGES[self])
+
+
+_MESSAGES = {
+    NameRefused.NOT_TEXT: _("El nombre del archivo debe ser un texto."),
+    NameRefused.TOO_LONG: _("El nombre del archivo es más largo de lo que admite su campo."),
+    NameRefused.CONTROL_CHARACTER: _("El nombre del archivo contiene caracteres de control (NUL, saltos de línea u otros)."),
+    NameRefused.ABSOLUTE: _("El nombre del archivo es una ruta absoluta."),
+    NameRefused.BACKSLASH: _("El nombre del archivo contiene barras invertidas."),
+    NameRefused.TRAVERSAL: _("El nombre del archivo contiene tramos vacíos, «.» o «..»."),
+    NameRefused.OUTSIDE_CLINIC: _("El nombre del archivo no está en la carpeta de esta clínica."),
+}
 
 
 # NUL ends a C string (a traceback in os.stat), line breaks or escapes forge log lines,

@@ -24,7 +24,8 @@ entry, the clinic's operation lock) → tenant_data_import below:
    clinic's own prefix (core.media_names), then one
    INSERT … SELECT … ON CONFLICT (pk) DO UPDATE casts and writes them (staging.py). When
    PostgreSQL refuses the statement, diagnosis.py names the row and the reason.
-   A section with more or fewer rows than the header declared is refused.
+   A row past the count the header declared is refused as it begins, before it is
+   parsed (reader.py); a section with fewer rows, at its end.
    With replace, a model's first section skips the staging table: its rows go by COPY
    straight into the emptied table, as psql loads a pg_dump file (loader.py, the
    COPY text from copy_text.py), each batch loaded while the next is read (background.py). The same checks run first and the same

@@ -20,10 +20,12 @@ entry, the clinic's operation lock) → tenant_data_import below:
 4. _Restorer.section, once per model in the file's order: its field names are
    matched to the model (unknown → refused; missing → default, null or refused);
    rows stream from the file by COPY into the staging table, each checked first
-   for what PostgreSQL cannot store (values.py), then one
+   for what PostgreSQL cannot store (values.py) and each file's name for the
+   clinic's own prefix (core.media_names), then one
    INSERT … SELECT … ON CONFLICT (pk) DO UPDATE casts and writes them (staging.py). When
    PostgreSQL refuses the statement, diagnosis.py names the row and the reason.
-   A section with more or fewer rows than the header declared is refused.
+   A row past the count the header declared is refused as it begins, before it is
+   parsed (reader.py); a section with fewer rows, at its end.
    With replace, a model's first section skips the staging table: its rows go by COPY
    straight into the emptied table, as psql loads a pg_dump file (loader.py, the
    COPY text from copy_text.py), each batch loaded while the next is read (background.py). The same checks run first and the same
@@ -65,6 +67,7 @@ from backup_restore.plan import (
 from backup_restore.reader import BackupReader, open_backup_stream
 from backup_restore.staging import StagedWrite
 from core.errors import RestoreBusyError, RestoreFailedError
+from core.media_names import media_name_refusal
 from core.schemas import code_migrations
 
 logger = logging.getLogger(__name__)
@@ -353,6 +356,8 @@ class _Restorer(DirectLoad, StagedWrite):
         label = plan.label
         pk_index = fields.index(plan.pk)
         json_indexes = [i for i, f in enumerate(fields) if isinstance(f, models.JSONField)]
+        # Only the file's own columns: a default comes from the code, not from the upload.
+        file_fields = [(i, f) for i, f in enumerate(fields[:ncols]) if isinstance(f, models.FileField)]
         for row in rows:
             if len(row) != ncols:
                 pk = row[pk_index] if len(row) > pk_index and not isinstance(row[pk_index], (list, dict)) else None
@@ -361,11 +366,28 @@ class _Restorer(DirectLoad, StagedWrite):
                 raise errors.InvalidRowError(details={"model": label, "pk": pk, "reason": reason})
             if row[pk_index] is None:
                 raise errors.InvalidRowError(details={"model": label, "pk": None, "reason": _("La clave primaria es nula.")})
+            for i, f in file_fields:
+                self._media_name_check(plan, f, row[i], pk=row[pk_index])
             for i in json_indexes:
                 row[i] = json_fit(row[i])
             if default_makers:
                 row.extend(make() for make in default_makers)
             yield row
+
+    def _media_name_check(self, plan: ModelPlan, f: models.FileField, name: object, *, pk: object) -> None:
+        """A file's name must lie under this clinic's prefix (core.media_names), whichever path loads the row.
+
+        All clinics' files share one storage: a row naming another clinic's file (or a path
+        outside the media root) would make this clinic's later backups read it. The refusal
+        carries the reason's code, never the name: it may be forged to end up in a log line.
+        """
+        if name is None:  # the column's own NOT NULL refuses it, as for any other field
+            return
+        refusal = media_name_refusal(self.schema, name, max_length=f.max_length)
+        if refusal is not None:
+            raise errors.InvalidValueError(details={
+                "model": plan.label, "pk": None if isinstance(pk, (list, dict)) else pk, "field": f.attname,
+                "reason": refusal.message, "name_refusal": refusal.value})
 
     def check_foreign_keys(self) -> None:
         """Indexes built and keys added back; a key pointing nowhere refuses the restore, naming the row."""

@@ -17,6 +17,7 @@ import unicodedata
 from enum import StrEnum
 
 from django.core.files.storage import Storage
+from django.utils.translation import gettext_lazy as _
 
 # A FileField's default max_length; a name longer than its column could not have been
 # stored by the application, and a bounded name keeps what reads it bounded too.
@@ -36,11 +37,33 @@ class NameRefused(StrEnum):
     LINK = "link"
     NOT_A_FILE = "not_a_file"
 
+    @property
+    def message(self) -> str:
+        """What a person reads about this refusal; never the name itself (it may be a patient's, or forged)."""
+        return str(_MESSAGES[self])
+
+
+_MESSAGES = {
+    NameRefused.NOT_TEXT: _("El nombre del archivo debe ser un texto."),
+    NameRefused.TOO_LONG: _("El nombre del archivo es más largo de lo que admite su campo."),
+    NameRefused.CONTROL_CHARACTER: _("El nombre del archivo contiene caracteres de control (NUL, saltos de línea u otros)."),
+    NameRefused.ABSOLUTE: _("El nombre del archivo es una ruta absoluta."),
+    NameRefused.BACKSLASH: _("El nombre del archivo contiene barras invertidas."),
+    NameRefused.TRAVERSAL: _("El nombre del archivo contiene tramos vacíos, «.» o «..»."),
+    NameRefused.OUTSIDE_CLINIC: _("El nombre del archivo no está en la carpeta de esta clínica."),
+    NameRefused.LINK: _("El nombre del archivo lleva, por un enlace, fuera de la carpeta de esta clínica."),
+    NameRefused.NOT_A_FILE: _("El nombre no es el de un archivo (es una carpeta u otro objeto)."),
+}
+
+
+# NUL ends a C string (a traceback in os.stat), line breaks or escapes forge log lines,
+# and a lone surrogate cannot be encoded into a file name. U+2028 and U+2029 are line
+# breaks too (Zl, Zp, not Cc): str.splitlines and JavaScript log viewers break on them.
+_REFUSED_CATEGORIES = frozenset({"Cc", "Cs", "Zl", "Zp"})
+
 
 def _has_control_character(name: str) -> bool:
-    # NUL ends a C string (a traceback in os.stat), line breaks or escapes forge log lines,
-    # and a lone surrogate cannot be encoded into a file name.
-    return any(unicodedata.category(character) in ("Cc", "Cs") for character in name)
+    return any(unicodedata.category(character) in _REFUSED_CATEGORIES for character in name)
 
 
 def media_name_refusal(schema: str, name: object, *, max_length: int = DEFAULT_MAX_LENGTH) -> NameRefused | None:

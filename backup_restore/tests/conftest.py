@@ -42,3 +42,35 @@ def clinic_admin(tenant_a):
     from usuarios.models import Usuario
 
     return Usuario.objects.get(email="admin@clinica-a.test")
+
+
+class RowStream:
+    """An upload made only as far as it is read: `before`, then `sent` rows (make_row(i), comma
+    separated), then `after`. `made` counts the rows made so far, so a test sees how far a reader
+    went before it stopped. It has no seek(), as a non-seekable upload."""
+
+    def __init__(self, before: bytes, make_row, sent: int, after: bytes):
+        self.made = 0
+        self._pieces = self._generate(before, make_row, sent, after)
+        self._pending = b""
+
+    def _generate(self, before: bytes, make_row, sent: int, after: bytes):
+        yield before
+        for i in range(sent):
+            self.made += 1
+            yield (b"," if i else b"") + make_row(i)
+        yield after
+
+    def read(self, size: int = -1) -> bytes:
+        pieces, length = [self._pending], len(self._pending)
+        while size < 0 or length < size:
+            piece = next(self._pieces, None)
+            if piece is None:
+                break
+            pieces.append(piece)
+            length += len(piece)
+        data = b"".join(pieces)
+        if size < 0:
+            size = len(data)
+        self._pending = data[size:]
+        return data[:size]

@@ -334,3 +334,103 @@ def test_tables_busy_past_the_lock_timeout_answer_a_retryable_409_and_change_not
     assert response.json()["code"] == "restore_tables_busy"
     assert response.json()["details"] == {"lock_timeout": "200ms"}
     assert schema_fingerprint(schema) == before
+
+
+# -- patient file names (issue 18): every FileField value must lie under the restored clinic's prefix
+
+HOSTILE_NAMES = {
+    # case: (the value of clinica.radiografia.archivo in the file, the refusal's code)
+    "another_clinics_file": ("test_b/radiografias/rx_0.png", "outside_clinic"),
+    "a_clinic_that_may_not_exist_yet": ("clinica_norte/radiografias/rx.png", "outside_clinic"),
+    "a_look_alike_prefix_in_cyrillic": ("test_\u0430/radiografias/rx.png", "outside_clinic"),
+    "a_prefix_that_only_starts_like_it": ("test_ab/radiografias/rx.png", "outside_clinic"),
+    "no_prefix": ("radiografias/rx.png", "outside_clinic"),
+    "out_of_the_prefix_by_dot_dot": ("test_a/radiografias/../../test_b/radiografias/rx_0.png", "traversal"),
+    "out_of_the_media_root": ("../../../etc/passwd", "traversal"),
+    "an_absolute_path": ("/etc/passwd", "absolute"),
+    "an_absolute_path_under_the_prefix": ("/test_a/radiografias/rx.png", "absolute"),
+    "a_drive_letter": ("C:/test_a/radiografias/rx.png", "absolute"),
+    "backslashes": ("test_a\\..\\test_b\\radiografias\\rx_0.png", "backslash"),
+    "nul": ("test_a/radiografias/rx\x00.png", "control_character"),
+    "a_lone_surrogate": ("test_a/radiografias/rx\ud800.png", "control_character"),
+    "a_new_line": ("test_a/radiografias/rx.png\nINFO restore ok", "control_character"),
+    "a_line_separator": ("test_a/radiografias/rx\u2028.png", "control_character"),
+    "longer_than_the_column": ("test_a/radiografias/" + "r" * 100 + ".png", "too_long"),
+    "a_number": (12345, "not_text"),
+    "a_decimal": (1.5, "not_text"),
+    "a_boolean": (True, "not_text"),
+    "a_list": (["test_a/radiografias/rx.png"], "not_text"),
+    "an_object": ({"name": "test_a/radiografias/rx.png"}, "not_text"),
+}
+
+
+def _with_file_name(name) -> tuple[bytes, int]:
+    """The clinic's export with its radiograph's file name replaced (JSON escapes NUL and the rest)."""
+    document = json.loads(export_bytes())
+    s = section(document, "clinica.radiografia")
+    row = s["rows"][0]
+    row[s["fields"].index("archivo")] = name
+    return json.dumps(document).encode(), row[s["fields"].index("id")]
+
+
+@pytest.mark.parametrize("replace", ["true", "false"])
+@pytest.mark.parametrize("case", list(HOSTILE_NAMES))
+def test_a_file_name_outside_the_clinics_prefix_is_a_400_naming_the_row_and_nothing_changes(
+    tenant_a, clinic_admin, client_for, caplog, case, replace
+):
+    # given a clinic and its export whose radiograph names a file the clinic may not name
+    clinic_data_create(usuario=clinic_admin)
+    name, refusal = HOSTILE_NAMES[case]
+    file, pk = _with_file_name(name)
+    before = schema_fingerprint("test_a")
+    caplog.set_level("DEBUG")
+
+    # when it is restored, by COPY straight into the emptied table (replace) or through the staging table
+    response = _post(client_for("test_a", "admin"), file, name="backup.json", replace=replace)
+
+    # then 400 invalid_value names the model, row and field, with the refusal's code; every table,
+    # constraint and index is as it was
+    assert response.status_code == 400, response.content[:500]
+    body = response.json()
+    assert body["code"] == "invalid_value"
+    details = body["details"]
+    assert (details["model"], details["pk"], details["field"], details["name_refusal"]) == (
+        "clinica.radiografia", pk, "archivo", refusal)
+    assert details["reason"]
+    assert schema_fingerprint("test_a") == before
+    # and the name reaches neither the logs nor the audit entry (nor the answer)
+    entry = _last_restore_entry()
+    assert entry["outcome"] == "error" and entry["details"]["code"] == "invalid_value"
+    if isinstance(name, str):
+        for text in (caplog.text, json.dumps(entry, ensure_ascii=False), response.content.decode()):
+            assert name not in text and name.split("/")[-1] not in text
+
+
+def test_names_under_the_clinics_prefix_are_restored_as_written_however_spelled(tenant_a, clinic_admin, client_for):
+    # given radiographs named under the clinic's prefix, spelled oddly, and one named for another clinic
+    from clinica.models import Radiografia
+    from clinica.tests.factories import RadiografiaFactory
+
+    data = clinic_data_create(usuario=clinic_admin)
+    allowed = {
+        # a literal name: nothing on the way decodes it (the Supabase backend quotes a "%")
+        "percent_escapes": "test_a/radiografias/%2e%2e/%2f..%5crx.png",
+        "unicode": "test_a/radiografias/niño ñandú 😀 (copia).png",
+        "dots_inside_a_part": "test_a/radiografias/...rx..png",
+        "as_long_as_the_column": "test_a/radiografias/" + "r" * 80,
+    }
+    rows = {case: RadiografiaFactory(paciente=data["paciente"], archivo=name).pk for case, name in allowed.items()}
+    intruder = RadiografiaFactory(paciente=data["paciente"], archivo="test_b/radiografias/rx_0.png").pk
+    file = export_bytes()
+    client = client_for("test_a", "admin")
+
+    # when the file is restored, then the other clinic's name refuses it
+    refused = _post(client, file, name="backup.json")
+    assert refused.status_code == 400, refused.content[:500]
+    assert (refused.json()["details"]["pk"], refused.json()["details"]["name_refusal"]) == (intruder, "outside_clinic")
+
+    # and once that row is gone, every other name is restored exactly as written
+    Radiografia.objects.filter(pk=intruder).delete()
+    restored = _post(client, export_bytes(), name="backup.json")
+    assert restored.status_code == 200, restored.content[:500]
+    assert {case: Radiografia.objects.get(pk=pk).archivo.name for case, pk in rows.items()} == allowed

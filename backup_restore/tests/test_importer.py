@@ -1,10 +1,11 @@
 import gzip
+import json
 from decimal import Decimal
 
 import pytest
 from django.db import connection
 
-from backup_restore import errors
+from backup_restore import errors, utils
 from backup_restore.tests.conftest import export_bytes, file_edit, restorable_snapshot, restore, section
 from clinica.models import Cita, Paciente, Pago, Tratamiento
 from clinica.tests.factories import PacienteFactory, clinic_data_create
@@ -133,6 +134,8 @@ def _drop_field(document):
 def _duplicate_row(document):
     s = section(document, "clinica.paciente")
     s["rows"].append(list(s["rows"][0]))
+    # counted in the header too: an extra row past the count is refused as that, before any key is compared
+    document["models"]["clinica.paciente"]["count"] += 1
 
 
 def _duplicate_documento(document):
@@ -361,6 +364,7 @@ def test_a_key_repeated_in_a_later_copy_batch_is_refused_as_repeated(tenant_a, c
     def repeat(document):
         rows = section(document, "clinica.paciente")["rows"]
         rows.append(list(rows[0]))
+        document["models"]["clinica.paciente"]["count"] += 1  # else refused as a row past the count
 
     file = file_edit(export_bytes(), repeat)
     before = restorable_snapshot()
@@ -370,3 +374,43 @@ def test_a_key_repeated_in_a_later_copy_batch_is_refused_as_repeated(tenant_a, c
     # then it is refused naming the key, and nothing changed
     assert raised.value.details["model"] == "clinica.paciente"
     assert restorable_snapshot() == before
+
+
+# -- a section longer than its header says (issue 18): refused at its first extra row, not at its end
+
+@pytest.mark.parametrize(("label", "replace"), [
+    ("clinica.pago", True),  # loaded by COPY straight into the emptied table
+    ("clinica.pago", False),  # through the staging table
+    ("bitacora.bitacora", True),  # not restored: the reader drains it
+])
+def test_a_section_past_its_declared_count_is_refused_at_its_first_extra_row(tenant_a, clinic_admin, label, replace):
+    from backup_restore.guarded_stream import PARSE_BUFFER
+    from backup_restore.tests.conftest import RowStream
+    from core.testing import schema_fingerprint
+
+    # given the clinic's export whose section of `label` goes on for 200,000 rows past the header's count
+    clinic_data_create(usuario=clinic_admin)
+    document = json.loads(export_bytes())
+    declared = document["models"][label]["count"]
+    s = section(document, label)
+    width = len(s["fields"])
+    template = s["rows"][0] if s["rows"] else [None] * width
+    s["rows"] = "@@ROWS@@"
+    before, after = json.dumps(document).encode().split(b'"@@ROWS@@"')
+
+    def make_row(n: int) -> bytes:  # every row the same size: ids of nine digits
+        return json.dumps([100_000_000 + n, *template[1:]]).encode()
+
+    upload = RowStream(before + b"[", make_row, declared + 200_000, b"]" + after)
+    fingerprint = schema_fingerprint("test_a")
+
+    # when it is restored
+    with pytest.raises(errors.CountMismatchError) as raised:
+        utils.tenant_data_import(source=upload, schema_name="test_a", replace=replace)
+
+    # then the first row past the count is refused, the file read no further than the parser's buffers,
+    # and the clinic is byte-identical
+    assert (raised.value.details["model"], raised.value.details["declared"], raised.value.details["read"]) == (
+        label, declared, declared + 1)
+    assert upload.made <= declared + 1 + 3 * PARSE_BUFFER // len(make_row(0))
+    assert schema_fingerprint("test_a") == fingerprint

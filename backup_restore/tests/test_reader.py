@@ -1,9 +1,11 @@
 import gzip
 import io
+import json
 
 import pytest
 
 from backup_restore import errors
+from backup_restore.guarded_stream import PARSE_BUFFER
 from backup_restore.reader import BackupReader, open_backup_stream
 
 HEADER = b'{"format": "clinica-tenant-data", "version": 1, '
@@ -115,3 +117,68 @@ def test_a_row_past_the_value_limit_is_refused_with_the_limit_naming_the_row():
         "model": "a.b", "pk": 7, "field": "x", "max_value_bytes": 1 << 20, "reason": raised.value.details["reason"]}
     # a value under the limit is read
     assert _single_value(b'"' + b"x" * (1 << 19) + b'"', 1 << 18, limits) == "x" * (1 << 19)
+
+
+# -- the header's row counts (issue 18): a row past its model's count is refused as it begins
+
+def _counted_file(declared: dict, written: tuple[str, int], made: tuple[str, int]):
+    """A file whose header declares `declared`: a small section written out, then a section whose
+    rows are made only as they are read, all the same size, so that `made` shows how far the reader went."""
+    from backup_restore.tests.conftest import RowStream
+
+    (small, small_rows), (label, sent) = written, made
+    first = {"model": small, "fields": ["id", "x"], "rows": [[n, "x" * 20] for n in range(small_rows)]}
+    header = {"format": "clinica-tenant-data", "version": 1, "models": declared}
+    before = (json.dumps(header)[:-1] + ', "data": [' + json.dumps(first)
+              + ', {"model": "%s", "fields": ["id", "x"], "rows": [' % label).encode()
+    return RowStream(before, lambda n: b'[%d, "%s"]' % (100_000_000 + n, b"x" * 20), sent, b"]}]}")
+
+
+def _read_with_counts(stream, declared):
+    reader = BackupReader(stream, key_of=lambda label: "id")
+    reader.header()
+    for _label, _names, rows in reader.sections(declared=declared):
+        for _row in rows:
+            pass
+
+
+ROW_SIZE = len(b'[100000000, "xxxxxxxxxxxxxxxxxxxx"],')
+# The reader is at most a parse buffer or two ahead of the parser: that many rows past the refused one.
+ROWS_AHEAD = 3 * PARSE_BUFFER // ROW_SIZE
+
+
+def test_a_section_is_refused_at_the_first_row_past_its_declared_count_and_one_short_at_its_end():
+    # given the issue's upload: a header declaring 3,000 rows of a model, and a section of a million
+    declared = {"a.b": 2, "a.c": 3_000}
+    many = _counted_file(declared, ("a.b", 2), ("a.c", 1_000_000))
+
+    # when it is read with the header's counts
+    with pytest.raises(errors.CountMismatchError) as raised:
+        _read_with_counts(many, declared)
+
+    # then the 3,001st row is refused as it begins, the rest of the file left unread
+    assert raised.value.details["model"] == "a.c"
+    assert (raised.value.details["declared"], raised.value.details["read"]) == (3_000, 3_001)
+    assert raised.value.details["reason"]
+    assert many.made <= 3_001 + ROWS_AHEAD
+
+    # and a section with fewer rows than declared is read to its end and refused there
+    few = _counted_file(declared, ("a.b", 2), ("a.c", 2_999))
+    with pytest.raises(errors.CountMismatchError) as raised:
+        _read_with_counts(few, declared)
+    assert (raised.value.details["declared"], raised.value.details["read"]) == (3_000, 2_999)
+    assert few.made == 2_999
+
+
+def test_rows_of_a_model_the_header_does_not_declare_are_refused_at_the_first():
+    # given a header that declares one model, and a section of a million rows of another
+    declared = {"a.b": 2}
+    stream = _counted_file(declared, ("a.b", 2), ("a.z", 1_000_000))
+
+    # when it is read with the header's counts
+    with pytest.raises(errors.CountMismatchError) as raised:
+        _read_with_counts(stream, declared)
+
+    # then its first row is refused, the rest left unread
+    assert (raised.value.details["model"], raised.value.details["declared"], raised.value.details["read"]) == ("a.z", None, 1)
+    assert stream.made <= 1 + ROWS_AHEAD

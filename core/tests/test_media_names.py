@@ -29,6 +29,8 @@ from core.media_names import NameRefused, media_name_is_confined, media_name_ref
         ("clinica_demo/radiografias/rx\n.png", NameRefused.CONTROL_CHARACTER),
         ("clinica_demo/radiografias/rx\x1b[31m.png", NameRefused.CONTROL_CHARACTER),
         ("clinica_demo/radiografias/\ud800.png", NameRefused.CONTROL_CHARACTER),
+        ("clinica_demo/radiografias/rx\u2028.png", NameRefused.CONTROL_CHARACTER),
+        ("clinica_demo/radiografias/rx\u2029.png", NameRefused.CONTROL_CHARACTER),
         ("clinica_demo/radiografias/" + "a" * 100, NameRefused.TOO_LONG),
         (["clinica_demo/rx.png"], NameRefused.NOT_TEXT),
         (None, NameRefused.NOT_TEXT),

@@ -2,13 +2,13 @@ from decimal import ROUND_HALF_UP, Decimal
 
 from django.conf import settings
 from django.db import models
-from django.utils.translation import gettext
+from django.utils.translation import gettext, gettext_noop
 
 # What a completed operation could not do with a clinic's files, as a list of
 # {"code": one of these, "count": n, ...}; the operation itself is good.
 WARNING_MESSAGES = {
-    "files_refused": "Archivos rechazados (su nombre no está en la carpeta de la clínica): %(count)d",
-    "files_missing": "Archivos que las filas nombran y no se encontraron: %(count)d",
+    "files_refused": gettext_noop("Archivos rechazados (su nombre no está en la carpeta de la clínica): %(count)d"),
+    "files_missing": gettext_noop("Archivos que las filas nombran y no se encontraron: %(count)d"),
 }
 
 

@@ -20,12 +20,10 @@ entry, the clinic's operation lock) → tenant_data_import below:
 4. _Restorer.section, once per model in the file's order: its field names are
    matched to the model (unknown → refused; missing → default, null or refused);
    rows stream from the file by COPY into the staging table, each checked first
-   for what PostgreSQL cannot store (values.py) and each file's name for the
-   clinic's own prefix (core.media_names), then one
-   INSERT … SELECT … ON CONFLICT (pk) DO UPDATE casts and writes them (staging.py). When
-   PostgreSQL refuses the statement, diagnosis.py names the row and the reason.
-   A row past the count the header declared is refused as it begins, before it is
-   parsed (reader.py); a section with fewer rows, at its end.
+   for what PostgreSQL cannot store (values.py) and each file's name for the clinic's
+   own prefix (core.media_names), then one INSERT … SELECT … ON CONFLICT (pk) DO UPDATE
+   casts and writes them (staging.py); diagnosis.py names a row PostgreSQL refuses.
+   A row past the header's count is refused before it is parsed (reader.py), a short section at its end.
    With replace, a model's first section skips the staging table: its rows go by COPY
    straight into the emptied table, as psql loads a pg_dump file (loader.py, the
    COPY text from copy_text.py), each batch loaded while the next is read (background.py). The same checks run first and the same
@@ -33,9 +31,8 @@ entry, the clinic's operation lock) → tenant_data_import below:
    staging table, whose diagnosis names the row and the reason.
 5. After the last section: a model the header declared rows for but the file
    never brought (a file cut short and closed again) is refused.
-6. _Restorer.check_foreign_keys: queued checks fire, indexes are rebuilt, the
-   dropped keys are added back; a key pointing nowhere refuses the restore,
-   naming the row.
+6. _Restorer.check_foreign_keys: queued checks fire, indexes are rebuilt, dropped keys
+   are added back; a key pointing nowhere refuses the restore, naming the row.
 7. _Restorer.reset_sequences: each sequence moves past the largest key, never back.
 8. Commit, and answer a RestoreResult: created, updated and deleted per model.
 
@@ -375,19 +372,14 @@ class _Restorer(DirectLoad, StagedWrite):
             yield row
 
     def _media_name_check(self, plan: ModelPlan, f: models.FileField, name: object, *, pk: object) -> None:
-        """A file's name must lie under this clinic's prefix (core.media_names), whichever path loads the row.
-
-        All clinics' files share one storage: a row naming another clinic's file (or a path
-        outside the media root) would make this clinic's later backups read it. The refusal
-        carries the reason's code, never the name: it may be forged to end up in a log line.
-        """
+        """A file's name must lie under this clinic's prefix (core.media_names); the refusal names
+        the reason, never the name, which may be forged to end up in a log line."""
         if name is None:  # the column's own NOT NULL refuses it, as for any other field
             return
         refusal = media_name_refusal(self.schema, name, max_length=f.max_length)
         if refusal is not None:
-            raise errors.InvalidValueError(details={
-                "model": plan.label, "pk": None if isinstance(pk, (list, dict)) else pk, "field": f.attname,
-                "reason": refusal.message, "name_refusal": refusal.value})
+            raise errors.InvalidValueError(details={"model": plan.label, "pk": None if isinstance(pk, (list, dict)) else pk,
+                                                    "field": f.attname, "reason": refusal.message, "name_refusal": refusal.value})
 
     def check_foreign_keys(self) -> None:
         """Indexes built and keys added back; a key pointing nowhere refuses the restore, naming the row."""

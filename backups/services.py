@@ -37,6 +37,7 @@ from backups.files.media import (
     paths_write,
 )
 from backups.files.store import StoredFiles, backup_files_store
+from backups.jobs.reaper import backup_fail, clinic_heal
 from backups.files.archive import TarMember, tar_members, tar_size, tar_stream
 from backups.files.list import backup_objects, file_list_check, file_list_store, partial_objects_remove
 from backups.storage.objects import backup_storage, killable, storage_copy, storage_open
@@ -100,6 +101,7 @@ def backup_start(*, context: AuditContext, backup_type: str = BackupRecord.Type.
     schema = connection.schema_name
     with audit_failure(context=context, action=BackupAction.CREATE):
         pg_binaries()  # a missing or mismatched pg_dump is refused before anything is recorded
+        clinic_heal(schema)
         with tenant_operation_lock(schema):  # free now, or 409 at once rather than a queued job that will fail
             if BackupRecord.objects.filter(status__in=BackupRecord.ACTIVE_STATUSES).exists():
                 raise OperationInProgressError()
@@ -184,20 +186,6 @@ def _backup_dump_and_store(backup: BackupRecord, binaries: PgBinaries) -> tuple[
     seconds = {"dump": round(dumped - started, 3), "upload": round(uploaded - dumped, 3),
                "files": round(time.monotonic() - uploaded, 3)}
     return result, files, dumped_with, seconds
-
-
-def backup_fail(*, backup: BackupRecord, error: BaseException | str, code: str = "") -> None:
-    """Mark a backup failed with a readable reason and remove whatever part of its objects was stored."""
-    partial_objects_remove(backup.file_path)
-    if isinstance(error, DomainError):
-        message, code = str(error.message), error.code
-    elif isinstance(error, BaseException):
-        message, code = type(error).__name__, code or "backup_failed"
-    else:
-        message = error
-    BackupRecord.objects.filter(pk=backup.pk).update(
-        status=BackupRecord.Status.FAILED, error=message, error_code=code, finished_at=timezone.now()
-    )
 
 
 def _backup_complete(backup: BackupRecord, result: DumpResult, files: StoredFiles, manifest: dict) -> None:

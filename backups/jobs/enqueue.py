@@ -11,6 +11,7 @@ from django.db import connection
 
 from backups.actions import BackupAction
 from backups.errors import RestoreConfirmationError
+from backups.jobs.reaper import clinic_heal
 from backups.models import BackupRecord, RestoreJob
 from backups.selectors import backup_get_completed
 from backups.services import backup_start
@@ -45,6 +46,7 @@ def backup_enqueue(
 
 
 def _clinic_is_free(schema: str) -> None:
+    clinic_heal(schema)
     with tenant_operation_lock(schema):
         busy = (
             BackupRecord.objects.filter(status__in=BackupRecord.ACTIVE_STATUSES).exists()

@@ -33,10 +33,11 @@ from backups.actions import BackupAction
 from backups.dump.reference import reference_schemas_left
 from backups.files.cleanup import restore_files_reap
 from backups.models import BackupRecord, RestoreJob
-from backups.services import backup_fail
+from backups.files.list import partial_objects_remove
 from bitacora.models import Outcome
 from bitacora.services import AuditContext, record
 from core.errors import OperationInProgressError
+from core.exceptions import DomainError
 from core.files import temp_dir_reap
 from core.locks import tenant_operation_lock
 from core.models import Tenant
@@ -59,6 +60,20 @@ class ReapReport:
 
     def as_dict(self) -> dict:
         return {key: list(value) for key, value in self.__dict__.items()}
+
+
+def backup_fail(*, backup: BackupRecord, error: BaseException | str, code: str = "") -> None:
+    """Mark a backup failed with a readable reason and remove whatever part of its objects was stored."""
+    partial_objects_remove(backup.file_path)
+    if isinstance(error, DomainError):
+        message, code = str(error.message), error.code
+    elif isinstance(error, BaseException):
+        message, code = type(error).__name__, code or "backup_failed"
+    else:
+        message = error
+    BackupRecord.objects.filter(pk=backup.pk).update(
+        status=BackupRecord.Status.FAILED, error=message, error_code=code, finished_at=timezone.now()
+    )
 
 
 def _reap_backups(schema: str, report: ReapReport) -> None:
@@ -122,6 +137,23 @@ def reap_clinic(schema: str, leftovers: list[str], report: ReapReport, *, has_ta
         # A clinic the reaper cannot read (its migrations not applied yet) must not stop the others.
         logger.exception("reaper: could not check %s", schema)
         report.failed_clinics.append(schema)
+
+
+def clinic_heal(schema: str) -> None:
+    """Self-healing, as a new operation of this clinic starts: when a dead one left a record
+    `running` or an operation schema and nothing holds the clinic's lock (its process is gone),
+    the clinic is reaped now. A kill then needs no worker, cron job or operator to be put
+    right; with the lock held, nothing is touched and the new operation gets its 409."""
+    leftovers = operation_schemas_left().get(schema, [])
+    running = (BackupRecord.objects.filter(status=BackupRecord.Status.RUNNING).exists()
+               or RestoreJob.objects.filter(status=RestoreJob.Status.RUNNING).exists())
+    if not (leftovers or running):
+        return
+    report = ReapReport()
+    reap_clinic(schema, leftovers, report, has_tables=True)
+    found = {key: value for key, value in report.as_dict().items() if value and key not in ("busy_clinics", "failed_clinics")}
+    if found:
+        logger.warning("reaper (self-healing, %s): %s", schema, found)
 
 
 def _reap_references(report: ReapReport) -> None:

@@ -291,6 +291,8 @@ SIMPLE_JWT = {
     "SIGNING_KEY": env("JWT_SIGNING_KEY", default="") or SECRET_KEY,
     "ALGORITHM": "HS256",
     "AUTH_HEADER_TYPES": ("Bearer",),
+    # simplejwt's AccessToken, refusing claims of other types than the server writes (a 401, not a 500).
+    "AUTH_TOKEN_CLASSES": ("core.authentication.TenantAccessToken",),
     "TOKEN_OBTAIN_SERIALIZER": "core.authentication.TenantTokenObtainPairSerializer",
     "TOKEN_REFRESH_SERIALIZER": "core.authentication.TenantTokenRefreshSerializer",
 }

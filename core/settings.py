@@ -274,8 +274,8 @@ REST_FRAMEWORK = {
         "login_account": env("LOGIN_FAILURES_PER_ACCOUNT", default="10/hour"),
     },
     # Proxies in front that append to X-Forwarded-For (Render: 1), so the client
-    # address is the one they saw, not one the client wrote. Unset: DRF's default
-    # (the whole header, else REMOTE_ADDR).
+    # address is the one they saw, not one the client wrote. Unset: the header is
+    # ignored and REMOTE_ADDR is the client. The rule is core.client_address's.
     "NUM_PROXIES": env.int("NUM_PROXIES", default=None),
 }
 

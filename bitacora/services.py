@@ -13,6 +13,7 @@ from django.db import connection
 from django.utils import timezone
 
 from bitacora.models import Bitacora, Outcome
+from core.client_address import client_address
 from core.exceptions import details_bounded, error_parts
 
 logger = logging.getLogger(__name__)
@@ -38,7 +39,7 @@ class AuditContext:
     def from_request(cls, request) -> "AuditContext":
         return cls.for_user(
             getattr(request, "user", None),
-            ip=request.META.get("REMOTE_ADDR") or None,
+            ip=client_address(request),  # behind a proxy the peer is the proxy: the client is in X-Forwarded-For
             user_agent=request.META.get("HTTP_USER_AGENT", ""),
         )
 

@@ -2,6 +2,12 @@
 
 `code` is a stable English identifier a front end can switch on; `message` is
 Spanish by default and follows Accept-Language.
+
+Two doors lead here: DRF's EXCEPTION_HANDLER (`exception_handler`) for what a DRF view
+raises, and the URLConfs' handler400/404/500 (`json_400`, `json_404`, `json_500`) for
+what Django answers itself, outside any DRF view: a view of its own, or a middleware
+(CsrfViewMiddleware reads a form before the view runs). Both take the status, code and
+message from `error_parts`.
 """
 from __future__ import annotations
 
@@ -11,7 +17,14 @@ from dataclasses import dataclass
 from itertools import islice
 from typing import Any
 
-from django.core.exceptions import PermissionDenied
+from django.conf import settings
+from django.core.exceptions import (
+    PermissionDenied,
+    RequestDataTooBig,
+    SuspiciousOperation,
+    TooManyFieldsSent,
+    TooManyFilesSent,
+)
 from django.http import Http404, JsonResponse
 from django.utils.functional import Promise
 from django.utils.translation import gettext_lazy as _
@@ -46,6 +59,39 @@ class ConflictError(DomainError):
     status_code = status.HTTP_409_CONFLICT
     code = "conflict"
     message = _("La operación entra en conflicto con el estado actual.")
+
+
+class TooManyFieldsError(DomainError):
+    code = "too_many_fields"
+    message = _("La petición tiene demasiados campos.")
+
+
+class TooManyFilesError(DomainError):
+    code = "too_many_files"
+    message = _("La petición tiene demasiados archivos.")
+
+
+class RequestTooLargeError(DomainError):
+    status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE  # as an oversized restore upload
+    code = "request_too_large"
+    message = _("La petición supera el tamaño máximo permitido.")
+
+
+def request_limit_error(exc: BaseException) -> DomainError | None:
+    """Django's refusal of a request past a DATA_UPLOAD_* limit as the API answers it, with the
+    limit; None for anything else.
+
+    Django raises these (SuspiciousOperation subclasses) while it reads a query string or a
+    body, in a DRF parser or wherever else request.GET, POST, FILES or body is first read,
+    and would answer its HTML 400 page.
+    """
+    if isinstance(exc, TooManyFieldsSent):
+        return TooManyFieldsError(details={"max_fields": settings.DATA_UPLOAD_MAX_NUMBER_FIELDS})
+    if isinstance(exc, TooManyFilesSent):
+        return TooManyFilesError(details={"max_files": settings.DATA_UPLOAD_MAX_NUMBER_FILES})
+    if isinstance(exc, RequestDataTooBig):
+        return RequestTooLargeError(details={"max_bytes": settings.DATA_UPLOAD_MAX_MEMORY_SIZE})
+    return None
 
 
 def domain_error_for(code: str, message: str, details: dict | None = None) -> DomainError:
@@ -168,6 +214,7 @@ class ErrorParts:
 
 def error_parts(exc: BaseException) -> ErrorParts | None:
     """The status, code, message and details of an error the API answers on purpose; None for a bug."""
+    exc = request_limit_error(exc) or exc
     if isinstance(exc, DomainError):
         return ErrorParts(exc.status_code, exc.code, exc.message, exc.details, {})
     if isinstance(exc, Http404):
@@ -208,7 +255,18 @@ def exception_handler(exc, context):
     parts = error_parts(exc)
     if parts is None:
         return None  # a bug: Django's 500 handler logs it and answers handler500
+    if isinstance(exc, SuspiciousOperation):
+        # Answered here, it never reaches Django's handler, which logs every one to django.security.
+        logging.getLogger(f"django.security.{type(exc).__name__}").error(str(exc), extra={"status_code": parts.status})
     return Response(error_body(parts.code, parts.message, parts.details), status=parts.status, headers=parts.headers)
+
+
+def json_400(request, exception=None):
+    """handler400: what Django refuses outside DRF's views (a body past DATA_UPLOAD_*, a bad request)."""
+    parts = error_parts(exception) if exception is not None else None
+    if parts is None:
+        return JsonResponse(error_body("bad_request", _("La petición no es válida.")), status=400)
+    return JsonResponse(error_body(parts.code, parts.message, parts.details), status=parts.status)
 
 
 def json_404(request, exception=None):

@@ -274,8 +274,8 @@ REST_FRAMEWORK = {
         "login_account": env("LOGIN_FAILURES_PER_ACCOUNT", default="10/hour"),
     },
     # Proxies in front that append to X-Forwarded-For (Render: 1), so the client
-    # address is the one they saw, not one the client wrote. Unset: DRF's default
-    # (the whole header, else REMOTE_ADDR).
+    # address is the one they saw, not one the client wrote. Unset: the header is
+    # ignored and REMOTE_ADDR is the client. The rule is core.client_address's.
     "NUM_PROXIES": env.int("NUM_PROXIES", default=None),
 }
 
@@ -291,6 +291,8 @@ SIMPLE_JWT = {
     "SIGNING_KEY": env("JWT_SIGNING_KEY", default="") or SECRET_KEY,
     "ALGORITHM": "HS256",
     "AUTH_HEADER_TYPES": ("Bearer",),
+    # simplejwt's AccessToken, refusing claims of other types than the server writes (a 401, not a 500).
+    "AUTH_TOKEN_CLASSES": ("core.authentication.TenantAccessToken",),
     "TOKEN_OBTAIN_SERIALIZER": "core.authentication.TenantTokenObtainPairSerializer",
     "TOKEN_REFRESH_SERIALIZER": "core.authentication.TenantTokenRefreshSerializer",
 }

@@ -3,6 +3,7 @@ from django.urls import include, path
 from backups.platform_admin import platform_backups
 from core.urls_common import urlpatterns as common_urlpatterns
 
+handler400 = "core.exceptions.json_400"
 handler404 = "core.exceptions.json_404"
 handler500 = "core.exceptions.json_500"
 

@@ -1,6 +1,7 @@
 import uuid
 
 import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
 from django.db import transaction
 
 from rest_framework import exceptions as drf_exceptions
@@ -84,3 +85,39 @@ def test_a_restore_refused_by_validation_is_audited_with_the_code_it_answered(te
     entry = Bitacora.objects.filter(action="tenant_data.restore", id__gt=last).get()
     assert entry.outcome == "error" and entry.details["code"] == "invalid"
     assert "backup_file" in entry.details["error"]["fields"]
+
+
+@pytest.mark.parametrize(
+    ("num_proxies", "meta", "kept"),
+    [
+        # no proxy configured: the peer is the client, whatever X-Forwarded-For claims
+        (None, {"REMOTE_ADDR": "198.51.100.7", "HTTP_X_FORWARDED_FOR": "10.9.9.9"}, "198.51.100.7"),
+        # one proxy (Render): the peer is the proxy, the client the address it appended
+        (1, {"REMOTE_ADDR": "10.0.0.254", "HTTP_X_FORWARDED_FOR": "10.9.9.9, 198.51.100.7"}, "198.51.100.7"),
+    ],
+    ids=["no_proxy", "one_proxy"],
+)
+def test_an_entry_keeps_the_client_address_by_the_same_rule_as_the_login_limits(
+    tenant_a, client_for, settings, num_proxies, meta, kept
+):
+    settings.REST_FRAMEWORK = {**settings.REST_FRAMEWORK, "NUM_PROXIES": num_proxies}
+    last = Bitacora.objects.order_by("-id").values_list("id", flat=True).first() or 0
+    # when an audited operation is asked for (a restore without its file: refused, and audited)
+    response = client_for("test_a", "admin").post("/api/restore/", {"replace": "true"}, **meta)
+    # then its entry names the client, not the proxy nor an address the client wrote
+    assert response.status_code == 400
+    assert Bitacora.objects.filter(action="tenant_data.restore", id__gt=last).get().ip == kept
+
+
+def test_a_restore_refused_for_too_many_files_is_audited_with_the_code_it_answered(tenant_a, client_for, settings):
+    # given a restore request carrying more files than Django reads
+    files = [SimpleUploadedFile(f"copia{n}.json", b"{}") for n in range(settings.DATA_UPLOAD_MAX_NUMBER_FILES + 1)]
+    last = Bitacora.objects.order_by("-id").values_list("id", flat=True).first() or 0
+
+    # when it is posted
+    response = client_for("test_a", "admin").post("/api/restore/", {"backup_file": files})
+
+    # then the answer's code (not a server error's) is the audit entry's
+    assert response.status_code == 400 and response.json()["code"] == "too_many_files"
+    entry = Bitacora.objects.filter(action="tenant_data.restore", id__gt=last).get()
+    assert entry.outcome == "error" and entry.details["code"] == "too_many_files"

@@ -11,8 +11,10 @@ import os
 import socket
 import subprocess
 import sys
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 from django.conf import settings
@@ -67,9 +69,9 @@ def demo_site(tmp_path_factory) -> DemoSite:
         yield site
 
 
-@pytest.fixture(scope="session")
-def demo_server(demo_site) -> str:
-    """gunicorn serving the demo database; its base URL.
+@contextmanager
+def gunicorn_serving(site: DemoSite, **env: str | None) -> Iterator[str]:
+    """gunicorn serving the demo database, with `env` changed in its environment (None: removed); its base URL.
 
     The listening socket is made here and handed to gunicorn (`--bind fd://N`): a client
     may connect at once, its connection waits in the backlog until gunicorn accepts it,
@@ -81,7 +83,8 @@ def demo_server(demo_site) -> str:
     server = subprocess.Popen(
         [sys.executable, "-m", "gunicorn", "core.wsgi:application", "--bind", f"fd://{listener.fileno()}",
          "--workers", "1", "--threads", "4", "--timeout", "120", "--log-level", "warning"],
-        cwd=BASE_DIR, env=demo_site.env, pass_fds=(listener.fileno(),),
+        cwd=BASE_DIR, env={name: value for name, value in {**site.env, **env}.items() if value is not None},
+        pass_fds=(listener.fileno(),),
     )
     try:
         yield f"http://127.0.0.1:{listener.getsockname()[1]}"
@@ -89,3 +92,10 @@ def demo_server(demo_site) -> str:
         server.terminate()
         server.wait(timeout=30)
         listener.close()
+
+
+@pytest.fixture(scope="session")
+def demo_server(demo_site) -> str:
+    """gunicorn serving the demo database; its base URL."""
+    with gunicorn_serving(demo_site) as url:
+        yield url

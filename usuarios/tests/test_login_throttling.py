@@ -108,3 +108,92 @@ def test_the_admin_login_form_is_limited_per_address(client_for):
     assert statuses == [200] * PER_IP
     assert _admin_login(client, "admin@clinica-a.test", PASSWORD).status_code == 429
     assert _admin_login(client, "admin@clinica-a.test", PASSWORD, ip="10.9.9.8").status_code == 302
+
+
+# The client's address when a login passes no proxy (NUM_PROXIES unset: it is the peer, whatever
+# X-Forwarded-For says) or one (NUM_PROXIES=1, as on Render: the proxy is the peer and appends
+# the address it saw after whatever the client wrote in X-Forwarded-For).
+PROXY = "10.0.0.254"
+
+
+@pytest.fixture(params=[None, 1], ids=["no_proxy", "one_proxy"])
+def proxies(request, settings):
+    settings.REST_FRAMEWORK = {**settings.REST_FRAMEWORK, "NUM_PROXIES": request.param}
+    return request.param
+
+
+def _from(proxies: int | None, client_ip: str, written: str | None = None) -> dict:
+    """The request's META as the application receives it: `written` is the client's own X-Forwarded-For."""
+    if proxies is None:
+        return {"REMOTE_ADDR": client_ip, **({"HTTP_X_FORWARDED_FOR": written} if written is not None else {})}
+    return {"REMOTE_ADDR": PROXY, "HTTP_X_FORWARDED_FOR": f"{written}, {client_ip}" if written else client_ip}
+
+
+def _login_from(client, meta: dict, email: str, password: str):
+    return client.post("/api/auth/token/", {"email": email, "password": password}, content_type="application/json", **meta)
+
+
+def _forged_forwarded_for(n: int) -> str:
+    # what the audit sent: another address per request; here also several, or none that is an address
+    forms = [f"203.0.113.{n}", f"198.51.{n}.{n}, 192.0.2.{n}", f"2001:db8::{n:x}", f"nadie-{n}", ""]
+    return forms[n % len(forms)]
+
+
+def test_forged_forwarded_for_values_do_not_escape_the_address_limit(client_for, proxies):
+    client = client_for("test_a")
+    # given as many failures as the address limit allows from one client, each with another X-Forwarded-For
+    statuses = [_login_from(client, _from(proxies, "198.51.100.7", _forged_forwarded_for(n)), f"nadie{n}@clinica-a.test",
+                            "incorrecta").status_code for n in range(PER_IP)]
+    # when that client tries once more with yet another one, and the right password of a real account
+    refused = _login_from(client, _from(proxies, "198.51.100.7", "192.0.2.250"), "recepcion@clinica-a.test", PASSWORD)
+    # then it was counted as one address throughout, and is refused
+    assert statuses == [401] * PER_IP
+    assert refused.status_code == 429 and refused.json()["code"] == "throttled"
+
+
+@pytest.mark.parametrize("written", ["10.9.9.9", "198.51.100.7, 10.9.9.9", "10.9.9.9, 198.51.100.7", "", " , ", "nadie"])
+def test_appending_forwarded_for_entries_does_not_unblock_an_address(client_for, proxies, written):
+    client = client_for("test_a")
+    # given a client blocked by its failures
+    for n in range(PER_IP):
+        _login_from(client, _from(proxies, "198.51.100.7"), f"nadie{n}@clinica-a.test", "incorrecta")
+    # when it comes back writing addresses of its own into X-Forwarded-For
+    response = _login_from(client, _from(proxies, "198.51.100.7", written), "recepcion@clinica-a.test", PASSWORD)
+    # then it is still refused, while another client (writing the blocked one's address) logs in
+    assert response.status_code == 429
+    other = _login_from(client, _from(proxies, "198.51.100.8", "198.51.100.7"), "recepcion@clinica-a.test", PASSWORD)
+    assert other.status_code == 200
+
+
+def test_a_forwarded_for_shorter_than_the_proxies_counts_on_the_peer_address(client_for, settings):
+    # given two proxies configured, and requests that reach the application with fewer entries
+    # than two (straight from the peer): none of those entries was written by a proxy
+    settings.REST_FRAMEWORK = {**settings.REST_FRAMEWORK, "NUM_PROXIES": 2}
+    client = client_for("test_a")
+    statuses = [_login_from(client, {"REMOTE_ADDR": "198.51.100.9", "HTTP_X_FORWARDED_FOR": f"203.0.113.{n}"},
+                            f"nadie{n}@clinica-a.test", "incorrecta").status_code for n in range(PER_IP)]
+    # when the same peer tries again with yet another single entry
+    refused = _login_from(client, {"REMOTE_ADDR": "198.51.100.9", "HTTP_X_FORWARDED_FOR": "203.0.113.250"},
+                          "recepcion@clinica-a.test", PASSWORD)
+    # then every attempt counted on the peer, not on the entry it chose
+    assert statuses == [401] * PER_IP
+    assert refused.status_code == 429
+
+
+def test_the_admin_login_form_takes_the_client_address_by_the_same_rule(client_for, proxies):
+    client = client_for("test_a")
+    with schema_context("test_a"):
+        Usuario.objects.filter(email="propietario@clinica-a.test").update(is_staff=True)
+    # given failures through the admin's form from one client, each with another X-Forwarded-For
+    statuses = [client.post("/admin/login/", {"username": f"nadie{n}@clinica-a.test", "password": "incorrecta"},
+                            **_from(proxies, "198.51.100.7", _forged_forwarded_for(n))).status_code for n in range(PER_IP)]
+    # when the same client comes to either door with another one
+    form = client.post("/admin/login/", {"username": "propietario@clinica-a.test", "password": PASSWORD},
+                       **_from(proxies, "198.51.100.7", "10.9.9.9"))
+    api = _login_from(client, _from(proxies, "198.51.100.7", "198.51.100.7, 10.9.9.9"), "propietario@clinica-a.test", PASSWORD)
+    # then both refuse it, while another client through the same proxy gets in
+    assert statuses == [200] * PER_IP
+    assert form.status_code == 429 and api.status_code == 429
+    other = client.post("/admin/login/", {"username": "propietario@clinica-a.test", "password": PASSWORD},
+                        **_from(proxies, "198.51.100.8", "198.51.100.7"))
+    assert other.status_code == 302

@@ -50,6 +50,10 @@ LIST_SUFFIX = ".files.jsonl.gz"
 # What a list read back may name: its content keys are built from these, and must stay in the clinic's folder.
 _SCHEMA = re.compile(r"[a-z][a-z0-9_]*")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
+# The longest line a list may hold: a header, or an entry whose path (at most a file field's
+# length, each character at most 12 bytes as JSON escapes it) has its sha256 and size. A
+# line read back is read at most this far, so a forged list cannot fill memory with one line.
+LINE_MAX_BYTES = 16 * 1024
 
 
 def file_list_key(file_path: str) -> str | None:
@@ -161,12 +165,19 @@ def _valid_entry(entry) -> bool:
             and (entry.get("sha256") is None or isinstance(entry["sha256"], str) and bool(_SHA256.fullmatch(entry["sha256"]))))
 
 
+def _bounded_line(lines: IO[bytes], key: str, number: int) -> bytes:
+    line = lines.readline(LINE_MAX_BYTES + 1)
+    if len(line) > LINE_MAX_BYTES:
+        raise FileListInvalidError(details={"object": key, "line": number, "error": "line_too_long"})
+    return line
+
+
 def _entries(lines: IO[bytes], key: str) -> Iterator[dict]:
     number = 1
     while True:
         number += 1
         try:
-            line = lines.readline()
+            line = _bounded_line(lines, key, number)
             if not line:
                 return
             entry = json.loads(line)
@@ -182,7 +193,7 @@ def file_list_open(key: str) -> Iterator[tuple[dict, Iterator[dict]]]:
     """A stored file list as it streams from the backups storage: its header (checked) and its entries."""
     with storage_open(key) as stored, gzip.GzipFile(fileobj=stored, mode="rb") as lines:
         try:
-            first = lines.readline()
+            first = _bounded_line(lines, key, 1)
         except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
             raise FileListInvalidError(details={"object": key, "line": 1, "error": type(exc).__name__}) from exc
         yield _checked_header(first, key), _entries(lines, key)

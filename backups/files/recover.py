@@ -4,14 +4,19 @@ The operator replays the dump (`gunzip | psql`), then runs
 `manage.py restore_backup_files --list <key of the .files.jsonl.gz>`:
 1. The list (backups.files.list) streams from the backups storage; its header names the
    clinic and so where the content objects are. Nothing is read from the database, where
-   neither the clinic nor its backup records need exist.
-2. A free path gets the content object's bytes, hashed while they are copied: a damaged
+   neither the clinic nor its backup records need exist. It is read through once before
+   anything is written: its header must name the clinic it is stored under (the key's
+   first folder, or --tenant), every line must be well formed and bounded, and there must
+   be as many entries as the header says. A list that fails any of these writes nothing.
+2. Each path must lie under that clinic's folder (core.media_names): any other is refused,
+   reported, and neither read nor written.
+3. A free path gets the content object's bytes, hashed while they are copied: a damaged
    or missing object writes nothing and is reported.
-3. A path holding the same bytes is left as it is; a path holding other bytes is never
+4. A path holding the same bytes is left as it is; a path holding other bytes is never
    overwritten, only reported (someone may have stored a newer file there since). As in
    a restore (backups.files.restore) files are only created, so a second run writes
    nothing twice, and a run cut short is finished by running it again.
-4. An entry the backup lists as missing at backup time has nothing to bring back.
+5. An entry the backup lists as missing at backup time has nothing to bring back.
 Every entry is tried; the caller learns what happened to each path, and the totals.
 """
 from __future__ import annotations
@@ -34,11 +39,12 @@ from backups.errors import (
     StorageObjectMissingError,
 )
 from backups.files.threads import FileThreads, in_order
-from backups.files.media import file_object_key, media_storage
+from backups.files.media import file_name_max_length, file_object_key, media_storage
 from backups.files.list import file_list_open
 from backups.files.restore import media_holds, media_write
 from backups.models import BackupFile
 from backups.storage.objects import backup_storage
+from core.media_names import media_file_refusal
 
 logger = logging.getLogger(__name__)
 
@@ -92,20 +98,34 @@ def _recover_one(media: Storage, store: Storage, schema: str, entry: BackupFile,
 
 def _recover_entry(media: Storage, store: Storage, schema: str, dry_run: bool, entry: BackupFile) -> tuple[BackupFile, Recovered]:
     """On a file thread (backups.files.threads): one entry's outcome."""
+    if media_file_refusal(media, schema, entry.path, max_length=file_name_max_length()):
+        return entry, Recovered.REFUSED
     try:
         return entry, _recover_one(media, store, schema, entry, dry_run)
     except SuspiciousFileOperation:
         return entry, Recovered.REFUSED
 
 
+def _list_checked(list_key: str, schema: str) -> None:
+    """Step 1, before anything is written: the whole list read through and checked."""
+    with file_list_open(list_key) as (header, entries):
+        if header["schema"] != schema:
+            raise FileListInvalidError(details={"object": list_key, "line": 1, "error": "other_clinic"})
+        seen = sum(1 for _entry in entries)
+    if seen != header["count"]:  # the header says how many follow: a list that lost some is not whole
+        raise FileListInvalidError(details={"object": list_key, "expected": header["count"], "entries": seen})
+
+
 def files_recover(
-    *, list_key: str, dry_run: bool = False, report: Callable[[str, Recovered], None] = lambda path, outcome: None,
+    *, list_key: str, tenant: str = "", dry_run: bool = False,
+    report: Callable[[str, Recovered], None] = lambda path, outcome: None,
 ) -> RecoveredFiles:
     """Bring back every path of a stored file list whose media path is free (see the map above).
 
     The paths are checked and written on the file threads: after losing everything, every
     file is a download and an upload, one round trip after another on Supabase or S3.
     They are reported in the list's order."""
+    _list_checked(list_key, tenant or list_key.split("/", 1)[0])
     with file_list_open(list_key) as (header, entries), FileThreads("recover-files") as threads:
         result = RecoveredFiles(header=header)
         recover = partial(_recover_entry, media_storage(), backup_storage(), header["schema"], dry_run)
@@ -116,9 +136,6 @@ def files_recover(
                 # The path goes to the operator (report), not to the log: a file's name may be a patient's.
                 logger.warning("file list %s: %s", list_key, outcome.value)
             report(entry.path, outcome)
-    seen = sum(result.counts.values())  # every entry has one outcome
-    if seen != header["count"]:  # the header says how many follow: a list that lost some is not whole
-        raise FileListInvalidError(details={"object": list_key, "expected": header["count"], "entries": seen})
     logger.info("file list %s%s: %s", list_key, " (dry run)" if dry_run else "",
                 {outcome.value: count for outcome, count in result.counts.items()})
     return result

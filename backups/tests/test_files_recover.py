@@ -116,3 +116,81 @@ def test_anything_but_a_file_list_is_refused_in_one_line(committed_db, backups_d
     assert not (media_dir / "rx").exists()
     with pytest.raises(CommandError, match="no existe"):
         call_command("restore_backup_files", "--list", "test_restore/manual/no_existe.files.jsonl.gz")
+
+
+def _forged_list(backups_dir, list_key: str, entries: list, *, header: dict | None = None, raw_lines: list[bytes] = ()) -> str:
+    """A list stored beside the clinic's backups: its real header (or another), then these entries."""
+    real = json.loads(gzip.decompress((backups_dir / list_key).read_bytes()).splitlines()[0])
+    header = {**real, **(header or {}), "count": len(entries) + len(raw_lines)}
+    lines = [json.dumps(header).encode()] + [json.dumps(entry).encode() for entry in entries] + list(raw_lines)
+    key = f"test_restore/manual/forjada_{len(entries)}_{len(raw_lines)}.files.jsonl.gz"
+    (backups_dir / key).parent.mkdir(parents=True, exist_ok=True)
+    (backups_dir / key).write_bytes(gzip.compress(b"\n".join(lines) + b"\n"))
+    return key
+
+
+def _media_files(media_dir) -> dict[str, bytes]:
+    return {str(path.relative_to(media_dir)): path.read_bytes() for path in media_dir.rglob("*") if path.is_file()}
+
+
+@pytest.mark.parametrize("path", [
+    "test_b/radiografias/de_otra.png",
+    "test_restore/radiografias/../../test_b/radiografias/de_otra.png",
+    "/test_b/radiografias/de_otra.png",
+    "test_restore/radiografias/nul\x00.png",
+    "test_restore/radiografias/" + "x" * 500 + ".png",
+    "test_restore/radiografias/salto\n.png",
+])
+def test_a_list_entry_outside_the_clinics_folder_is_refused_and_the_others_come_back(
+    committed_db, backups_dir, media_dir, media_files, capsys, path,
+):
+    # given a list of this clinic naming its own files and one path it may not write
+    _backup, list_key, saved = backed_up_clinic(media_files)
+    shutil.rmtree(media_dir)
+    listed = [json.loads(row) for row in gzip.decompress((backups_dir / list_key).read_bytes()).splitlines()[1:]]
+    good = next(entry for entry in listed if entry["sha256"])
+    key = _forged_list(backups_dir, list_key, [good, {**good, "path": path}])
+    # when the operator checks it, then runs it
+    with pytest.raises(CommandError, match="sin reponer"):
+        call_command("restore_backup_files", "--list", key, "--dry-run")
+    assert "ruta rechazada" in capsys.readouterr().err
+    with pytest.raises(CommandError, match="sin reponer"):
+        call_command("restore_backup_files", "--list", key)
+    # then only the clinic's own file is back, and nothing was written anywhere else
+    assert list(_media_files(media_dir)) == [good["path"]]
+    assert hashlib.sha256((media_dir / good["path"]).read_bytes()).hexdigest() == good["sha256"]
+
+
+def test_a_list_whose_header_names_another_clinic_writes_nothing(committed_db, backups_dir, media_dir, media_files):
+    # given a list stored under this clinic whose header names another one
+    _backup, list_key, saved = backed_up_clinic(media_files)
+    shutil.rmtree(media_dir)
+    good = sorted(saved)[0]
+    key = _forged_list(backups_dir, list_key, [{"path": good.replace("test_restore", "test_b", 1), "sha256": saved[good],
+                                                "size": 1}], header={"schema": "test_b", "storage_prefix": "test_b/files/"})
+    # when it runs, also when the operator names that other clinic
+    with pytest.raises(CommandError, match="no se puede leer.*other_clinic"):
+        call_command("restore_backup_files", "--list", key)
+    with pytest.raises(CommandError, match="no se puede leer"):
+        call_command("restore_backup_files", "--list", list_key, "--tenant", "test_b")
+    # then nothing was written
+    assert not media_dir.exists() or _media_files(media_dir) == {}
+
+
+def test_a_bad_line_anywhere_in_the_list_refuses_it_before_any_file_is_written(
+    committed_db, backups_dir, media_dir, media_files, tmp_path,
+):
+    # given a list whose good entries come first, then a line of several MiB (or no JSON)
+    _backup, list_key, saved = backed_up_clinic(media_files)
+    shutil.rmtree(media_dir)
+    rows = gzip.decompress((backups_dir / list_key).read_bytes()).splitlines()[1:]
+    entries = [json.loads(row) for row in rows]
+    for bad, error in [(b'{"path": "' + b"a" * (8 * 1024 * 1024) + b'"}', "line_too_long"), (b"no es json", "")]:
+        key = _forged_list(backups_dir, list_key, entries, raw_lines=[bad])
+        # when the operator runs it, in a process of its own
+        done = restore_files("--list", key, backups_dir=backups_dir, media_dir=media_dir, temp_dir=tmp_path / "tmp")
+        # then it ends in one line, without a traceback, and not one file was written
+        assert done.returncode == 1, done.stderr
+        assert "Traceback" not in done.stderr and done.stderr.strip().startswith("CommandError:"), done.stderr
+        assert error in done.stderr
+        assert not media_dir.exists() or _media_files(media_dir) == {}

@@ -65,3 +65,18 @@ def test_backup_status_names_the_clinics_without_a_recent_completed_backup_and_f
     call_command("backup_status", "--tenant", "test_b", "--max-age", "90m")
     with pytest.raises(CommandError, match="--max-age"):
         call_command("backup_status", "--tenant", "test_b", "--max-age", "mucho")
+
+
+def test_backup_status_fails_for_a_clinic_whose_latest_backup_misses_files(tenants, backups_dir, capsys):
+    # given clinic B backed up just now, and its newest backup found missing two of its files
+    from django_tenants.utils import schema_context
+
+    call_command("create_backup", "--tenant", "test_b")
+    call_command("backup_status", "--tenant", "test_b", "--max-age", "26h")
+    with schema_context("test_b"):
+        latest = BackupRecord.objects.filter(status="completed").order_by("-created_at", "-id").first()
+        BackupRecord.objects.filter(pk=latest.pk).update(warnings=[{"code": "files_missing", "count": 2}])
+    # when the alert runs, then it fails naming B, with what the backup lacks
+    with pytest.raises(CommandError, match="no guarda todos sus archivos: test_b"):
+        call_command("backup_status", "--tenant", "test_b", "--max-age", "26h")
+    assert "INCOMPLETO test_b" in capsys.readouterr().out

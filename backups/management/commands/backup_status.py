@@ -23,8 +23,9 @@ def _max_age(text: str) -> timedelta:
 
 class Command(TenantCommand):
     help = (
-        "Dice qué clínicas no tienen un backup completado dentro de --max-age (por defecto 26h) y termina "
-        "con código ≠ 0 si alguna no lo tiene: para alertas."
+        "Dice qué clínicas no tienen un backup completado dentro de --max-age (por defecto 26h), o cuyo último "
+        "backup completado tiene advertencias (archivos rechazados o no encontrados), y termina con código ≠ 0 "
+        "si alguna está así: para alertas."
     )
 
     def add_tenant_arguments(self, parser):
@@ -34,9 +35,16 @@ class Command(TenantCommand):
         self.window = _max_age(max_age)
         self.now = timezone.now()
         self.overdue: list[str] = []
+        self.incomplete: list[str] = []
         super().handle(*args, **options)
+        problems = []
         if self.overdue:
-            raise CommandError(f"{len(self.overdue)} clínica(s) sin backup completado en {max_age}: {', '.join(self.overdue)}")
+            problems.append(f"{len(self.overdue)} clínica(s) sin backup completado en {max_age}: {', '.join(self.overdue)}")
+        if self.incomplete:
+            problems.append(f"{len(self.incomplete)} clínica(s) cuyo último backup no guarda todos sus archivos: "
+                            f"{', '.join(self.incomplete)}")
+        if problems:
+            raise CommandError("; ".join(problems))
 
     def handle_tenant(self, tenant, **options):
         last = backup_last_completed()
@@ -47,5 +55,8 @@ class Command(TenantCommand):
             self.stdout.write(f"  ATRASADA {tenant.schema_name}: {when}")
         elif last is None:  # a clinic younger than the window has until then for its first backup
             self.stdout.write(f"  ok {tenant.schema_name}: sin backups todavía (clínica creada {tenant.created_at:%Y-%m-%d %H:%M})")
+        elif last.warnings:
+            self.incomplete.append(tenant.schema_name)
+            self.stdout.write(f"  INCOMPLETO {tenant.schema_name}: último {last.created_at:%Y-%m-%d %H:%M:%S} ({last.warning})")
         else:
             self.stdout.write(f"  ok {tenant.schema_name}: último {last.created_at:%Y-%m-%d %H:%M:%S} ({last.file_size_mb} MB)")

@@ -26,7 +26,11 @@ class Command(TenantCommand):
         # Automatic backups have no creator; a manual one from the shell neither (no user logged in).
         context = self._context(backup_type)
         backup = backup_create(context=context, backup_type=backup_type)
-        self.stdout.write(self.style.SUCCESS(f"  {backup.file_path}  {backup.file_size_mb} MB  sha256={backup.sha256}"))
+        line = f"  {backup.file_path}  {backup.file_size_mb} MB  sha256={backup.sha256}"
+        if backup.warnings:  # the dump is good, the backup is not whole: never plain success
+            self.stdout.write(self.style.WARNING(f"{line}  ADVERTENCIAS: {backup.warning}"))
+        else:
+            self.stdout.write(self.style.SUCCESS(line))
         if prune:
             plan = backup_prune(context=context, apply=True)
             self.stdout.write(f"  retención: {len(plan.delete)} borrado(s), {len(plan.keep)} conservado(s)")

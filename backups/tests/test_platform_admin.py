@@ -17,7 +17,7 @@ from bitacora.models import Bitacora
 from bitacora.services import AuditContext
 from core.models import Tenant
 from core.schemas import quote_identifier
-from core.testing import SchemaKeepingClient
+from core.testing import SchemaKeepingClient, operation_lock_held_elsewhere
 from usuarios.models import Usuario
 
 PASSWORD = "clave-de-prueba-123"
@@ -168,11 +168,12 @@ def test_back_up_now_makes_a_backup_of_that_clinic_through_the_jobs(operator, ba
 
 
 def test_back_up_now_on_a_busy_clinic_says_why_it_could_not(operator, backups_dir):
-    # given a backup of clinic B already running
+    # given a backup of clinic B already running: its record, and its live process holding the clinic's lock
     with schema_context("test_b"):
         BackupRecord.objects.create(file_name="en_curso.sql.gz", file_path="test_b/manual/en_curso.sql.gz", status="running")
     # when the operator asks for another
-    response = operator.post(f"{PAGE}test_b/backup/", follow=True)
+    with operation_lock_held_elsewhere("test_b"):
+        response = operator.post(f"{PAGE}test_b/backup/", follow=True)
     # then the page says so
     assert "Clínica B: no se pudo crear el backup: Ya hay un backup o una restauración en curso" in unescape(response.content.decode())
 

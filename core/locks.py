@@ -5,7 +5,7 @@ import hashlib
 from contextlib import contextmanager
 from typing import Iterator
 
-from django.db import connection
+from django.db import OperationalError, connection, transaction
 
 from core.errors import OperationInProgressError
 
@@ -18,9 +18,21 @@ def _lock_key(schema_name: str) -> int:
     return int.from_bytes(hashlib.sha256(schema_name.encode()).digest()[:4], "big", signed=True)
 
 
+def _lock_waiting(session, key: int, wait_seconds: float) -> bool:
+    # A savepoint (or a transaction of its own): a lock timeout must not break the caller's transaction.
+    try:
+        with transaction.atomic(using=session.alias), session.cursor() as cursor:
+            cursor.execute("SET LOCAL lock_timeout = %s", [f"{int(wait_seconds * 1000)}ms"])
+            cursor.execute("SELECT pg_advisory_lock(%s, %s)", [_LOCK_NAMESPACE, key])
+        return True
+    except OperationalError:
+        return False
+
+
 @contextmanager
-def tenant_operation_lock(schema_name: str | None = None, *, on=None) -> Iterator[None]:
-    """Hold the clinic's operation lock, or raise OperationInProgressError (409) at once.
+def tenant_operation_lock(schema_name: str | None = None, *, on=None, wait_seconds: float = 0) -> Iterator[None]:
+    """Hold the clinic's operation lock, or raise OperationInProgressError (409) at once,
+    or after wait_seconds when given.
 
     Session-level, not transaction-level: a backup holds it across a long dump
     without holding a transaction open, and a restore across its transaction.
@@ -29,9 +41,12 @@ def tenant_operation_lock(schema_name: str | None = None, *, on=None) -> Iterato
     session = on or connection
     schema_name = schema_name or session.schema_name
     key = _lock_key(schema_name)
-    with session.cursor() as cursor:
-        cursor.execute("SELECT pg_try_advisory_lock(%s, %s)", [_LOCK_NAMESPACE, key])
-        (acquired,) = cursor.fetchone()
+    if wait_seconds:
+        acquired = _lock_waiting(session, key, wait_seconds)
+    else:
+        with session.cursor() as cursor:
+            cursor.execute("SELECT pg_try_advisory_lock(%s, %s)", [_LOCK_NAMESPACE, key])
+            (acquired,) = cursor.fetchone()
     if not acquired:
         raise OperationInProgressError()
     try:

@@ -46,6 +46,7 @@ from core.schemas import operation_schemas_left, schema_drop
 logger = logging.getLogger(__name__)
 CONTEXT = AuditContext.system("reaper")
 INTERRUPTED = "interrupted"
+HEAL_WAIT_SECONDS = 3
 
 
 @dataclass
@@ -120,10 +121,10 @@ def _reap_restores(schema: str, report: ReapReport) -> None:
         report.media_files.append(f"{schema}:{len(deleted)}")
 
 
-def reap_clinic(schema: str, leftovers: list[str], report: ReapReport, *, has_tables: bool) -> None:
+def reap_clinic(schema: str, leftovers: list[str], report: ReapReport, *, has_tables: bool, wait_seconds: float = 0) -> None:
     """Put right what dead operations left on one clinic, unless one is alive (its lock is held)."""
     try:
-        with tenant_operation_lock(schema):
+        with tenant_operation_lock(schema, wait_seconds=wait_seconds):
             for name in leftovers:
                 schema_drop(name)
                 report.schemas.append(name)
@@ -150,7 +151,9 @@ def clinic_heal(schema: str) -> None:
     if not (leftovers or running):
         return
     report = ReapReport()
-    reap_clinic(schema, leftovers, report, has_tables=True)
+    # A process killed a moment ago may still hold the lock until PostgreSQL notices its session
+    # is gone (a client retrying at once after a 502): wait that long, not more.
+    reap_clinic(schema, leftovers, report, has_tables=True, wait_seconds=HEAL_WAIT_SECONDS)
     found = {key: value for key, value in report.as_dict().items() if value and key not in ("busy_clinics", "failed_clinics")}
     if found:
         logger.warning("reaper (self-healing, %s): %s", schema, found)

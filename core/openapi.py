@@ -32,6 +32,13 @@ class TenantJWTScheme(OpenApiAuthenticationExtension):
         }
 
 
+# What DRF's CharField refuses, as JSON Schema patterns: NUL anywhere (ProhibitNullCharactersValidator)
+# and, unless allow_blank, a value that str.strip() (trim_whitespace) leaves empty.
+_PYTHON_SPACES = "".join(f"\\u{ord(c):04x}" for c in map(chr, range(0x10000)) if c.isspace())
+NO_NUL = "^[^\\u0000]*$"
+NOT_BLANK = f"^[^\\u0000]*[^\\u0000{_PYTHON_SPACES}][^\\u0000]*$"
+
+
 class ErrorSerializer(serializers.Serializer):
     """The one error shape of the API (core.exceptions.error_body)."""
 
@@ -73,6 +80,21 @@ class AutoSchema(SpectacularAutoSchema):
                     error_response(status), str(status), media_types=["application/json"], direction=direction
                 )
         return dict(sorted(responses.items()))
+
+    def _get_serializer_field_meta(self, field, direction):
+        meta = super()._get_serializer_field_meta(field, direction)
+        if direction == "request" and isinstance(field, serializers.CharField) and not field.read_only:
+            meta["pattern"] = NOT_BLANK if field.trim_whitespace and not field.allow_blank else NO_NUL
+        return meta
+
+    def _get_parameters(self):
+        parameters = super()._get_parameters()
+        for parameter in parameters:
+            if parameter["in"] == "query" and not parameter.get("required"):
+                # DRF reads an optional query parameter sent empty (`?status=`) as one not sent.
+                parameter["allowEmptyValue"] = True
+                parameter.get("schema", {}).pop("minLength", None)
+        return parameters
 
     def _error_statuses(self) -> set[int]:
         statuses = {404}  # the tenant middleware answers 404 to an unknown X-Tenant-ID, anywhere

@@ -2,6 +2,7 @@
 202s; and a bounded schemathesis run finds no 5xx and no answer the schema does not describe."""
 from __future__ import annotations
 
+import re
 from contextlib import contextmanager
 
 import pytest
@@ -76,6 +77,35 @@ def test_downloads_are_binary_and_jobs_answer_202_with_a_location(api_schema):
         accepted = paths[path]["post"]["responses"]["202"]
         assert accepted["headers"]["Location"]["required"] is True
         assert "$ref" in accepted["content"]["application/json"]["schema"]
+
+
+def _body_schema(api_schema: dict, path: str, method: str, media_type: str = "application/json") -> dict:
+    reference = api_schema["paths"][path][method]["requestBody"]["content"][media_type]["schema"]["$ref"]
+    return api_schema["components"]["schemas"][reference.rsplit("/", 1)[1]]
+
+
+def _admits(field: dict, value: str) -> bool:
+    """Whether a string field's schema admits a value (its length and pattern)."""
+    return len(value) >= field.get("minLength", 0) and re.search(field.get("pattern", ""), value) is not None
+
+
+def test_request_schemas_refuse_what_the_server_refuses(api_schema):
+    # blank, or only whitespace (DRF trims it away), or with a NUL: refused by DRF, and by the schema
+    login = _body_schema(api_schema, "/api/auth/token/", "post")["properties"]
+    refresh = _body_schema(api_schema, "/api/auth/token/refresh/", "post")["properties"]
+    confirm = _body_schema(api_schema, "/api/backups/history/{backup_id}/restore/", "post")["properties"]
+    for field in (login["email"], login["password"], refresh["refresh"], confirm["confirm"]):
+        assert [_admits(field, value) for value in ("", " ", "\x1e\u3000", "a\x00b", " a ", "clinica_a")] == [
+            False, False, False, False, True, True], field
+    # PATCH requires keep, as the view does
+    assert _body_schema(api_schema, "/api/backups/history/{backup_id}/", "patch")["required"] == ["keep"]
+    # the JSON restore takes a file, in multipart only; creating a backup takes JSON only
+    upload = api_schema["paths"]["/api/restore/"]["post"]["requestBody"]["content"]
+    assert set(upload) == {"multipart/form-data"}
+    assert upload["multipart/form-data"]["encoding"] == {"backup_file": {"contentType": "application/json, application/gzip"}}
+    backup_file = _body_schema(api_schema, "/api/restore/", "post", "multipart/form-data")["properties"]["backup_file"]
+    assert backup_file == {"type": "string", "format": "binary"}
+    assert set(api_schema["paths"]["/api/backups/create/"]["post"]["requestBody"]["content"]) == {"application/json"}
 
 
 # The SQL restore replaces the clinic's schema by psql in other sessions and renames schemas:

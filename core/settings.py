@@ -314,18 +314,6 @@ SPECTACULAR_SETTINGS = {
     # Our PATCH views validate the whole serializer (PATCH {"keep": …} requires keep), not
     # DRF's partial update: a "Patched" component without required fields would lie.
     "COMPONENT_SPLIT_PATCH": False,
-    # The clinic header as an API key, so Swagger UI's "Authorize" sends it with the token.
-    "APPEND_COMPONENTS": {
-        "securitySchemes": {
-            "tenantHeader": {
-                "type": "apiKey",
-                "in": "header",
-                "name": "X-Tenant-ID",
-                "description": "Esquema o slug de la clínica (también se acepta X-Tenant).",
-            }
-        }
-    },
-    "SECURITY": [{"tenantJWT": [], "tenantHeader": []}],
 }
 
 CORS_ALLOWED_ORIGINS = env.list("CORS_ALLOWED_ORIGINS", default=["http://localhost:5173", "http://localhost:3000"])

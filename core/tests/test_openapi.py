@@ -84,6 +84,11 @@ def _body_schema(api_schema: dict, path: str, method: str, media_type: str = "ap
     return api_schema["components"]["schemas"][reference.rsplit("/", 1)[1]]
 
 
+def _answer_schema(api_schema: dict, path: str) -> dict:
+    reference = api_schema["paths"][path]["post"]["responses"]["200"]["content"]["application/json"]["schema"]["$ref"]
+    return api_schema["components"]["schemas"][reference.rsplit("/", 1)[1]]
+
+
 def _admits(field: dict, value: str) -> bool:
     """Whether a string field's schema admits a value (its length and pattern)."""
     return len(value) >= field.get("minLength", 0) and re.search(field.get("pattern", ""), value) is not None
@@ -106,6 +111,39 @@ def test_request_schemas_refuse_what_the_server_refuses(api_schema):
     backup_file = _body_schema(api_schema, "/api/restore/", "post", "multipart/form-data")["properties"]["backup_file"]
     assert backup_file == {"type": "string", "format": "binary"}
     assert set(api_schema["paths"]["/api/backups/create/"]["post"]["requestBody"]["content"]) == {"application/json"}
+
+
+def test_the_clinic_header_is_a_required_parameter_of_every_clinic_operation(api_schema):
+    for path, operations in api_schema["paths"].items():
+        for method, operation in operations.items():
+            headers = [p for p in operation.get("parameters", []) if p["in"] == "header" and p["name"] == "X-Tenant-ID"]
+            if path == "/api/health/":
+                assert headers == [], (method, path)
+            else:
+                assert [p["required"] for p in headers] == [True], (method, path)
+                assert "401" in _error_statuses(operation), (method, path)  # what a request without it gets
+            # an optional query parameter sent empty is one not sent, for DRF
+            for parameter in operation.get("parameters", []):
+                if parameter["in"] == "query":
+                    assert parameter["allowEmptyValue"] is True and "minLength" not in parameter["schema"], parameter
+    assert "tenantHeader" not in api_schema["components"]["securitySchemes"]
+
+
+def test_token_answers_are_described(api_schema):
+    pair = _answer_schema(api_schema, "/api/auth/token/")
+    assert set(pair["required"]) == {"access", "refresh"}
+    assert _answer_schema(api_schema, "/api/auth/token/refresh/")["required"] == ["access"]  # refresh tokens are not rotated
+    assert "security" not in api_schema["paths"]["/api/auth/token/"]["post"]  # a login needs no token
+
+
+def test_the_schema_served_for_a_clinic_gives_the_one_confirmation_it_takes(client_for, client):
+    def confirm(response):
+        schemas = response.json()["components"]["schemas"]
+        field = schemas["BackupRestoreRequest"]["properties"]["confirm"]
+        return schemas[field["allOf"][0]["$ref"].rsplit("/", 1)[1]]["enum"] if "allOf" in field else None
+
+    assert confirm(client_for("test_a").get("/api/schema/", HTTP_ACCEPT="application/json")) == ["test_a"]
+    assert confirm(client.get("/api/schema/", HTTP_ACCEPT="application/json")) is None  # the platform's: any clinic
 
 
 # The SQL restore replaces the clinic's schema by psql in other sessions and renames schemas:

@@ -1,12 +1,19 @@
 """The OpenAPI schema says what the API does: error answers, pagination, binary downloads,
-202s; and a bounded schemathesis run finds no 5xx and no answer the schema does not describe."""
+202s; a bounded schemathesis run finds no 5xx and no answer the schema does not describe; and
+schemathesis's own command line, with every check, finds nothing against the real server."""
 from __future__ import annotations
 
+import json
 import re
+import subprocess
+import sys
+import urllib.request
 from contextlib import contextmanager
+from urllib.parse import urlsplit
 
 import pytest
 import schemathesis
+from django.conf import settings
 from django.core.cache import cache
 from django.core.handlers.wsgi import WSGIHandler
 from django.core.signals import request_finished, request_started
@@ -23,7 +30,7 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from backups.tests.conftest import backups_dir  # noqa: F401 - a fixture: backups stored in the test's own folder
-from core.testing import committed_tables
+from core.testing import child_environment, committed_tables, database_url, gunicorn_as_deployed, scratch_database
 
 ERROR = {"$ref": "#/components/schemas/Error"}
 
@@ -196,3 +203,76 @@ def test_a_bounded_schemathesis_run_finds_no_5xx_and_no_answer_the_schema_does_n
         cache.clear()  # the failed logins it tried would throttle the next tests' logins
     # and the clinic's committed data is as it was (the audit log only grew)
     assert committed_tables("test_a", exclude=("bitacora_bitacora",)) == committed_before
+
+
+# The command-line run: its own database and clinic, since it creates, deletes and restores that
+# clinic's backups (a scratch database the suite's clinics never see), served by gunicorn as
+# Render runs it. Every operation is in, the SQL restore too.
+CLINIC = "openapi_check"
+ADMIN, PASSWORD = "admin@openapi-check.test", "clave-openapi-123"
+SETUP = f"""
+from django_tenants.utils import schema_context
+from core.services import public_tenant_ensure, tenant_ensure
+from usuarios.models import Usuario
+public_tenant_ensure(domains=["localhost"])
+tenant_ensure(schema_name="{CLINIC}", slug="openapi-check", nombre="Clínica OpenAPI", domains=["openapi-check.localhost"])
+with schema_context("{CLINIC}"):
+    Usuario.objects.create_user("{ADMIN}", "{PASSWORD}", nombre="Admin", apellido="OpenAPI", rol="admin")
+"""
+
+
+def _manage(env: dict[str, str], *args: str) -> None:
+    subprocess.run([sys.executable, "manage.py", *args], cwd=settings.BASE_DIR, env=env, check=True,
+                   capture_output=True, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def live_clinic_server(tmp_path_factory):
+    """gunicorn as deployed, serving one clinic (its admin, and one backup) in a scratch database; its URL."""
+    folder = tmp_path_factory.mktemp("openapi-live")
+    with scratch_database() as name:
+        env = child_environment(DATABASE_URL=database_url(name), BACKUPS_LOCAL_ROOT=str(folder / "backups"),
+                                BACKUP_TEMP_DIR=str(folder / "tmp"), MEDIA_ROOT=str(folder / "media"))
+        _manage(env, "migrate_schemas", "--shared", "--noinput")
+        _manage(env, "shell", "-c", SETUP)
+        _manage(env, "create_backup", "--tenant", CLINIC)
+        with gunicorn_as_deployed(env) as url:
+            yield url
+
+
+def _access_token(url: str) -> str:
+    request = urllib.request.Request(
+        f"{url}/api/auth/token/", data=json.dumps({"email": ADMIN, "password": PASSWORD}).encode(),
+        headers={"Content-Type": "application/json", "X-Tenant-ID": CLINIC},
+    )
+    with urllib.request.urlopen(request, timeout=60) as response:  # the first request waits for the workers to boot
+        return json.load(response)["access"]
+
+
+@pytest.mark.no_test_db
+def test_schemathesis_with_every_check_finds_nothing_against_the_real_server(live_clinic_server, tmp_path):
+    # given the real server, an admin's token and the clinic header
+    url = live_clinic_server
+    headers = ["-H", f"Authorization: Bearer {_access_token(url)}", "-H", f"X-Tenant-ID: {CLINIC}"]
+    har_path = tmp_path / "run.har"
+    # when schemathesis's command line runs every check through its coverage and fuzzing phases,
+    # bounded and seeded (schemathesis.toml, read from the repository's root, says what the schema cannot)
+    run = subprocess.run(
+        [sys.executable, "-m", "schemathesis.cli", "run", f"{url}/api/schema/", "--checks", "all",
+         "--phases", "examples,coverage,fuzzing", "--max-examples", "5", "--seed", "18", "--workers", "1",
+         "--generation-database", "none", "--request-timeout", "60", "--no-color", *headers,
+         "--report", "har", "--report-har-path", str(har_path)],
+        cwd=settings.BASE_DIR, capture_output=True, text=True, timeout=300,
+    )
+    # then every operation was tested and nothing failed
+    assert run.returncode == 0, run.stdout[-20000:] + run.stderr[-5000:]
+    assert "Selected: 16/16" in run.stdout and "Tested: 16" in run.stdout, run.stdout
+    # and the token and the header let it in: the clinic's operations answered with real data
+    answered = set()
+    for entry in json.loads(har_path.read_text())["log"]["entries"]:
+        path = re.sub(r"/\d+/", "/{id}/", urlsplit(entry["request"]["url"]).path)
+        if 200 <= entry["response"]["status"] < 300:
+            answered.add(f"{entry['request']['method']} {path}")
+    assert {"GET /api/auth/me/", "GET /api/backup/", "POST /api/backups/create/", "GET /api/backups/history/",
+            "GET /api/backups/history/{id}/", "PATCH /api/backups/history/{id}/", "GET /api/backups/history/{id}/download/",
+            "GET /api/bitacora/"} <= answered, sorted(answered)

@@ -27,8 +27,9 @@ migrate: db
 seed: migrate
 	DEBUG=1 $(PY) manage.py seed_demo --scale $(SCALE)
 
+# The server Render runs (gunicorn.conf.py: its worker, threads and timeouts), on this machine only.
 serve:
-	DEBUG=1 $(PY) manage.py runserver 127.0.0.1:$(PORT)
+	DEBUG=1 $(PY) -m gunicorn core.wsgi:application -c gunicorn.conf.py --bind 127.0.0.1:$(PORT)
 
 demo: seed serve
 

@@ -1,3 +1,4 @@
+from drf_spectacular.utils import extend_schema_serializer
 from rest_framework import serializers
 
 
@@ -5,6 +6,7 @@ class ExportQuerySerializer(serializers.Serializer):
     compress = serializers.ChoiceField(choices=["gzip", "none"], required=False, default="none")
 
 
+@extend_schema_serializer(component_name="RestoreUpload")  # not "RestoreRequestRequest"
 class RestoreRequestSerializer(serializers.Serializer):
     backup_file = serializers.FileField(allow_empty_file=True)
     replace = serializers.BooleanField(required=False, default=False)

@@ -4,7 +4,7 @@ from __future__ import annotations
 from django.conf import settings
 from django.http import StreamingHttpResponse
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from drf_spectacular.utils import OpenApiParameter, OpenApiRequest, OpenApiResponse, extend_schema
 from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -74,7 +74,10 @@ class TenantDataRestoreView(APIView):
     parser_classes = [MultiPartParser, FormParser]
 
     @extend_schema(
-        request=RestoreRequestSerializer,
+        # Only multipart carries a file (the form parser is there to answer "not a file", 400),
+        # and the file is a backup from GET /api/backup/, as JSON or gzip.
+        request={"multipart/form-data": OpenApiRequest(
+            RestoreRequestSerializer, encoding={"backup_file": {"contentType": "application/json, application/gzip"}})},
         responses={
             200: RestoreResultSerializer,
             409: error_response(409, "Otro backup o restauración en curso (`backup_in_progress`), o tablas ocupadas "

@@ -70,8 +70,13 @@ class BackupKeepSerializer(serializers.Serializer):
     keep = StrictBooleanField(help_text="true: la política de retención nunca borra este backup.")
 
 
+class ClinicSchemaNameField(serializers.CharField):
+    """A clinic's schema name typed by hand as a confirmation (the service compares it); the
+    OpenAPI served for a clinic gives its one value (core.openapi.ClinicSchemaNameScheme)."""
+
+
 class BackupRestoreSerializer(serializers.Serializer):
-    confirm = serializers.CharField(help_text="El nombre del esquema de la clínica, como confirmación.")
+    confirm = ClinicSchemaNameField(help_text="El nombre del esquema de la clínica, como confirmación.")
 
 
 class RestoreJobSerializer(serializers.ModelSerializer):

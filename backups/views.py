@@ -11,6 +11,7 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import status
 from rest_framework.pagination import LimitOffsetPagination
+from rest_framework.parsers import JSONParser
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
@@ -190,6 +191,9 @@ class BackupCreateView(APIView):
     """POST /api/backups/create/: 201 when the backup finishes within the wait, else 202 and a Location to poll."""
 
     permission_classes = [IsAdminOrPropietario]
+    # Every field is optional, so a form body (even a malformed one) would parse as "defaults" and
+    # start a backup; JSON, as the front end sends, is refused unless it is an object (415/400).
+    parser_classes = [JSONParser]
 
     @extend_schema(
         request=BackupCreateSerializer,
@@ -247,8 +251,10 @@ class BackupDownloadView(_BinaryDownloadView):
 
     @extend_schema(
         parameters=[
-            OpenApiParameter("format", str, enum=["gz"], required=False,
-                             description="gz: el .sql.gz almacenado, sin cambios."),
+            # Not an enum: download_form() takes gz, gzip or sql.gz in any case, and any other value is the SQL.
+            OpenApiParameter("format", str, required=False,
+                             description="gz (o gzip, sql.gz; sin distinguir mayúsculas): el .sql.gz almacenado, "
+                                         "sin cambios. Otro valor, o ninguno: el SQL."),
             OpenApiParameter(CHECKSUM_HEADER, str, OpenApiParameter.HEADER, response=[200], required=True,
                              description="sha256 de los bytes enviados, en hexadecimal."),
             OpenApiParameter("X-SQL-SHA256", str, OpenApiParameter.HEADER, response=[200], required=False,

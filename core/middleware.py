@@ -8,17 +8,20 @@ TenantMiddleware picks the clinic, first match wins:
    host, where it cannot send a header;
 4. else the public schema (the platform's admin, health, docs).
 The header can never select the public schema, and an unknown or inactive clinic is a
-404 with the API's JSON error body.
+404 with the API's JSON error body. A clinic's path (its API) with no clinic chosen is a
+401 `tenant_required`: a token is valid only with its clinic, so the request is missing
+half of its credentials; the path exists (the OpenAPI documents the header as required).
 
 ClinicPathCookiesMiddleware keeps the cookies of a clinic reached by path (session,
 CSRF, messages) that clinic's own, since every clinic shares the host.
 """
 from __future__ import annotations
 
+from django.conf import settings
 from django.core.exceptions import DisallowedHost
 from django.db import connection
 from django.http import JsonResponse
-from django.urls import set_urlconf
+from django.urls import Resolver404, resolve, set_urlconf
 from django.utils.deprecation import MiddlewareMixin
 from django.utils.translation import gettext as _
 from django_tenants.middleware.main import TenantMainMiddleware
@@ -46,7 +49,9 @@ class TenantMiddleware(TenantMainMiddleware):
             if response is not None or not self._on_public(request):
                 return response
             slug = clinic_path_slug(request.path_info)
-            return None if slug is None else self._select_by_path(request, slug)
+            if slug is not None:
+                return self._select_by_path(request, slug)
+            return self._tenant_required() if _clinic_only(request.path_info) else None
 
         connection.set_schema_to_public()
         tenant = tenant_find(requested, active_only=True)
@@ -82,11 +87,31 @@ class TenantMiddleware(TenantMainMiddleware):
         return None
 
     @staticmethod
+    def _tenant_required() -> JsonResponse:
+        response = JsonResponse(
+            error_body("tenant_required", _("Indique la clínica: cabecera X-Tenant-ID con su esquema o slug.")),
+            status=401,
+        )
+        response["WWW-Authenticate"] = 'Bearer realm="api"'  # as DRF's 401s (a 401 must say how to authenticate)
+        return response
+
+    @staticmethod
     def _not_found(requested: str) -> JsonResponse:
         return JsonResponse(
             error_body("tenant_not_found", _("La clínica «%(tenant)s» no existe o está inactiva.") % {"tenant": requested}),
             status=404,
         )
+
+
+def _clinic_only(path: str) -> bool:
+    """A path only a clinic serves (its API), not the platform (health, docs, admin)."""
+    for urlconf, clinic in ((settings.PUBLIC_SCHEMA_URLCONF, False), (settings.ROOT_URLCONF, True)):
+        try:
+            resolve(path, urlconf=urlconf)
+        except Resolver404:
+            continue
+        return clinic
+    return False
 
 
 class ClinicPathCookiesMiddleware(MiddlewareMixin):

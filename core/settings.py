@@ -309,18 +309,13 @@ SPECTACULAR_SETTINGS = {
     ),
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
-    # The clinic header as an API key, so Swagger UI's "Authorize" sends it with the token.
-    "APPEND_COMPONENTS": {
-        "securitySchemes": {
-            "tenantHeader": {
-                "type": "apiKey",
-                "in": "header",
-                "name": "X-Tenant-ID",
-                "description": "Esquema o slug de la clínica (también se acepta X-Tenant).",
-            }
-        }
-    },
-    "SECURITY": [{"tenantJWT": [], "tenantHeader": []}],
+    # Requests and answers get components of their own, so a request's schema says what the
+    # server takes: a CharField that refuses blanks has minLength 1, an upload is binary
+    # (not a URI string), a read-only field is no requirement of a request.
+    "COMPONENT_SPLIT_REQUEST": True,
+    # Our PATCH views validate the whole serializer (PATCH {"keep": …} requires keep), not
+    # DRF's partial update: a "Patched" component without required fields would lie.
+    "COMPONENT_SPLIT_PATCH": False,
 }
 
 CORS_ALLOWED_ORIGINS = env.list("CORS_ALLOWED_ORIGINS", default=["http://localhost:5173", "http://localhost:3000"])

@@ -213,3 +213,54 @@ def schema_fingerprint(schema: str, *, exclude: tuple[str, ...] = ("bitacora_bit
         )
         fingerprint["indexes"] = cursor.fetchone()[0]
     return fingerprint
+
+
+def render_web_command() -> list[str]:
+    """The web service's startCommand in render.yaml, as argv."""
+    import shlex
+
+    import yaml
+    from django.conf import settings as django_settings
+
+    blueprint = yaml.safe_load((django_settings.BASE_DIR / "render.yaml").read_text())
+    web = next(service for service in blueprint["services"] if service["type"] == "web")
+    return shlex.split(web["startCommand"])
+
+
+@contextmanager
+def gunicorn_as_deployed(env: dict[str, str]) -> Iterator[str]:
+    """gunicorn started as render.yaml's web service starts it (workers, worker class, timeouts:
+    its command, and the config file that command reads), listening on a socket made here; its
+    base URL. Only the address changes: the command's --bind gives way to that socket's
+    (`--bind fd://N`), so a client may connect at once and wait in the backlog, no polling."""
+    import socket
+    import subprocess
+    import sys
+
+    from django.conf import settings as django_settings
+
+    argv, command = [], render_web_command()
+    while command:
+        word = command.pop(0)
+        if word in ("--bind", "-b"):
+            command.pop(0)
+        elif not word.startswith("--bind="):
+            argv.append(word)
+    assert argv[0] == "gunicorn", argv
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(2048)
+    server = subprocess.Popen(
+        [sys.executable, "-m", "gunicorn", *argv[1:], "--bind", f"fd://{listener.fileno()}", "--log-level", "warning"],
+        cwd=django_settings.BASE_DIR, env=env, pass_fds=(listener.fileno(),),
+    )
+    try:
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}"
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+        listener.close()

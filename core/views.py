@@ -15,6 +15,7 @@ class HealthView(APIView):
 
     authentication_classes = []
     permission_classes = [AllowAny]
+    clinic_scoped = False  # the platform's: no X-Tenant-ID in its OpenAPI
 
     @extend_schema(responses={200: inline_serializer("Health", {"status": serializers.CharField()}),
                               503: error_response(503, "La base de datos no responde.")})

@@ -2,9 +2,9 @@ from drf_spectacular.utils import extend_schema
 from rest_framework.exceptions import AuthenticationFailed
 from rest_framework.response import Response
 from rest_framework.views import APIView
-from rest_framework_simplejwt.views import TokenObtainPairView
+from rest_framework_simplejwt.views import TokenObtainPairView, TokenRefreshView
 
-from usuarios.serializers import MeSerializer
+from usuarios.serializers import AccessTokenSerializer, MeSerializer, TokenPairSerializer
 from usuarios.throttling import LoginAccountThrottle, LoginAddressThrottle, LoginThrottled
 
 
@@ -19,6 +19,7 @@ class LoginView(TokenObtainPairView):
     def throttled(self, request, wait):
         raise LoginThrottled(wait)
 
+    @extend_schema(responses=TokenPairSerializer)
     def post(self, request, *args, **kwargs):
         try:
             return super().post(request, *args, **kwargs)
@@ -26,6 +27,14 @@ class LoginView(TokenObtainPairView):
             for throttle in self.get_throttles():
                 throttle.failure_record(request, self)
             raise
+
+
+class RefreshView(TokenRefreshView):
+    """A new access token for a refresh token of this clinic."""
+
+    @extend_schema(responses=AccessTokenSerializer)
+    def post(self, request, *args, **kwargs):
+        return super().post(request, *args, **kwargs)
 
 
 class MeView(APIView):

@@ -1,11 +1,19 @@
 """The OpenAPI schema says what the API does: error answers, pagination, binary downloads,
-202s; and a bounded schemathesis run finds no 5xx and no answer the schema does not describe."""
+202s; a bounded schemathesis run finds no 5xx and no answer the schema does not describe; and
+schemathesis's own command line, with every check, finds nothing against the real server."""
 from __future__ import annotations
 
+import json
+import re
+import subprocess
+import sys
+import urllib.request
 from contextlib import contextmanager
+from urllib.parse import urlsplit
 
 import pytest
 import schemathesis
+from django.conf import settings
 from django.core.cache import cache
 from django.core.handlers.wsgi import WSGIHandler
 from django.core.signals import request_finished, request_started
@@ -22,7 +30,7 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from backups.tests.conftest import backups_dir  # noqa: F401 - a fixture: backups stored in the test's own folder
-from core.testing import committed_tables
+from core.testing import child_environment, committed_tables, database_url, gunicorn_as_deployed, scratch_database
 
 ERROR = {"$ref": "#/components/schemas/Error"}
 
@@ -78,6 +86,73 @@ def test_downloads_are_binary_and_jobs_answer_202_with_a_location(api_schema):
         assert "$ref" in accepted["content"]["application/json"]["schema"]
 
 
+def _body_schema(api_schema: dict, path: str, method: str, media_type: str = "application/json") -> dict:
+    reference = api_schema["paths"][path][method]["requestBody"]["content"][media_type]["schema"]["$ref"]
+    return api_schema["components"]["schemas"][reference.rsplit("/", 1)[1]]
+
+
+def _answer_schema(api_schema: dict, path: str) -> dict:
+    reference = api_schema["paths"][path]["post"]["responses"]["200"]["content"]["application/json"]["schema"]["$ref"]
+    return api_schema["components"]["schemas"][reference.rsplit("/", 1)[1]]
+
+
+def _admits(field: dict, value: str) -> bool:
+    """Whether a string field's schema admits a value (its length and pattern)."""
+    return len(value) >= field.get("minLength", 0) and re.search(field.get("pattern", ""), value) is not None
+
+
+def test_request_schemas_refuse_what_the_server_refuses(api_schema):
+    # blank, or only whitespace (DRF trims it away), or with a NUL: refused by DRF, and by the schema
+    login = _body_schema(api_schema, "/api/auth/token/", "post")["properties"]
+    refresh = _body_schema(api_schema, "/api/auth/token/refresh/", "post")["properties"]
+    confirm = _body_schema(api_schema, "/api/backups/history/{backup_id}/restore/", "post")["properties"]
+    for field in (login["email"], login["password"], refresh["refresh"], confirm["confirm"]):
+        assert [_admits(field, value) for value in ("", " ", "\x1e\u3000", "a\x00b", " a ", "clinica_a")] == [
+            False, False, False, False, True, True], field
+    # PATCH requires keep, as the view does
+    assert _body_schema(api_schema, "/api/backups/history/{backup_id}/", "patch")["required"] == ["keep"]
+    # the JSON restore takes a file, in multipart only; creating a backup takes JSON only
+    upload = api_schema["paths"]["/api/restore/"]["post"]["requestBody"]["content"]
+    assert set(upload) == {"multipart/form-data"}
+    assert upload["multipart/form-data"]["encoding"] == {"backup_file": {"contentType": "application/json, application/gzip"}}
+    backup_file = _body_schema(api_schema, "/api/restore/", "post", "multipart/form-data")["properties"]["backup_file"]
+    assert backup_file == {"type": "string", "format": "binary"}
+    assert set(api_schema["paths"]["/api/backups/create/"]["post"]["requestBody"]["content"]) == {"application/json"}
+
+
+def test_the_clinic_header_is_a_required_parameter_of_every_clinic_operation(api_schema):
+    for path, operations in api_schema["paths"].items():
+        for method, operation in operations.items():
+            headers = [p for p in operation.get("parameters", []) if p["in"] == "header" and p["name"] == "X-Tenant-ID"]
+            if path == "/api/health/":
+                assert headers == [], (method, path)
+            else:
+                assert [p["required"] for p in headers] == [True], (method, path)
+                assert "401" in _error_statuses(operation), (method, path)  # what a request without it gets
+            # an optional query parameter sent empty is one not sent, for DRF
+            for parameter in operation.get("parameters", []):
+                if parameter["in"] == "query":
+                    assert parameter["allowEmptyValue"] is True and "minLength" not in parameter["schema"], parameter
+    assert "tenantHeader" not in api_schema["components"]["securitySchemes"]
+
+
+def test_token_answers_are_described(api_schema):
+    pair = _answer_schema(api_schema, "/api/auth/token/")
+    assert set(pair["required"]) == {"access", "refresh"}
+    assert _answer_schema(api_schema, "/api/auth/token/refresh/")["required"] == ["access"]  # refresh tokens are not rotated
+    assert "security" not in api_schema["paths"]["/api/auth/token/"]["post"]  # a login needs no token
+
+
+def test_the_schema_served_for_a_clinic_gives_the_one_confirmation_it_takes(client_for, client):
+    def confirm(response):
+        schemas = response.json()["components"]["schemas"]
+        field = schemas["BackupRestoreRequest"]["properties"]["confirm"]
+        return schemas[field["allOf"][0]["$ref"].rsplit("/", 1)[1]]["enum"] if "allOf" in field else None
+
+    assert confirm(client_for("test_a").get("/api/schema/", HTTP_ACCEPT="application/json")) == ["test_a"]
+    assert confirm(client.get("/api/schema/", HTTP_ACCEPT="application/json")) is None  # the platform's: any clinic
+
+
 # The SQL restore replaces the clinic's schema by psql in other sessions and renames schemas:
 # it cannot run inside the test's transaction, so the run leaves it out (its own tests drill it).
 LEFT_OUT = {("POST", "/api/backups/history/{backup_id}/restore/")}
@@ -128,3 +203,76 @@ def test_a_bounded_schemathesis_run_finds_no_5xx_and_no_answer_the_schema_does_n
         cache.clear()  # the failed logins it tried would throttle the next tests' logins
     # and the clinic's committed data is as it was (the audit log only grew)
     assert committed_tables("test_a", exclude=("bitacora_bitacora",)) == committed_before
+
+
+# The command-line run: its own database and clinic, since it creates, deletes and restores that
+# clinic's backups (a scratch database the suite's clinics never see), served by gunicorn as
+# Render runs it. Every operation is in, the SQL restore too.
+CLINIC = "openapi_check"
+ADMIN, PASSWORD = "admin@openapi-check.test", "clave-openapi-123"
+SETUP = f"""
+from django_tenants.utils import schema_context
+from core.services import public_tenant_ensure, tenant_ensure
+from usuarios.models import Usuario
+public_tenant_ensure(domains=["localhost"])
+tenant_ensure(schema_name="{CLINIC}", slug="openapi-check", nombre="Clínica OpenAPI", domains=["openapi-check.localhost"])
+with schema_context("{CLINIC}"):
+    Usuario.objects.create_user("{ADMIN}", "{PASSWORD}", nombre="Admin", apellido="OpenAPI", rol="admin")
+"""
+
+
+def _manage(env: dict[str, str], *args: str) -> None:
+    subprocess.run([sys.executable, "manage.py", *args], cwd=settings.BASE_DIR, env=env, check=True,
+                   capture_output=True, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def live_clinic_server(tmp_path_factory):
+    """gunicorn as deployed, serving one clinic (its admin, and one backup) in a scratch database; its URL."""
+    folder = tmp_path_factory.mktemp("openapi-live")
+    with scratch_database() as name:
+        env = child_environment(DATABASE_URL=database_url(name), BACKUPS_LOCAL_ROOT=str(folder / "backups"),
+                                BACKUP_TEMP_DIR=str(folder / "tmp"), MEDIA_ROOT=str(folder / "media"))
+        _manage(env, "migrate_schemas", "--shared", "--noinput")
+        _manage(env, "shell", "-c", SETUP)
+        _manage(env, "create_backup", "--tenant", CLINIC)
+        with gunicorn_as_deployed(env) as url:
+            yield url
+
+
+def _access_token(url: str) -> str:
+    request = urllib.request.Request(
+        f"{url}/api/auth/token/", data=json.dumps({"email": ADMIN, "password": PASSWORD}).encode(),
+        headers={"Content-Type": "application/json", "X-Tenant-ID": CLINIC},
+    )
+    with urllib.request.urlopen(request, timeout=60) as response:  # the first request waits for the workers to boot
+        return json.load(response)["access"]
+
+
+@pytest.mark.no_test_db
+def test_schemathesis_with_every_check_finds_nothing_against_the_real_server(live_clinic_server, tmp_path):
+    # given the real server, an admin's token and the clinic header
+    url = live_clinic_server
+    headers = ["-H", f"Authorization: Bearer {_access_token(url)}", "-H", f"X-Tenant-ID: {CLINIC}"]
+    har_path = tmp_path / "run.har"
+    # when schemathesis's command line runs every check through its coverage and fuzzing phases,
+    # bounded and seeded (schemathesis.toml, read from the repository's root, says what the schema cannot)
+    run = subprocess.run(
+        [sys.executable, "-m", "schemathesis.cli", "run", f"{url}/api/schema/", "--checks", "all",
+         "--phases", "examples,coverage,fuzzing", "--max-examples", "5", "--seed", "18", "--workers", "1",
+         "--generation-database", "none", "--request-timeout", "60", "--no-color", *headers,
+         "--report", "har", "--report-har-path", str(har_path)],
+        cwd=settings.BASE_DIR, capture_output=True, text=True, timeout=300,
+    )
+    # then every operation was tested and nothing failed
+    assert run.returncode == 0, run.stdout[-20000:] + run.stderr[-5000:]
+    assert "Selected: 16/16" in run.stdout and "Tested: 16" in run.stdout, run.stdout
+    # and the token and the header let it in: the clinic's operations answered with real data
+    answered = set()
+    for entry in json.loads(har_path.read_text())["log"]["entries"]:
+        path = re.sub(r"/\d+/", "/{id}/", urlsplit(entry["request"]["url"]).path)
+        if 200 <= entry["response"]["status"] < 300:
+            answered.add(f"{entry['request']['method']} {path}")
+    assert {"GET /api/auth/me/", "GET /api/backup/", "POST /api/backups/create/", "GET /api/backups/history/",
+            "GET /api/backups/history/{id}/", "PATCH /api/backups/history/{id}/", "GET /api/backups/history/{id}/download/",
+            "GET /api/bitacora/"} <= answered, sorted(answered)

@@ -64,6 +64,22 @@ def test_unknown_url_is_a_json_404(client_for):
     assert response.json()["code"] == "not_found"
 
 
+def test_a_clinic_operation_without_a_clinic_is_a_json_401_and_the_platform_needs_none(client, tenants):
+    # given no X-Tenant-ID, on a host that is no clinic's, outside /clinicas/<slug>/
+    for method, path in [("get", "/api/auth/me/"), ("post", "/api/auth/token/"), ("get", "/api/backups/history/"),
+                         ("post", "/api/restore/")]:
+        response = getattr(client, method)(path)
+        # then a clinic's operation asks for the clinic, as a missing credential
+        assert response.status_code == 401, path
+        assert response.json()["code"] == "tenant_required"
+        assert response["WWW-Authenticate"] == 'Bearer realm="api"'
+    # and the platform's paths answer as ever
+    assert client.get("/api/health/").status_code == 200
+    assert client.get("/api/schema/", HTTP_ACCEPT="application/json").status_code == 200
+    unknown = client.get("/api/no-existe/")
+    assert unknown.status_code == 404 and unknown.json()["code"] == "not_found"
+
+
 def test_health_checks_the_database(client, tenants):
     response = client.get("/api/health/")
     assert response.status_code == 200
@@ -75,11 +91,10 @@ def test_openapi_schema_describes_the_tenant_bound_jwt(client_for):
     assert response.status_code == 200
     schema = response.json()
     assert schema["components"]["securitySchemes"]["tenantJWT"]["scheme"] == "bearer"
-    assert schema["components"]["securitySchemes"]["tenantHeader"] == {
-        "type": "apiKey", "in": "header", "name": "X-Tenant-ID",
-        "description": "Esquema o slug de la clínica (también se acepta X-Tenant).",
-    }
-    assert "/api/auth/me/" in schema["paths"]
+    # the clinic is a header every clinic operation requires (an unknown one is a 404, not a bad key)
+    me = schema["paths"]["/api/auth/me/"]["get"]
+    assert me["security"] == [{"tenantJWT": []}]
+    assert [(p["in"], p["name"], p["required"]) for p in me["parameters"]] == [("header", "X-Tenant-ID", True)]
 
 
 def test_cors_preflight_from_an_allowed_origin_allows_the_tenant_header(client, tenants, settings):

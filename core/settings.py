@@ -176,7 +176,8 @@ BACKUP_RETENTION = {
 BACKUP_RETENTION_OVERRIDES = env.json("BACKUP_RETENTION_OVERRIDES", default={})
 
 STORAGES = {
-    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    # Patient files: each written whole, then published at its name (core.media_storage).
+    "default": {"BACKEND": "core.media_storage.MediaFileSystemStorage"},
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
     # Backups go to Supabase Storage when it is configured, else to the local disk.
     # Any django-storages backend (S3, Supabase's S3 endpoint) fits here as well.

@@ -1,4 +1,4 @@
-"""Supabase Storage as a Django storage backend for backup files.
+"""Supabase Storage as a Django storage backend: backups, and patient files in a bucket of their own.
 
 Built on storage3 (supabase-py's storage client) over one lazily created httpx
 client. Uploads stream from the file on disk or file object; downloads stream
@@ -13,6 +13,7 @@ import io
 import threading
 import urllib.parse
 from collections.abc import Iterator
+from datetime import datetime, timezone
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -47,7 +48,7 @@ _CLIENT_LOCK = threading.Lock()
 
 @deconstructible
 class SupabaseStorage(Storage):
-    """Backup files in a private Supabase Storage bucket."""
+    """Objects in a private Supabase Storage bucket; a save never replaces one (upsert is off)."""
 
     def __init__(self, url: str = "", key: str = "", bucket: str = "backups"):
         self.url = url
@@ -126,6 +127,19 @@ class SupabaseStorage(Storage):
         if size is None:
             raise StorageError(details=self._details("size", _clean_key(name), reason="no size in object info"))
         return int(size)
+
+    def get_modified_time(self, name: str) -> datetime:
+        """When ``name`` was last written, as the server recorded it (aware, UTC).
+
+        The object's info carries it (``last_modified``); a server whose info lacks it makes
+        this unsupported, as Django's Storage API has it: a backup then reads every file.
+        """
+        value = self._info("get_modified_time", name).get("last_modified")
+        try:
+            modified = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+        except ValueError:
+            raise NotImplementedError("This Supabase Storage server gives no object modification time.") from None
+        return modified if modified.tzinfo else modified.replace(tzinfo=timezone.utc)
 
     # Client and bucket
 

@@ -40,7 +40,7 @@ class MediaFileSystemStorage(FileSystemStorage):
 
     def __init__(self, **options):
         if options.get("allow_overwrite"):
-            raise ImproperlyConfigured("MediaFileSystemStorage never overwrites a patient file.")
+            raise ImproperlyConfigured("MediaFileSystemStorage nunca sobrescribe un archivo de paciente (allow_overwrite).")
         super().__init__(**options)
 
     @property

@@ -119,14 +119,7 @@ class SupabaseStorage(Storage):
 
     def size(self, name: str) -> int:
         """Size of ``name`` in bytes."""
-        info = self._info("size", name)
-        size = info.get("size")
-        if size is None:
-            # Older servers only put it in the storage metadata.
-            size = (info.get("metadata") or {}).get("size")
-        if size is None:
-            raise StorageError(details=self._details("size", _clean_key(name), reason="no size in object info"))
-        return int(size)
+        return self._size_of(self._info("size", name), name)
 
     def get_modified_time(self, name: str) -> datetime:
         """When ``name`` was last written, as the server recorded it (aware, UTC).
@@ -134,12 +127,26 @@ class SupabaseStorage(Storage):
         The object's info carries it (``last_modified``); a server whose info lacks it makes
         this unsupported, as Django's Storage API has it: a backup then reads every file.
         """
-        value = self._info("get_modified_time", name).get("last_modified")
-        try:
-            modified = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
-        except ValueError:
-            raise NotImplementedError("This Supabase Storage server gives no object modification time.") from None
-        return modified if modified.tzinfo else modified.replace(tzinfo=timezone.utc)
+        modified = _modified_of(self._info("get_modified_time", name))
+        if modified is None:
+            raise NotImplementedError("This Supabase Storage server gives no object modification time.")
+        return modified
+
+    def size_and_modified_time(self, name: str) -> tuple[int, datetime | None]:
+        """size() and get_modified_time() (None where unsupported) from one answer of the server:
+        half the round trips for a backup that looks at every file, and the two describe the same
+        version of the object."""
+        info = self._info("size_and_modified_time", name)
+        return self._size_of(info, name), _modified_of(info)
+
+    def _size_of(self, info: dict[str, Any], name: str) -> int:
+        size = info.get("size")
+        if size is None:
+            # Older servers only put it in the storage metadata.
+            size = (info.get("metadata") or {}).get("size")
+        if size is None:
+            raise StorageError(details=self._details("size", _clean_key(name), reason="no size in object info"))
+        return int(size)
 
     # Client and bucket
 
@@ -310,6 +317,15 @@ def _upload_source(content: Any) -> Any:
     if isinstance(inner, (io.BufferedReader, io.FileIO)):
         return inner
     return io.BufferedReader(_UploadSource(inner), buffer_size=CHUNK_SIZE)
+
+
+def _modified_of(info: dict[str, Any]) -> datetime | None:
+    """An object info's `last_modified` (its row's updated_at), aware; None when it has none."""
+    try:
+        modified = datetime.fromisoformat(str(info.get("last_modified")).replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return modified if modified.tzinfo else modified.replace(tzinfo=timezone.utc)
 
 
 def _clean_key(name: str) -> str:

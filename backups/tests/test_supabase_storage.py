@@ -220,13 +220,17 @@ def test_modified_time_is_the_objects_own_and_unsupported_where_the_server_gives
     # when / then: an aware time, the server's
     stored_at = datetime.fromisoformat(supabase_server.objects[("backups", "test_a/radiografias/rx.png")].created_at)
     assert supabase_storage.get_modified_time("test_a/radiografias/rx.png") == stored_at
-    # given an object stored again at that name, then its time is the new one
+    # given an object stored again at that name, then its time is the new one, with its size from the same answer
     supabase_server.put("backups", "test_a/radiografias/rx.png", b"otra radiografia")
     assert supabase_storage.get_modified_time("test_a/radiografias/rx.png") > stored_at
+    requests = len(supabase_server.requests)
+    size, modified = supabase_storage.size_and_modified_time("test_a/radiografias/rx.png")
+    assert (size, modified > stored_at, len(supabase_server.requests) - requests) == (16, True, 1)
     # given a server whose info gives no time, then it is unsupported (a backup then reads every file)
     supabase_server.info_omits.add("last_modified")
     with pytest.raises(NotImplementedError):
         supabase_storage.get_modified_time("test_a/radiografias/rx.png")
+    assert supabase_storage.size_and_modified_time("test_a/radiografias/rx.png") == (16, None)
 
 
 def test_open_in_a_missing_bucket_raises_bucket_missing(supabase_storage):

@@ -2,7 +2,7 @@
 the local server that speaks its protocol (backups/tests/supabase_server.py), same run.
 
     python bench/bench_media.py              # 300 radiographs of 200 KB to 5 MB (make bench)
-    python bench/bench_media.py --files 1000
+    python bench/bench_media.py --full       # 2,000 radiographs (about 5 GB)
 
 A clinic of demo rows gets N radiographs whose files are objects of random bytes in the
 server's media bucket (none on any disk of the service). Then, each as a child process
@@ -126,23 +126,25 @@ def report(files: int, total: int, bare: list[Measured], first: Measured, first_
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--files", type=int, default=300, help="radiographs in the clinic (default 300)")
+    parser.add_argument("--full", action="store_true", help="the size of bench_files --full: 2,000 radiographs")
     parser.add_argument("--max-size", type=int, default=5 * 1024 * 1024, help="largest file, bytes (default 5 MiB)")
     parser.add_argument("--rounds", type=int, default=2, help="alternated rounds of the bare tools and the first backup")
     parser.add_argument("--rows", type=int, default=5000, help="demo rows besides the radiographs (make bench passes ROWS)")
     options = parser.parse_args()
+    files = 2000 if options.full else options.files
     django_setup()
 
     from backups.services import database_params, pg_binaries
     from backups.tests.supabase_server import FakeSupabaseStorage
 
     binaries, env = pg_binaries(), database_params().environ()
-    schema = f"bench_media_{options.files}"
+    schema = f"bench_media_{files}"
     ensure_bench_tenant(schema, rows=min(options.rows, 20000))
     work = Path(tempfile.mkdtemp(prefix="bench_media_", dir=ROOT / "var"))
     server = FakeSupabaseStorage(work / "supabase").start()
     try:
         server.create_bucket(MEDIA_BUCKET)
-        names, total = ensure_radiographs(server, schema, options.files, options.max_size)
+        names, total = ensure_radiographs(server, schema, files, options.max_size)
         names_file = work / "names.txt"
         names_file.write_text("\n".join(names) + "\n", encoding="utf-8")
         print(f"{schema}: {len(names):,} radiografías, {total / 1e9:.2f} GB en el bucket {MEDIA_BUCKET}", flush=True)

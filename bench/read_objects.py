@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import os
 import sys
+import threading
 import urllib.parse
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
@@ -44,9 +45,19 @@ def main() -> None:
         names = [line.strip() for line in listed if line.strip()]
     base = f"{url.rstrip('/')}/storage/v1"
     headers = {"apikey": key, "Authorization": f"Bearer {key}"}
-    with httpx.Client(headers=headers, timeout=60, limits=httpx.Limits(max_connections=threads)) as client, \
-            ThreadPoolExecutor(max_workers=threads) as pool:
-        total = sum(pool.map(lambda name: read_one(client, base, bucket, folder, name), names))
+    local = threading.local()
+    clients: list[httpx.Client] = []
+
+    def read(name: str) -> int:
+        if not hasattr(local, "client"):  # one client, so one kept-alive connection, per thread
+            local.client = httpx.Client(headers=headers, timeout=60)
+            clients.append(local.client)
+        return read_one(local.client, base, bucket, folder, name)
+
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        total = sum(pool.map(read, names))
+    for client in clients:
+        client.close()
     print(f"{len(names)} objects, {total} bytes", file=sys.stderr)
 
 

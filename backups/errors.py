@@ -12,7 +12,9 @@ class StorageError(DomainError):
     message = _("El almacenamiento de backups respondió con un error.")
 
 
-class StorageObjectMissingError(StorageError):
+class StorageObjectMissingError(StorageError, FileNotFoundError):
+    # Also what Django's Storage API says a missing file is: code written to that API (a backup
+    # finding a patient file gone, a restore checking a name) works whichever backend holds the files.
     status_code = 404
     code = "backup_file_missing"
     message = _("El archivo del backup no existe en el almacenamiento.")

@@ -1,6 +1,8 @@
 from django.contrib import admin
+from django.utils.translation import gettext_lazy as _
 
 from clinica import models
+from core.patient_files_admin import PatientFilesAdminMixin
 
 
 @admin.register(models.Paciente)
@@ -51,6 +53,10 @@ class FacturaAdmin(admin.ModelAdmin):
 
 
 @admin.register(models.Radiografia)
-class RadiografiaAdmin(admin.ModelAdmin):
-    list_display = ("paciente", "descripcion", "tomada_en")
+class RadiografiaAdmin(PatientFilesAdminMixin, admin.ModelAdmin):
+    list_display = ("paciente", "descripcion", "tomada_en", "archivo_enlace")
     raw_id_fields = ("paciente",)
+
+    @admin.display(description=_("Archivo"))
+    def archivo_enlace(self, obj: models.Radiografia) -> str:
+        return self.patient_file_anchor(obj, "archivo")

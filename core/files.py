@@ -6,11 +6,17 @@ owner only, and unlinked from the moment they are created: the kernel frees
 them when the process that holds them ends, however it ends (SIGKILL and the
 OOM killer included). Nothing is left for a reaper to find; `temp_dir_reap`
 removes whatever other code may have left there by name.
+
+A file that must have a name while it is written (a patient file published with a
+hard link, core.media_storage) is flocked by its writer for as long as it lives
+(`named_file_locked`); `unlocked_files_remove` removes those whose writer died.
 """
 from __future__ import annotations
 
 import fcntl
 import logging
+import os
+import secrets
 import tempfile
 from datetime import datetime, timezone as dt_timezone
 from pathlib import Path
@@ -49,14 +55,25 @@ def temporary_file() -> IO[bytes]:
 
 def temp_dir_reap() -> list[str]:
     """Remove files in the temporary folder that no live process holds a lock on."""
+    return unlocked_files_remove(temp_dir())
+
+
+def unlocked_files_remove(folder: Path) -> list[str]:
+    """Remove the files in folder that no live process holds a lock on; their names.
+
+    A process that names a file of its own in such a folder holds an exclusive flock on
+    it while it lives (see named_file_locked); the kernel drops the lock when that process
+    dies, however it dies. The file is unlinked while the lock is held here, so its writer,
+    waiting for the lock, finds it unlinked and takes another name.
+    """
     removed = []
-    for path in temp_dir().iterdir():
+    if not folder.is_dir():
+        return removed
+    for path in folder.iterdir():
         if not path.is_file() or path.is_symlink():
             continue
         try:
             with open(path, "rb") as handle:
-                # A process that names a temporary file holds an exclusive lock on it; the
-                # kernel drops the lock when that process dies, however it dies.
                 fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
                 path.unlink()
                 removed.append(path.name)
@@ -65,8 +82,22 @@ def temp_dir_reap() -> list[str]:
         except FileNotFoundError:
             continue
     if removed:
-        logger.warning("reaper removed %s temporary file(s) in %s", len(removed), temp_dir())
+        logger.warning("reaper removed %s temporary file(s) in %s", len(removed), folder)
     return removed
+
+
+def named_file_locked(folder: Path, *, mode: int = 0o600) -> tuple[Path, int]:
+    """A new file under a random name in folder, open for writing and flocked by this process:
+    unlocked_files_remove leaves it alone while this process lives, and removes it after."""
+    while True:
+        path = folder / f"{TEMP_PREFIX}{secrets.token_hex(12)}"
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
+        fcntl.flock(descriptor, fcntl.LOCK_EX)
+        # A reaper may have taken the lock between the create and the flock, and unlinked
+        # the file (it does so holding the lock): then this one has no name, take another.
+        if os.fstat(descriptor).st_nlink:
+            return path, descriptor
+        os.close(descriptor)
 
 
 class AnonymousUploadedFile(UploadedFile):

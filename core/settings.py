@@ -6,6 +6,7 @@ from urllib.parse import unquote
 import environ
 
 from core import embedded_pg
+from core.storage_settings import storages_setting
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 env = environ.Env()
@@ -175,20 +176,11 @@ BACKUP_RETENTION = {
 # Per clinic, schema name → the keys it changes, e.g. {"clinica_norte": {"monthly": 12}}.
 BACKUP_RETENTION_OVERRIDES = env.json("BACKUP_RETENTION_OVERRIDES", default={})
 
-STORAGES = {
-    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
-    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
-    # Backups go to Supabase Storage when it is configured, else to the local disk.
-    # Any django-storages backend (S3, Supabase's S3 endpoint) fits here as well.
-    "backups": (
-        {
-            "BACKEND": "backups.supabase_storage.SupabaseStorage",
-            "OPTIONS": {"url": SUPABASE_URL, "key": SUPABASE_KEY, "bucket": SUPABASE_BUCKET},
-        }
-        if SUPABASE_URL and SUPABASE_KEY
-        else {"BACKEND": "django.core.files.storage.FileSystemStorage", "OPTIONS": {"location": BACKUPS_LOCAL_ROOT}}
-    ),
-}
+# Patient files in a private Supabase bucket of their own when SUPABASE_MEDIA_BUCKET is set (what a
+# deployment on several machines needs), else on the local disk; see core.storage_settings.
+SUPABASE_MEDIA_BUCKET = env("SUPABASE_MEDIA_BUCKET", default="")
+STORAGES = storages_setting(supabase_url=SUPABASE_URL, supabase_key=SUPABASE_KEY, backups_bucket=SUPABASE_BUCKET,
+                            media_bucket=SUPABASE_MEDIA_BUCKET, backups_root=BACKUPS_LOCAL_ROOT)
 
 # Temporary files of every operation (dumps on their way, uploads): one folder, mode 0700.
 BACKUP_TEMP_DIR = Path(env("BACKUP_TEMP_DIR", default=str(BASE_DIR / "var" / "tmp")))

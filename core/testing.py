@@ -154,7 +154,7 @@ def child_environment(**extra: str) -> dict[str, str]:
 
     env = {key: value for key, value in os.environ.items()
            if not key.startswith(("PG", "CELERY_", "REDIS_URL", "CLINICA_KILL_AT", "CLINICA_STOP_AT", "DATABASE_URL",
-                                   "SUPABASE_URL"))}
+                                   "SUPABASE_"))}
     env.update(
         DJANGO_SETTINGS_MODULE="core.test_settings",
         DATABASE_URL=database_url(connection.settings_dict["NAME"]),

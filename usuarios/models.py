@@ -14,6 +14,9 @@ class Rol(models.TextChoices):
 
 # Roles that may manage backups, restores and read the audit log.
 ROLES_ADMINISTRATIVOS = frozenset({Rol.ADMIN, Rol.PROPIETARIO})
+# Roles that may open a patient's files (radiographs): health data, for those who treat the
+# patient or answer for the clinic; not reception or assistants.
+ROLES_CLINICOS = frozenset({Rol.ADMIN, Rol.PROPIETARIO, Rol.ODONTOLOGO})
 
 
 class UsuarioManager(BaseUserManager):
@@ -62,3 +65,7 @@ class Usuario(AbstractBaseUser, PermissionsMixin):
     @property
     def es_administrativo(self) -> bool:
         return self.rol in ROLES_ADMINISTRATIVOS
+
+    @property
+    def ve_archivos_de_pacientes(self) -> bool:
+        return self.rol in ROLES_CLINICOS

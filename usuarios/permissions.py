@@ -1,4 +1,5 @@
-"""Who may manage a clinic's backups, restores and audit log: one rule for the API and the admin."""
+"""Who may manage a clinic's backups, restores and audit log, and who may open a patient's
+files: one rule each, for the API and the admin alike."""
 from django.core.exceptions import PermissionDenied
 from django.utils.translation import gettext_lazy as _
 from rest_framework.permissions import BasePermission
@@ -7,6 +8,12 @@ from rest_framework.permissions import BasePermission
 def es_admin_o_propietario(user) -> bool:
     """The rule itself: the clinic's admin or owner role, whatever is_staff or Django permissions say."""
     return bool(user and user.is_authenticated and user.es_administrativo)
+
+
+def puede_ver_archivos_de_pacientes(user) -> bool:
+    """Whether the user may open a patient's files (usuarios.models.ROLES_CLINICOS), whatever is_staff
+    or Django permissions say: a radiograph is health data."""
+    return bool(user and user.is_authenticated and user.ve_archivos_de_pacientes)
 
 
 class IsAdminOrPropietario(BasePermission):

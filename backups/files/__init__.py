@@ -30,8 +30,11 @@ to. Each path's check and write runs on one of the BACKUP_FILE_WORKERS threads
 thread, which rewrites a batch's rows only once every file of the batch is written.
 Each name about to be created is recorded first (RestoreFile rows of the job); whoever sees the
 restore end (itself, or the reaper) deletes those that no live row names (backups.files.cleanup).
-The media storage must not overwrite on save (FileSystemStorage never does;
-django-storages' S3 needs AWS_S3_FILE_OVERWRITE = False).
+The media storage must not overwrite on save, and must show a file whole or not at all: the local
+disk's (core.media_storage) publishes each file with a hard link once every byte is written;
+Supabase Storage (SUPABASE_MEDIA_BUCKET, core.storage_settings) uploads each object in one request
+without upsert, so a taken name is refused; django-storages' S3 needs AWS_S3_FILE_OVERWRITE = False.
+A missing file is FileNotFoundError on every backend, as Django's Storage API has it.
 The archive of a backup's files is backups.files.archive; the list of them stored beside the
 dump, readable without the database, is backups.files.list.
 

@@ -7,6 +7,7 @@ import json
 import tempfile
 from collections import Counter
 from contextlib import contextmanager
+from datetime import datetime
 from itertools import islice
 from typing import IO, Any, Iterable, Iterator
 
@@ -35,6 +36,20 @@ ROWS_LISTED = 20  # how many rows holding a refused name a warning names (the co
 def media_storage() -> Storage:
     """Where the clinic's files live: Django's default storage."""
     return storages["default"]
+
+
+def media_stat(media: Storage, path: str) -> tuple[int, datetime | None]:
+    """A media file's size and modification time (None where the backend keeps none): in one request
+    where the backend answers both at once (SupabaseStorage.size_and_modified_time), else through
+    Django's size() and get_modified_time()."""
+    both = getattr(media, "size_and_modified_time", None)
+    if callable(both):
+        return both(path)
+    size = media.size(path)
+    try:
+        return size, media.get_modified_time(path)
+    except NotImplementedError:
+        return size, None  # no quick check on this backend: every file is read and hashed
 
 
 def file_fields() -> list[tuple[type[models.Model], models.FileField]]:

@@ -22,6 +22,7 @@ from backups.files.media import (
     file_name_max_length,
     file_object_key,
     file_warnings,
+    media_stat,
     media_storage,
     stored_content,
 )
@@ -50,15 +51,6 @@ class StoredFiles:
         return {"count": self.count, "size": self.size, "missing": len(self.missing), "refused": len(self.refused),
                 "uploaded": self.uploaded,
                 "uploaded_bytes": self.uploaded_bytes, "storage_prefix": f"{schema}/files/", "hash": "sha256"}
-
-
-def _media_stat(media: Storage, path: str) -> tuple[int, datetime | None]:
-    size = media.size(path)
-    try:
-        modified_at = media.get_modified_time(path)
-    except NotImplementedError:
-        modified_at = None  # no quick check on this backend: every file is read and hashed
-    return size, modified_at
 
 
 def _read_whole(media: Storage, path: str) -> tuple[StoredCopy, IO[bytes]]:
@@ -152,7 +144,7 @@ def _examine(media: Storage, schema: str, max_length: int, path: str, known: Bac
     if refusal := media_file_refusal(media, schema, path, max_length=max_length):
         return _Examined(path, refused=refusal)
     try:
-        size, modified_at = _media_stat(media, path)
+        size, modified_at = media_stat(media, path)
         if known is not None and modified_at is not None and (known.size, known.modified_at) == (size, modified_at):
             return _Examined(path, size, known.sha256, modified_at)
         copied, buffer = _read_whole(media, path)

@@ -3,7 +3,9 @@
 A process may die at any instruction (gunicorn's timeout, a deploy, the memory
 limit, SIGKILL). By construction that leaves no half-restored clinic (see
 backups.restore), but it can leave:
-1. temporary files (core.files.temp_dir_reap removes those no live process locks);
+1. temporary files (core.files.temp_dir_reap removes those no live process locks), and the
+   partial patient files of saves to the local media folder whose process died
+   (core.media_storage.media_partials_reap: no name a row holds ever has part of a file);
 2. operation schemas, `<clinic>__<staging|aside|old>_<hex>`: copies of a clinic;
    Likewise a structure reference's schema, `backups__ref_<hex>`, left by a process that
    died while it built one (backups.dump.cached, step 1): dropped unless its lock is held;
@@ -40,6 +42,7 @@ from core.errors import OperationInProgressError
 from core.exceptions import DomainError
 from core.files import temp_dir_reap
 from core.locks import tenant_operation_lock
+from core.media_storage import media_partials_reap
 from core.models import Tenant
 from core.schemas import operation_schemas_left, schema_drop
 
@@ -171,7 +174,7 @@ def _reap_references(report: ReapReport) -> None:
 
 def reap() -> ReapReport:
     """Everything dead operations left, on every clinic (see the module's docstring)."""
-    report = ReapReport(temp_files=temp_dir_reap())
+    report = ReapReport(temp_files=temp_dir_reap() + media_partials_reap())
     _reap_references(report)
     left = operation_schemas_left()
     clinics = set(Tenant.objects.exclude(schema_name=get_public_schema_name()).values_list("schema_name", flat=True))

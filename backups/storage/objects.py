@@ -8,7 +8,7 @@ from typing import BinaryIO
 from django.core.files import File
 from django.core.files.storage import Storage, storages
 
-from backups.errors import StorageNameTakenError, StorageObjectMissingError
+from backups.errors import StorageNameTakenError, StorageObjectExistsError, StorageObjectMissingError
 from core.faults import die_now, kill_after_bytes
 
 COPY_CHUNK_SIZE = 1024 * 1024
@@ -19,9 +19,14 @@ def backup_storage() -> Storage:
 
 
 def storage_save_exactly(store: Storage, key: str, content: File) -> None:
-    """Store content under exactly key. A storage that finds the name taken saves under
-    another one: that copy is removed and the save fails, since records name key."""
-    name = store.save(key, content)
+    """Store content under exactly key, never over an object already there. A storage that
+    finds the name taken saves under another one: that copy is removed and the save fails,
+    since records name key. Supabase Storage, asked not to upsert, refuses the upload instead
+    (a name taken between its check and its upload): the same failure."""
+    try:
+        name = store.save(key, content)
+    except StorageObjectExistsError:
+        raise StorageNameTakenError(details={"operation": "upload", "object": key}) from None
     if name != key:
         store.delete(name)
         raise StorageNameTakenError(details={"operation": "upload", "object": key})

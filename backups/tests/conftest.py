@@ -70,6 +70,22 @@ def media_dir(settings, tmp_path):
     return location
 
 
+MEDIA_BUCKET = "media"
+
+
+@pytest.fixture
+def supabase_media(settings, supabase_server) -> Iterator[FakeSupabaseStorage]:
+    """The clinic's files (STORAGES["default"]) in the test Supabase server's own `media` bucket, as
+    deployed (SUPABASE_MEDIA_BUCKET); the server is yielded."""
+    settings.STORAGES = {**settings.STORAGES, "default": {
+        "BACKEND": "backups.supabase_storage.SupabaseStorage",
+        "OPTIONS": {"url": supabase_server.url, "key": supabase_server.key, "bucket": MEDIA_BUCKET}}}
+    yield supabase_server
+    media = storages["default"]
+    if media._client is not None:
+        media._client.session.close()
+
+
 @pytest.fixture
 def media_files(media_dir) -> Iterator[Callable[..., list]]:
     """media_files(count=2): every file the current clinic's radiographs name gets random bytes,

@@ -169,6 +169,8 @@ class _Handler(BaseHTTPRequestHandler):
         if data_path is None:
             return self._error("400", "InvalidRequest", "No content provided")
         upsert = self.headers.get("x-upsert", "false").lower() == "true"
+        if (bucket, name) in self.fake.taken_before_upload:
+            self.fake.put(bucket, name, self.fake.taken_before_upload.pop((bucket, name)))
         with self.fake._lock:
             exists = (bucket, name) in self.fake.objects
             if method == "POST" and exists and not upsert:
@@ -239,22 +241,20 @@ class _Handler(BaseHTTPRequestHandler):
         stored = self.fake.objects.get((bucket, name))
         if stored is None:
             return self._object_not_found()
-        self._json(
-            200,
-            {
-                "id": stored.id,
-                "name": name,
-                "version": stored.id,
-                "bucket_id": bucket,
-                "size": stored.size,
-                "content_type": stored.content_type,
-                "cache_control": "max-age=3600",
-                "etag": f'"{stored.id}"',
-                "metadata": None,
-                "last_modified": stored.created_at,
-                "created_at": stored.created_at,
-            },
-        )
+        info = {
+            "id": stored.id,
+            "name": name,
+            "version": stored.id,
+            "bucket_id": bucket,
+            "size": stored.size,
+            "content_type": stored.content_type,
+            "cache_control": "max-age=3600",
+            "etag": f'"{stored.id}"',
+            "metadata": None,
+            "last_modified": stored.created_at,
+            "created_at": stored.created_at,
+        }
+        self._json(200, {field: value for field, value in info.items() if field not in self.fake.info_omits})
 
     def _delete(self, bucket: str) -> None:
         body = self._json_body()

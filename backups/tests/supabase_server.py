@@ -6,7 +6,8 @@ the real server does: errors with HTTP 400 and the real status in the body
 (``{"statusCode": "404", "error": "not_found", "message": "Object not found"}``).
 In front of it sits a stand-in for Supabase's API gateway, which rejects a wrong
 ``apikey`` with a plain HTTP 401. Knobs let a test make it reject large objects,
-hang up mid-upload, after storing or mid-download, or be down altogether.
+hang up mid-upload, after storing or mid-download, be down altogether, have a name taken by
+another client just before an upload, or leave fields out of an object's info.
 """
 from __future__ import annotations
 
@@ -34,6 +35,10 @@ class FakeSupabaseStorage:
         # An object whose name ends so is stored, then the connection drops before the answer
         # (a proxy timing out): the client sees a failure, the object is there all the same.
         self.hang_up_after_storing: str | None = None
+        # Another client stores these (bucket, name) objects just as an upload to that name arrives:
+        # a user taking a name the client found free a moment before.
+        self.taken_before_upload: dict[tuple[str, str], bytes] = {}
+        self.info_omits: set[str] = set()  # fields an object's info leaves out, as an older server's does
         self.buckets: dict[str, dict[str, Any]] = {}
         self.objects: dict[tuple[str, str], StoredObject] = {}
         self.uploads: list[UploadRecord] = []

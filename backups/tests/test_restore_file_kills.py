@@ -1,5 +1,6 @@
 """A restore SIGKILLed at each step of its file phase loses no live file and changes no row, and after
-the reaper leaves no file it created that no live row names;
+the reaper leaves no file it created that no live row names; a file whose writing is killed
+(a restore's, or restore_backup_files') is never at its name in part;
 a backup SIGKILLed in its file phase leaves no object its record does not name.
 
 A real `manage.py restore_backup` child, killed by core.faults (CLINICA_KILL_AT) at
@@ -15,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from backups.files.list import file_list_key
 from backups.files.media import file_object_key
 from backups.models import BackupFile, BackupRecord, RestoreFile
 from backups.jobs.reaper import reap
@@ -23,6 +25,7 @@ from backups.services import backup_create, backup_verify
 from backups.tests.processes import manage
 from backups.tests.test_files import CONTEXT, clinic_rows, live_files
 from clinica.models import Radiografia
+from core.media_storage import PARTIAL_FOLDER
 from core.schemas import operation_schemas_left
 
 pytestmark = pytest.mark.committed
@@ -71,20 +74,52 @@ def test_a_restore_killed_in_its_file_phase_loses_no_live_file_and_changes_no_ro
     # and the reaper drops what it left
     reap()
     assert "test_restore" not in operation_schemas_left()
-    # and every file the restore created is gone (the overwritten one's copy beside it included), every
-    # file that was there untouched; only the lost file's name, which a live row names, may hold the
-    # bytes written there (all of them, or the first ones when the kill cut that very write)
+    # and every file the restore created is gone (the overwritten one's copy beside it included, and any
+    # partial copy of a write the kill cut), every file that was there untouched; only the lost file's name,
+    # which a live row names, may hold the bytes written there, all of them (a file appears whole or not at all)
     media_now = media_snapshot(media_dir)
     assert {path: media_now.get(path) for path in media_before} == media_before
     created = set(media_now) - set(media_before)
     assert created <= {lost.archivo.name}
     if created:
-        assert lost_bytes.startswith((media_dir / lost.archivo.name).read_bytes())
+        assert (media_dir / lost.archivo.name).read_bytes() == lost_bytes
     assert not RestoreFile.objects.exists()
     if kill_at == "restore.files.write@1000":
         # then a new restore never trusts the half-written file: every file is whole afterwards
         backup_restore_in_place(context=CONTEXT, backup_id=backup.pk, confirm="test_restore")
         assert set(live_files().values()) >= set(backup.files.values_list("sha256", flat=True)) and all(live_files().values())
+
+
+WRITERS = {
+    "restore_backup": lambda backup: ("restore_backup", "--tenant", "test_restore", "--id", str(backup.pk), "--yes"),
+    "restore_backup_files": lambda backup: ("restore_backup_files", "--list", file_list_key(backup.file_path)),
+}
+
+
+@pytest.mark.parametrize("command", WRITERS)
+def test_a_lost_file_whose_writing_is_killed_is_not_at_its_name_and_the_next_run_writes_it_whole(
+    committed_db, backups_dir, media_dir, media_files, tmp_path, command,
+):
+    # given a backup, then one radiograph's file lost (its row still names it): the only file to write
+    lost, = media_files(count=1, size=64 * 1024)
+    backup = backup_create(context=CONTEXT)
+    lost_path = media_dir / lost.archivo.name
+    lost_bytes = lost_path.read_bytes()
+    lost_path.unlink()
+    # when the restore (or the recovery from the file list) is killed 1,000 bytes into writing it
+    log = tmp_path / "write.log"
+    ran = manage(*WRITERS[command](backup), backups_dir=backups_dir, kill_at="restore.files.write@1000", log=log)
+    assert ran.returncode == -signal.SIGKILL, log.read_text()[-3000:]
+    # then nothing is at the name the live row holds: a backup now would find it missing, not store part of it
+    assert not lost_path.exists()
+    assert list((media_dir / PARTIAL_FOLDER).iterdir()), "the kill came before the write began"
+    # and the reaper leaves nothing of the cut write
+    report = reap()
+    assert report.temp_files and not list((media_dir / PARTIAL_FOLDER).iterdir())
+    # and the next run writes the file whole at its name
+    rerun = manage(*WRITERS[command](backup), backups_dir=backups_dir, log=log)
+    assert rerun.returncode == 0, log.read_text()[-3000:]
+    assert lost_path.read_bytes() == lost_bytes
 
 
 @pytest.mark.parametrize("kill_at", [

@@ -7,6 +7,7 @@ import os
 import tempfile
 import tracemalloc
 from contextlib import contextmanager
+from datetime import datetime
 
 import pytest
 from django.core.files.base import ContentFile, File
@@ -201,6 +202,35 @@ def test_open_and_size_of_a_missing_object_raise_object_missing(supabase_server,
         supabase_storage.size("test_a/gone.sql.gz")
     assert opened.value.details["status"] == "404"
     assert opened.value.details["name"] == "test_a/gone.sql.gz"
+
+
+def test_a_missing_object_is_file_not_found_as_djangos_storage_api_has_it(supabase_server, supabase_storage):
+    # given
+    supabase_server.create_bucket("backups")
+    # when / then: code written to Django's Storage API (a backup finding a patient file gone) needs no other case
+    for read in (supabase_storage.open, supabase_storage.size, supabase_storage.get_modified_time):
+        with pytest.raises(FileNotFoundError):
+            read("test_a/radiografias/gone.png")
+
+
+def test_modified_time_is_the_objects_own_and_unsupported_where_the_server_gives_none(supabase_server, supabase_storage):
+    # Real server: the object's info carries `last_modified` (its row's updated_at).
+    # given
+    supabase_server.put("backups", "test_a/radiografias/rx.png", b"radiografia")
+    # when / then: an aware time, the server's
+    stored_at = datetime.fromisoformat(supabase_server.objects[("backups", "test_a/radiografias/rx.png")].created_at)
+    assert supabase_storage.get_modified_time("test_a/radiografias/rx.png") == stored_at
+    # given an object stored again at that name, then its time is the new one, with its size from the same answer
+    supabase_server.put("backups", "test_a/radiografias/rx.png", b"otra radiografia")
+    assert supabase_storage.get_modified_time("test_a/radiografias/rx.png") > stored_at
+    requests = len(supabase_server.requests)
+    size, modified = supabase_storage.size_and_modified_time("test_a/radiografias/rx.png")
+    assert (size, modified > stored_at, len(supabase_server.requests) - requests) == (16, True, 1)
+    # given a server whose info gives no time, then it is unsupported (a backup then reads every file)
+    supabase_server.info_omits.add("last_modified")
+    with pytest.raises(NotImplementedError):
+        supabase_storage.get_modified_time("test_a/radiografias/rx.png")
+    assert supabase_storage.size_and_modified_time("test_a/radiografias/rx.png") == (16, None)
 
 
 def test_open_in_a_missing_bucket_raises_bucket_missing(supabase_storage):

@@ -53,7 +53,8 @@ class _CountedReader(io.RawIOBase):
     def read(self, size: int = -1) -> bytes:
         chunk = self._source.read(size if size and size > 0 else COPY_CHUNK_SIZE)
         self.count += len(chunk)
-        if self._progress and self.count - self._reported >= PROGRESS_EVERY_BYTES:
+        # Every PROGRESS_EVERY_BYTES, and once at the end: a small dump reports its whole size too.
+        if self._progress and (self.count - self._reported >= PROGRESS_EVERY_BYTES or (not chunk and self.count > self._reported)):
             self._reported = self.count
             self._progress(self.count)
         return chunk

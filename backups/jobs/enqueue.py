@@ -80,6 +80,6 @@ def restore_prepare(
         _clinic_is_free(schema)
         job = RestoreJob.objects.create(
             backup=backup, backup_file_name=backup.file_name, created_by=created_by, new_schema=new_schema,
-            kind=RestoreJob.Kind.NEW_TENANT if new_schema else RestoreJob.Kind.IN_PLACE,
+            kind=RestoreJob.Kind.NEW_TENANT if new_schema else RestoreJob.Kind.IN_PLACE, total_bytes=backup.sql_size or 0,
         )
     return job

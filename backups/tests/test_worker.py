@@ -195,6 +195,8 @@ def test_restore_answers_202_and_the_job_can_be_polled_to_the_end(committed_db, 
     polled = _poll(client, response["Location"])
     assert polled["status"] == "completed" and polled["phase"] == "done", polled
     assert polled["started_at"] and polled["finished_at"] and polled["error"] == ""
+    # and its progress ends at the dump's whole size, small as it is
+    assert polled["progress_bytes"] == polled["total_bytes"] == backup.sql_size > 0
     assert committed_tables(SCHEMA, exclude=CARRIED) == at_backup
 
 

@@ -137,3 +137,17 @@ def test_a_rewrap_to_a_key_the_service_could_not_open_is_refused_and_changes_not
     with pytest.raises(CommandError, match="BACKUP_PLATFORM_IDENTITY"):
         call_command("rewrap_backup_keys", "--all-tenants")
     assert _keys(backups_dir) == keys
+
+
+@pytest.mark.no_test_db
+def test_make_demos_platform_identity_is_made_once_mode_0600_and_says_production_needs_its_own(tmp_path, capsys):
+    path = tmp_path / "keys" / "platform-identity.txt"
+    call_command("create_platform_identity", "--path", str(path))
+    first = capsys.readouterr().out
+    assert oct(path.stat().st_mode & 0o777) == "0o600" and oct(path.parent.stat().st_mode & 0o777) == "0o700"
+    (identity,) = [line for line in path.read_text().splitlines() if line.startswith("AGE-SECRET-KEY-1")]
+    public = str(x25519.Identity.from_str(identity).to_public())
+    assert str(path) in first and public in first and "producción" in first and "BACKUP_PLATFORM_IDENTITY" in first
+    # run again (every make demo), the identity stays the one its backups were sealed for
+    call_command("create_platform_identity", "--path", str(path))
+    assert public in capsys.readouterr().out and identity in path.read_text()

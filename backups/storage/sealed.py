@@ -8,10 +8,10 @@ keep the names they always used; the storage holds each object under another:
   copy of the bucket does not tell whether a clinic holds a known file, while the next backup
   finds the same content under the same name (deduplication stays exact);
 - `<clinic>/keys/` is the clinic keys' own folder, never a caller's name.
-1. Writing (save): the content is encrypted to the clinic's current key as it streams into an
-   anonymous temporary file (in memory up to SPOOL_MAX_BYTES), which is then stored.
-2. Reading (open): the object is decrypted with every key of the clinic into the same kind of
-   spool before a byte is handed out, so nothing unauthenticated leaves this layer. An altered
+1. Writing (save): the content is encrypted to the clinic's current key, in memory up to
+   SMALL_MAX_BYTES, else as it streams into an anonymous temporary file; then it is stored.
+2. Reading (open): the object is decrypted with every key of the clinic, in memory or into an
+   anonymous file likewise, before a byte is handed out, so nothing unauthenticated leaves this layer. An altered
    object raises SealedObjectDamagedError, which every caller takes for a checksum mismatch;
    one no key opens because the clinic has no keys left raises ClinicKeyMissingError, taken for
    a missing object.
@@ -28,9 +28,8 @@ from __future__ import annotations
 import io
 import posixpath
 import re
-import tempfile
 from contextlib import suppress
-from typing import BinaryIO, Iterator
+from typing import BinaryIO, Callable, Iterator, TypeVar
 
 from django.conf import settings
 from django.core.exceptions import SuspiciousFileOperation
@@ -53,7 +52,9 @@ from backups.storage.age_format import (
     is_sealed,
     plaintext_size,
     seal,
+    seal_bytes,
     unseal,
+    unseal_bytes,
 )
 from backups.storage.keys import (
     KEYS_FOLDER,
@@ -64,13 +65,17 @@ from backups.storage.keys import (
     platform_keys_check,
     platform_recipients,
 )
-from core.files import TEMP_PREFIX, temp_dir
+from core.files import temporary_file
 
 SUFFIX = ".age"
 FORMAT = "age-encryption.org/v1"
-# A radiograph up to the file phase's in-memory spool (4 MiB) stays in memory sealed too (its
-# header and a 16-byte tag per 64 KiB chunk added); a larger object goes to an anonymous file.
-SPOOL_MAX_BYTES = 4 * 1024 * 1024 + 128 * 1024
+# An object up to this size is sealed and opened in memory, in one pyrage call: a radiograph up to
+# the file phase's in-memory spool (4 MiB) with its age header and a 16-byte tag per 64 KiB chunk.
+# A stream calls back into Python for every 8 KiB, which cost as much as the cryptography itself.
+# Larger ones (dumps, big files) stream through an anonymous temporary file: memory stays bounded.
+SMALL_MAX_BYTES = 4 * 1024 * 1024 + 128 * 1024
+BUFFER_BYTES = 1024 * 1024
+T = TypeVar("T")
 _CONTENT = re.compile(r"(?P<clinic>[^/]+)/files/[0-9a-f]{2}/(?P<sha256>[0-9a-f]{64})")
 _MISSING = (FileNotFoundError, StorageObjectMissingError)
 
@@ -89,15 +94,12 @@ def sealing_on(storage: Storage) -> bool:
     raise EncryptionNotConfiguredError(details={"setting": "BACKUP_PLATFORM_RECIPIENTS", "BACKUP_ENCRYPTION": mode})
 
 
-def _spool() -> tempfile.SpooledTemporaryFile:
-    return tempfile.SpooledTemporaryFile(max_size=SPOOL_MAX_BYTES, dir=temp_dir(), prefix=TEMP_PREFIX)
-
-
 class _Prefixed(io.RawIOBase):
-    """A stream whose first bytes were already read (to look at them), read again from the start."""
+    """A stream whose first bytes were already read (to look at them), read again from the start;
+    closing it closes the stream only when it owns it."""
 
-    def __init__(self, prefix: bytes, rest: BinaryIO):
-        self._prefix, self._rest = memoryview(prefix), rest
+    def __init__(self, prefix: bytes, rest: BinaryIO, *, owns: bool = True):
+        self._prefix, self._rest, self._owns = memoryview(prefix), rest, owns
 
     def readable(self) -> bool:
         return True
@@ -112,7 +114,7 @@ class _Prefixed(io.RawIOBase):
         return len(data)
 
     def close(self) -> None:
-        if not self.closed:
+        if not self.closed and self._owns:
             self._rest.close()
         super().close()
 
@@ -187,13 +189,19 @@ class SealedStorage(Storage):
         physical = self._sealed_name(name, key)
         with suppress(AttributeError, OSError, ValueError):
             content.seek(0)  # as Django's File.chunks() reads a file: from its start
-        with _spool() as sealed:
-            seal(content, sealed, [key.recipient])
-            size = sealed.tell()
-            sealed.seek(0)
-            stored = File(sealed, name=posixpath.basename(physical))
-            stored.size = size
-            saved = self.inner.save(physical, stored)
+        head = _read_up_to(content, SMALL_MAX_BYTES + 1)
+        if len(head) <= SMALL_MAX_BYTES:  # a radiograph, a list: in memory, one call
+            return self._store(name, physical, io.BytesIO(seal_bytes(head, [key.recipient])))
+        with temporary_file() as sealed:  # a dump: streamed through an anonymous file
+            seal(io.BufferedReader(_Prefixed(head, content, owns=False), BUFFER_BYTES), sealed, [key.recipient])
+            return self._store(name, physical, sealed)
+
+    def _store(self, name: str, physical: str, sealed: BinaryIO) -> str:
+        size = sealed.seek(0, io.SEEK_END)
+        sealed.seek(0)
+        stored = File(sealed, name=posixpath.basename(physical))
+        stored.size = size
+        saved = self.inner.save(physical, stored)
         if saved != physical:
             self.inner.delete(saved)
             raise StorageNameTakenError(details={"operation": "upload", "object": physical})
@@ -231,20 +239,43 @@ class SealedStorage(Storage):
         raise FileNotFoundError(name)
 
     def _opened(self, name: str, stored: str, sealed: bool, source) -> File:
-        prefix = _read_up_to(source, len(MAGIC))
-        if not is_sealed(prefix):
+        magic = _read_up_to(source, len(MAGIC))
+        if not is_sealed(magic):
             if sealed:
                 source.close()
                 raise SealedObjectDamagedError(details={"object": stored, "reason": "not_age"})
-            return self._plain(name, prefix, source)
-        spool = _spool()
+            return self._plain(name, magic, source)
+        head = magic + _read_up_to(source, SMALL_MAX_BYTES + 1 - len(magic))
+        if len(head) <= SMALL_MAX_BYTES:  # in memory, decrypted in one call
+            source.close()
+            plaintext = self._with_keys(name, stored, lambda identities: unseal_bytes(head, identities))
+            opened = File(io.BytesIO(plaintext), name=name)
+            opened.size = len(plaintext)
+            return opened
+        return self._opened_large(name, stored, io.BufferedReader(_Prefixed(head, source), BUFFER_BYTES))
+
+    def _opened_large(self, name: str, stored: str, first: BinaryIO) -> File:
+        """A large object decrypted into an anonymous file, then handed out from its start."""
+        spool = temporary_file()
+        readers = [first]
+
+        def attempt(identities) -> None:
+            # A second attempt (with keys read afresh) reads the object again from the storage.
+            reader = readers.pop() if readers else self.inner.open(stored, "rb")
+            spool.seek(0)
+            spool.truncate()
+            with reader:
+                unseal(reader, spool, identities)
+
         try:
-            self._decrypt(name, stored, _Prefixed(prefix, source), spool)
+            self._with_keys(name, stored, attempt)
             opened = File(spool, name=name)
             opened.size = spool.tell()
             spool.seek(0)
             return opened
         except BaseException:
+            for reader in readers:
+                reader.close()
             spool.close()
             raise
 
@@ -259,26 +290,21 @@ class SealedStorage(Storage):
             opened.size = source.size
         return opened
 
-    def _decrypt(self, name: str, stored: str, source: BinaryIO, destination: BinaryIO) -> None:
+    def _with_keys(self, name: str, stored: str, attempt: Callable[[list], T]) -> T:
+        """attempt(identities) with the clinic's keys; once more with them read afresh when none opened
+        the object (a key made by another process since). Its failures as the storage's errors."""
         clinic = self._clinic(name)
         keys = self.keyring.keys(clinic)
-        for attempt in range(2):
+        for again in (False, True):
             try:
-                with source:
-                    unseal(source, destination, [key.identity for key in keys])
-                return
+                return attempt([key.identity for key in keys])
             except NotAuthentic as exc:
                 raise SealedObjectDamagedError(details={"object": stored, "reason": str(exc)}) from None
             except NoIdentityOpens:
-                if attempt:
-                    break
-                fresh = self.keyring.keys(clinic, fresh=True)  # a key made by another process since
-                if [key.key_id for key in fresh] == [key.key_id for key in keys]:
+                fresh = [] if again else self.keyring.keys(clinic, fresh=True)
+                if again or [key.key_id for key in fresh] == [key.key_id for key in keys]:
                     break
                 keys = fresh
-                destination.seek(0)
-                destination.truncate()
-                source = self.inner.open(stored, "rb")
         if not keys:
             raise ClinicKeyMissingError(details={"object": stored, "clinic": clinic})
         # The clinic has keys and none opens it: its header was altered, or it is not the clinic's.

@@ -32,7 +32,7 @@ serve:
 	DEBUG=1 $(PY) -m gunicorn core.wsgi:application -c gunicorn.conf.py --bind 127.0.0.1:$(PORT)
 
 # The platform's age identity that seals make demo's backups (var/keys/, mode 0600); production sets its own.
-keys: install
+keys: db
 	DEBUG=1 $(PY) manage.py create_platform_identity
 
 demo: seed keys serve

@@ -226,12 +226,12 @@ class Keyring:
     def keys(self, clinic: str, *, fresh: bool = False) -> list[ClinicKey]:
         """The clinic's keys, newest first; [] when it has none."""
         with self._lock:
-            read_at, keys = self._read.get(clinic, (0.0, []))
-            if fresh or time.monotonic() - read_at > settings.BACKUP_KEY_CACHE_SECONDS:
-                keys = [_key_read(self.storage, clinic, key_id, wraps)
-                        for key_id, wraps in _wraps(self.storage, clinic).items()]
-                self._read[clinic] = (time.monotonic(), keys)
-            return keys
+            read = self._read.get(clinic)
+            if fresh or read is None or time.monotonic() - read[0] > settings.BACKUP_KEY_CACHE_SECONDS:
+                read = (time.monotonic(), [_key_read(self.storage, clinic, key_id, wraps)
+                                           for key_id, wraps in _wraps(self.storage, clinic).items()])
+                self._read[clinic] = read
+            return read[1]
 
     def current(self, clinic: str) -> ClinicKey:
         """The key that seals the clinic's new objects: its newest, made now when it has none."""

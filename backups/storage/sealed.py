@@ -58,7 +58,6 @@ from backups.storage.age_format import (
 )
 from backups.storage.keys import (
     KEYS_FOLDER,
-    ClinicKey,
     Keyring,
     content_name,
     keyring_for,
@@ -145,13 +144,14 @@ class SealedStorage(Storage):
             raise SuspiciousFileOperation("A backup object's name starts with its clinic's folder, never its keys'.")
         return clinic
 
-    def _sealed_name(self, name: str, key: ClinicKey | None = None) -> str | None:
+    def _sealed_name(self, name: str) -> str | None:
         """Where the sealed form of name is stored; None for a content of a clinic that has no keys."""
         self._clinic(name)
         content = _CONTENT.fullmatch(name)
         if content is None:
             return name + SUFFIX
-        key = key or self.keyring.names_key(content["clinic"])
+        # The clinic's oldest key: its secret names every content, whichever key seals it.
+        key = self.keyring.names_key(content["clinic"])
         if key is None:
             return None
         hashed = content_name(key, content["sha256"])
@@ -164,7 +164,8 @@ class SealedStorage(Storage):
         """The name the storage holds name's object under, as it would be written now."""
         if not sealing_on(self.inner):
             return name
-        return self._sealed_name(name, self.keyring.current(self._clinic(name)))
+        self.keyring.current(self._clinic(name))  # a clinic's first key (and names secret) is made on its first write
+        return self._sealed_name(name)
 
     def sealing_check(self) -> None:
         """Raise now what sealing a backup would raise later: the platform's keys missing or not matching."""
@@ -186,7 +187,7 @@ class SealedStorage(Storage):
         if not sealing_on(self.inner):
             return self.inner.save(name, content)
         key = self.keyring.current(self._clinic(name))
-        physical = self._sealed_name(name, key)
+        physical = self._sealed_name(name)
         with suppress(AttributeError, OSError, ValueError):
             content.seek(0)  # as Django's File.chunks() reads a file: from its start
         head = _read_up_to(content, SMALL_MAX_BYTES + 1)

@@ -5,6 +5,8 @@ from django.core.management.base import BaseCommand
 
 from backups.storage.age_format import identity_file_create
 
+DEFAULT = Path(settings.BASE_DIR) / "var" / "keys" / "platform-identity.txt"
+
 
 class Command(BaseCommand):
     help = (
@@ -13,13 +15,15 @@ class Command(BaseCommand):
     )
 
     def add_arguments(self, parser):
-        parser.add_argument("--path", default=None,
-                            help="Dónde escribirla (por defecto BACKUP_PLATFORM_IDENTITY_FILE, var/keys/platform-identity.txt).")
+        parser.add_argument("--path", default=None, help="Dónde escribirla (por defecto BACKUP_PLATFORM_IDENTITY_FILE, "
+                                                         "var/keys/platform-identity.txt con DEBUG).")
 
     def handle(self, *args, path=None, **options):
-        target = Path(path or settings.BACKUP_PLATFORM_IDENTITY_FILE or Path(settings.BASE_DIR) / "var" / "keys" / "platform-identity.txt")
-        made, recipients = identity_file_create(target, "identidad LOCAL de la plataforma para backups (make demo); producción necesita la suya")
-        self.stdout.write(f"Identidad de la plataforma para los backups {'creada' if made else 'ya existente'}: {target} (modo 0600)")
+        target = Path(path or settings.BACKUP_PLATFORM_IDENTITY_FILE or DEFAULT)
+        made, recipients = identity_file_create(
+            target, "identidad LOCAL de la plataforma para backups (make demo); producción necesita la suya")
+        self.stdout.write(f"Identidad de la plataforma para los backups {'creada' if made else 'ya existente'}: "
+                          f"{target} (modo 0600)")
         self.stdout.write(f"  destinatario (clave pública): {', '.join(recipients)}")
         self.stdout.write(
             "  Es sólo para esta máquina (make demo). En producción genere una propia (age-keygen), guarde la "

@@ -22,7 +22,7 @@ export TEST_REDIS_URL
 PORT ?= 8000
 SCALE ?= 1
 
-.PHONY: demo test test-deps bench install db redis migrate seed serve stop-db worker reap
+.PHONY: demo test test-deps bench install db redis migrate seed keys serve stop-db worker reap
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	@test -n "$(PYTHON_EXE)" || { echo "no encuentro $(PYTHON)"; exit 1; }
@@ -54,7 +54,11 @@ seed: migrate
 serve:
 	DEBUG=1 $(PY) -m gunicorn core.wsgi:application -c gunicorn.conf.py --bind 127.0.0.1:$(PORT)
 
-demo: seed serve
+# The platform's age identity that seals make demo's backups (var/keys/, mode 0600); production sets its own.
+keys: db
+	DEBUG=1 $(PY) manage.py create_platform_identity
+
+demo: seed keys serve
 
 # The browser tests drive Debian's Chromium (Playwright never downloads a browser here).
 # Installed when missing and we are root (CI is); otherwise those tests skip, saying why.
@@ -65,6 +69,14 @@ test-deps:
 		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
 			|| echo "no se pudo instalar chromium: las pruebas en navegador se omitirán"; \
 	else echo "sin chromium ni permisos para instalarlo: las pruebas en navegador se omitirán"; fi
+	@# Debian's age CLI: a sealed clinic is recovered with it, as an operator would (backups/tests/test_recover_sealed.py).
+	@# As root (CI) a missing one fails those tests rather than skipping them.
+	@if command -v age >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "instalando age (apt-get) para las pruebas de backups cifrados"; \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq age >/dev/null) \
+			|| echo "no se pudo instalar age: las pruebas que lo usan fallarán"; \
+	else echo "sin age ni permisos para instalarlo: las pruebas que lo usan se omitirán (apt-get install age)"; fi
 	@# axios for the seed's downloadBackup, run as is in the browser (backups/tests/test_browser.py).
 	@if [ -d backups/tests/browser/node_modules/axios ]; then :; \
 	elif command -v npm >/dev/null 2>&1; then \

@@ -13,3 +13,6 @@ class BackupAction(StrEnum):
     RESTORE_START = "backup.restore.start"
     RESTORE = "backup.restore"
     RESTORE_AS_NEW_TENANT = "backup.restore_as_new_tenant"
+    KEY_ROTATE = "backup.key_rotate"  # a new clinic key seals new objects (backups.sealing)
+    KEYS_SHRED_START = "backup.keys_shred.start"
+    KEYS_SHRED = "backup.keys_shred"  # the clinic's keys destroyed: its backups can no longer be opened

@@ -106,6 +106,46 @@ class FileListInvalidError(DomainError):
     message = _("La lista de archivos del backup no se puede leer: no es una lista de esta versión o está incompleta.")
 
 
+class SealedObjectDamagedError(BackupChecksumMismatchError):
+    """A sealed object failed authentication: altered or damaged, never handed out (backups.storage.sealed)."""
+
+    code = "backup_object_not_authentic"
+    message = _("El archivo cifrado del backup no pasa la autenticación: está dañado o fue alterado.")
+
+
+class ClinicKeyMissingError(StorageObjectMissingError):
+    """No key of the clinic opens a sealed object: its keys were destroyed (or never stored)."""
+
+    code = "backup_key_missing"
+    message = _("No existe la clave de la clínica que abre este archivo del backup (fue destruida o no se guardó).")
+
+
+class EncryptionNotConfiguredError(DomainError):
+    status_code = 503
+    code = "backup_encryption_not_configured"
+    message = _("Faltan las claves de la plataforma: defina BACKUP_PLATFORM_RECIPIENTS y BACKUP_PLATFORM_IDENTITY "
+                "(con un almacenamiento remoto los backups se cifran), o BACKUP_ENCRYPTION=off para no cifrarlos.")
+
+
+class PlatformKeyError(DomainError):
+    status_code = 503
+    code = "backup_platform_key_invalid"
+    message = _("BACKUP_PLATFORM_IDENTITY no abre las claves de las clínicas, o BACKUP_PLATFORM_IDENTITY o "
+                "BACKUP_PLATFORM_RECIPIENTS no son claves age válidas.")
+
+
+class KeysShredIncompleteError(DomainError):
+    status_code = 502
+    code = "backup_keys_shred_incomplete"
+    message = _("No se pudieron destruir todas las claves de la clínica: no se borró nada más.")
+
+
+class ShredConfirmationError(DomainError):
+    status_code = 400
+    code = "shred_confirmation_mismatch"
+    message = _("Para destruir las claves de la clínica, escriba el nombre de su esquema como confirmación.")
+
+
 class RestoreConfirmationError(DomainError):
     status_code = 400
     code = "restore_confirmation_mismatch"

@@ -2,7 +2,8 @@
 
 1. The overview reads every active clinic's backups through one selector
    (backups.selectors.backup_summary_list: a few schema-qualified queries, no schema
-   switch per clinic) and links each clinic to its own admin, by path.
+   switch per clinic), says which clinics still have backups written before sealing
+   (plain in the bucket), and links each clinic to its own admin, by path.
 2. "Backup ahora" starts a backup of one clinic through the jobs
    (backups.jobs.enqueue.backup_enqueue) inside that clinic's tenant_context: inline without a
    broker, queued on Celery with one. It is audited in the clinic's log under the
@@ -64,6 +65,7 @@ class PlatformBackupsAdmin:
             "title": _("Backups de todas las clínicas"),
             "rows": rows,
             "overdue_count": sum(summary.overdue for summary in summaries),
+            "unsealed_clinics": sum(bool(summary.unsealed_count) for summary in summaries),
             "overdue_after_hours": f"{settings.BACKUP_OVERDUE_AFTER.total_seconds() / 3600:g}",
         }
         return TemplateResponse(request, "admin/backups/platform_backups.html", context)

@@ -92,6 +92,9 @@ def _verified_copy(backup: BackupRecord, destination: BinaryIO) -> None:
     except StorageObjectMissingError:
         backup_mark_integrity(backup=backup, integrity=BackupRecord.Integrity.MISSING)
         raise
+    except BackupChecksumMismatchError:  # a sealed dump that fails authentication
+        backup_mark_integrity(backup=backup, integrity=BackupRecord.Integrity.MISMATCH)
+        raise
     destination.seek(0)
     if copied.sha256 != backup.sha256:
         backup_mark_integrity(backup=backup, integrity=BackupRecord.Integrity.MISMATCH)

@@ -80,6 +80,7 @@ class ClinicBackupSummary:
     last_failure: str = ""
     in_progress: int = 0
     overdue: bool = False
+    unsealed_count: int = 0  # completed backups written before sealing (backups.storage.sealed): plain in the bucket
 
     @property
     def last_completed_warning(self) -> str:
@@ -130,15 +131,18 @@ def _schemas_with_table(cursor, schemas: list[str], table: str) -> set[str]:
     return {name for (name,) in cursor.fetchall()}
 
 
-# One branch per clinic: its completed backups counted and summed, its newest completed
-# and newest failed backup, and how many are queued or running. The table name is the
-# only part built from data, always through quote_identifier; every value is a parameter.
+# One branch per clinic: its completed backups counted and summed (those whose manifest says
+# nothing of sealing counted apart: they are plain in the bucket), its newest completed and
+# newest failed backup, and how many are queued or running. The table name is the only part
+# built from data, always through quote_identifier; every value is a parameter.
 _SUMMARY_BRANCH = """
 SELECT %s::text, totals.completed, totals.total_size, totals.in_progress,
-       last_ok.created_at, last_ok.file_size, last_ok.warnings::text, last_failed.at, last_failed.reason
+       last_ok.created_at, last_ok.file_size, last_ok.warnings::text, last_failed.at, last_failed.reason,
+       totals.unsealed
 FROM (SELECT count(*) FILTER (WHERE status = %s) AS completed,
              coalesce(sum(file_size) FILTER (WHERE status = %s), 0) AS total_size,
-             count(*) FILTER (WHERE status IN (%s, %s)) AS in_progress
+             count(*) FILTER (WHERE status IN (%s, %s)) AS in_progress,
+             count(*) FILTER (WHERE status = %s AND manifest -> 'encryption' IS NULL) AS unsealed
       FROM {table}) AS totals
 LEFT JOIN LATERAL (SELECT created_at, file_size, warnings FROM {table} WHERE status = %s
                    ORDER BY created_at DESC, id DESC LIMIT 1) AS last_ok ON true
@@ -156,7 +160,7 @@ def _summary_rows(cursor, schemas: list[str]) -> dict[str, tuple]:
     for schema in schemas:
         branches.append(_SUMMARY_BRANCH.format(table=f"{quote_identifier(schema)}.{table}"))
         params += [schema, status.COMPLETED, status.COMPLETED, status.PENDING, status.RUNNING, status.COMPLETED,
-                   SUMMARY_ERROR_CHARS, status.FAILED]
+                   status.COMPLETED, SUMMARY_ERROR_CHARS, status.FAILED]
     cursor.execute(" UNION ALL ".join(branches), params)
     return {row[0]: row[1:] for row in cursor.fetchall()}
 
@@ -165,9 +169,11 @@ def _summary(clinic: Tenant, row: tuple | None, now: datetime) -> ClinicBackupSu
     if row is None:
         summary = ClinicBackupSummary(tenant=clinic, has_table=False)
     else:
-        completed, total_size, in_progress, last_ok_at, last_ok_size, last_ok_warnings, last_failed_at, last_failure = row
+        (completed, total_size, in_progress, last_ok_at, last_ok_size, last_ok_warnings, last_failed_at, last_failure,
+         unsealed) = row
         summary = ClinicBackupSummary(
             tenant=clinic, has_table=True, completed_count=completed, total_size=int(total_size), in_progress=in_progress,
+            unsealed_count=unsealed,
             last_completed_at=last_ok_at, last_completed_size=last_ok_size, last_completed_warnings=json.loads(last_ok_warnings or "[]"),
             last_failed_at=last_failed_at, last_failure=last_failure or "",
         )

@@ -14,6 +14,7 @@ from django.utils import timezone
 
 from backups.actions import BackupAction
 from backups.errors import (
+    BackupChecksumMismatchError,
     BackupFailedError,
     BackupFileError,
     BackupNotCompletedError,
@@ -40,7 +41,7 @@ from backups.files.store import StoredFiles, backup_files_store
 from backups.jobs.reaper import backup_fail, clinic_heal
 from backups.files.archive import TarMember, tar_members, tar_size, tar_stream
 from backups.files.list import backup_objects, file_list_check, file_list_store, partial_objects_remove
-from backups.storage.objects import backup_storage, killable, storage_copy, storage_open
+from backups.storage.objects import backup_storage, killable, storage_copy, storage_open, storage_sealing
 from bitacora.models import Outcome
 from bitacora.services import AuditContext, audit_failure, record
 from core.errors import OperationInProgressError
@@ -101,6 +102,7 @@ def backup_start(*, context: AuditContext, backup_type: str = BackupRecord.Type.
     schema = connection.schema_name
     with audit_failure(context=context, action=BackupAction.CREATE):
         pg_binaries()  # a missing or mismatched pg_dump is refused before anything is recorded
+        backup_storage().sealing_check()  # and so is a storage that must seal without the platform's keys
         clinic_heal(schema)
         with tenant_operation_lock(schema):  # free now, or 409 at once rather than a queued job that will fail
             if BackupRecord.objects.filter(status__in=BackupRecord.ACTIVE_STATUSES).exists():
@@ -227,6 +229,7 @@ def backup_run(*, context: AuditContext, backup_id: int, retry_transient: bool =
             }
             backup.save(update_fields=["manifest"])
             try:
+                sealing = storage_sealing(schema)
                 result, files, dumped_with, seconds = _backup_dump_and_store(backup, binaries)
                 listed = file_list_store(backup=backup, schema=schema, dump=result)
             except StorageUnavailableError as exc:
@@ -247,7 +250,7 @@ def backup_run(*, context: AuditContext, backup_id: int, retry_transient: bool =
             # The migrations as of the dump's own snapshot: a migration applied meanwhile is not in it.
             _backup_complete(backup, result, files, {**backup.manifest, "migrations": dumped_with.pop("migrations"),
                                                      "dump": dumped_with, "files": {**files.as_manifest(schema), "list": listed},
-                                                     "seconds": seconds})
+                                                     "seconds": seconds, **({"encryption": sealing} if sealing else {})})
     audit_file_warnings(context=context, backup=backup, operation="backup", missing=files.missing, warnings=backup.warnings)
     record(
         context=context,
@@ -334,6 +337,8 @@ def backup_verify(*, context: AuditContext, backup: BackupRecord) -> str:
         integrity = BackupRecord.Integrity.OK if actual == backup.sha256 else BackupRecord.Integrity.MISMATCH
     except StorageObjectMissingError:
         actual, integrity = "", BackupRecord.Integrity.MISSING
+    except BackupChecksumMismatchError:  # a sealed object that fails authentication: never read as anything
+        actual, integrity = "", BackupRecord.Integrity.MISMATCH
     file_problems = file_list_check(backup=backup) + backup_files_check(backup=backup, schema=connection.schema_name)
     if integrity == BackupRecord.Integrity.OK and file_problems:
         problems = {problem["problem"] for problem in file_problems}

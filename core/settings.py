@@ -182,6 +182,25 @@ SUPABASE_MEDIA_BUCKET = env("SUPABASE_MEDIA_BUCKET", default="")
 STORAGES = storages_setting(supabase_url=SUPABASE_URL, supabase_key=SUPABASE_KEY, backups_bucket=SUPABASE_BUCKET,
                             media_bucket=SUPABASE_MEDIA_BUCKET, backups_root=BACKUPS_LOCAL_ROOT)
 
+# Backups sealed at rest (backups.storage.sealed): every object written to STORAGES["backups"] is
+# age-encrypted to its clinic's own key, stored beside its backups wrapped to the platform's
+# recipients. auto: sealed when the platform's keys are configured; with them missing, a remote
+# storage (Supabase, S3) refuses to back up while the local disk keeps plain objects. on: always
+# sealed (missing keys are an error). off: written plain (sealed objects are still read).
+BACKUP_ENCRYPTION = env("BACKUP_ENCRYPTION", default="auto")
+# The platform's age recipients (`age1…`, comma-separated): every one wraps every clinic key,
+# so a second one can be an offline escrow key. Unset: the public keys of the identity below.
+BACKUP_PLATFORM_RECIPIENTS = env.list("BACKUP_PLATFORM_RECIPIENTS", default=[])
+# Its secret identities (`AGE-SECRET-KEY-1…`, one a line or comma-separated): a secret from the
+# environment in production, never a file on a disk a deploy replaces. `make demo` (DEBUG) reads
+# the one it made under var/ unless this is set.
+BACKUP_PLATFORM_IDENTITY = env("BACKUP_PLATFORM_IDENTITY", default="")
+BACKUP_PLATFORM_IDENTITY_FILE = env(
+    "BACKUP_PLATFORM_IDENTITY_FILE", default=str(BASE_DIR / "var" / "keys" / "platform-identity.txt") if DEBUG else ""
+)
+# How long a process keeps the clinic keys it read (a key-object read and an X25519 unwrap per clinic).
+BACKUP_KEY_CACHE_SECONDS = env.int("BACKUP_KEY_CACHE_SECONDS", default=300)
+
 # Temporary files of every operation (dumps on their way, uploads): one folder, mode 0700.
 BACKUP_TEMP_DIR = Path(env("BACKUP_TEMP_DIR", default=str(BASE_DIR / "var" / "tmp")))
 # SQL backups take the structure pg_dump writes once per migration state and each clinic's

@@ -14,3 +14,12 @@ MEDIA_ROOT = Path(os.environ.get("MEDIA_ROOT") or BASE_DIR / "var" / "test-media
 WHITENOISE_USE_FINDERS = True
 # The SQL backups' structure cache (backups.dump.cached), shared by a test and its manage.py children.
 BACKUP_STRUCTURE_CACHE_DIR = Path(os.environ.get("BACKUP_STRUCTURE_CACHE_DIR") or BASE_DIR / "var" / "test-cache" / "backup-structure")  # noqa: F405
+# The platform's age identity of the test suite (backups.storage.keys), made once under var/ and
+# shared by a test and its manage.py children; backups are written plain unless a test (or the
+# environment) turns BACKUP_ENCRYPTION on.
+BACKUP_PLATFORM_IDENTITY_FILE = Path(os.environ.get("BACKUP_PLATFORM_IDENTITY_FILE") or BASE_DIR / "var" / "test-keys" / "platform-identity.txt")  # noqa: F405
+BACKUP_ENCRYPTION = os.environ.get("BACKUP_ENCRYPTION", "off")
+
+from backups.storage.age_format import identity_file_create  # noqa: E402
+
+identity_file_create(BACKUP_PLATFORM_IDENTITY_FILE, "test suite only: the platform's backup identity")

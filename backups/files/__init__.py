@@ -12,7 +12,8 @@ Backup, after the dump (backups.services.backup_run):
    started: a backup killed mid-way still names every object it may have stored,
    and retention can remove them with its record.
 3. The content goes to the backups storage once per clinic, named by its sha256
-   (`<clinic>/files/<ab>/<sha256>`): an object a completed backup names is there;
+   (`<clinic>/files/<ab>/<sha256>`; sealed, the storage keeps it under a keyed hash of
+   that name, backups.storage.sealed): an object a completed backup names is there;
    any other one is checked by size (a killed upload may have left part of one) and
    uploaded when absent. A file whose size and modification time match its entry in
    an earlier completed backup is not read again: a nightly backup reads and uploads

@@ -9,8 +9,9 @@ is stored beside the dump too:
    failed backup, the reaper, backup_delete and so retention) removes both.
 2. Its content is gzip of JSON lines: a header (FORMAT, its version, the clinic, the
    dump's name and checksums, where the content objects are, how many entries follow),
-   then {"path", "sha256", "size"} per entry in path order (sha256 null: the file was
-   missing at backup time). Entries are read with a server-side cursor and written
+   then {"path", "sha256", "size"} per entry in path order (sha256 null: the file was missing
+   at backup time); sealed (backups.storage.sealed), an entry also has "object", the name
+   its content is stored under (a keyed hash), so that the `age` CLI alone can bring it back. Entries are read with a server-side cursor and written
    through an anonymous temporary file: memory stays bounded whatever the clinic's size.
 3. backup_run writes it after the file phase, before the record is `completed`; its key,
    sha256 and size go in the manifest (`files.list`), which backup_verify re-reads. A
@@ -32,8 +33,8 @@ from typing import IO, Iterator
 from django.db.models import Count, Q, Sum
 from django.db.models.functions import Coalesce
 
-from backups.errors import BackupFileError, FileListInvalidError, StorageObjectMissingError
-from backups.files.media import BATCH_SIZE, stored_content
+from backups.errors import BackupChecksumMismatchError, BackupFileError, FileListInvalidError, StorageObjectMissingError
+from backups.files.media import BATCH_SIZE, file_object_key, stored_content
 from backups.models import BackupRecord
 from backups.dump.pg_tools import DumpResult
 from backups.storage.objects import backup_storage, copy_hashed, killable, storage_copy, storage_open, storage_save_exactly
@@ -102,11 +103,17 @@ def _line(item: dict) -> bytes:
 
 def _list_write(destination: IO[bytes], backup: BackupRecord, schema: str, dump: DumpResult) -> None:
     # mtime=0 and no file name: the same entries make the same bytes.
+    store = backup_storage()
+    sealed = store.writes_sealed()
     with gzip.GzipFile(filename="", mode="wb", fileobj=destination, mtime=0) as compressed:
         compressed.write(_line(_header(backup, schema, dump)))
         entries = backup.files.order_by("path").values_list("path", "sha256", "size")
         for path, sha256, size in entries.iterator(chunk_size=BATCH_SIZE):
-            compressed.write(_line({"path": path, "sha256": sha256 or None, "size": size}))
+            entry = {"path": path, "sha256": sha256 or None, "size": size}
+            if sealed and sha256:
+                # Where its content is stored (a keyed hash): an operator with the `age` CLI alone finds it.
+                entry["object"] = store.stored_name(file_object_key(schema, sha256))
+            compressed.write(_line(entry))
 
 
 def file_list_store(*, backup: BackupRecord, schema: str, dump: DumpResult) -> dict:
@@ -138,6 +145,8 @@ def file_list_check(*, backup: BackupRecord) -> list[dict]:
         actual = storage_copy(listed["object"]).sha256
     except StorageObjectMissingError:
         return [{"object": listed["object"], "problem": BackupRecord.Integrity.MISSING.value}]
+    except BackupChecksumMismatchError:  # sealed, and failing authentication
+        return [{"object": listed["object"], "problem": BackupRecord.Integrity.MISMATCH.value}]
     if actual != listed["sha256"]:
         return [{"object": listed["object"], "problem": BackupRecord.Integrity.MISMATCH.value, "actual_sha256": actual}]
     return []

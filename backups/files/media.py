@@ -18,7 +18,7 @@ from django.db import connection, models
 
 from backup_restore.classification import tenant_models
 from backups.actions import BackupAction
-from backups.errors import StorageObjectMissingError
+from backups.errors import BackupChecksumMismatchError, StorageObjectMissingError
 from backups.models import BackupFile, BackupRecord
 from backups.storage.objects import COPY_CHUNK_SIZE, copy_hashed, storage_open
 from bitacora.models import Outcome
@@ -212,6 +212,9 @@ def backup_files_check(*, backup: BackupRecord, schema: str) -> list[dict]:
                 actual = copy_hashed(stored).sha256
         except StorageObjectMissingError:
             problems.append({"object": key, "problem": BackupRecord.Integrity.MISSING.value})
+            continue
+        except BackupChecksumMismatchError:  # sealed, and failing authentication
+            problems.append({"object": key, "problem": BackupRecord.Integrity.MISMATCH.value})
             continue
         if actual != sha256:
             problems.append({"object": key, "problem": BackupRecord.Integrity.MISMATCH.value, "actual_sha256": actual})

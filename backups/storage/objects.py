@@ -9,13 +9,20 @@ from django.core.files import File
 from django.core.files.storage import Storage, storages
 
 from backups.errors import StorageNameTakenError, StorageObjectExistsError, StorageObjectMissingError
+from backups.storage.sealed import SealedStorage
 from core.faults import die_now, kill_after_bytes
 
 COPY_CHUNK_SIZE = 1024 * 1024
 
 
-def backup_storage() -> Storage:
-    return storages["backups"]
+def backup_storage() -> SealedStorage:
+    """STORAGES["backups"] behind its sealing layer (backups.storage.sealed): every caller reads and writes through it."""
+    return SealedStorage(storages["backups"])
+
+
+def storage_sealing(schema: str) -> dict:
+    """How a new backup of this clinic is sealed, for its manifest ({} when written plain)."""
+    return backup_storage().sealing(schema)
 
 
 def storage_save_exactly(store: Storage, key: str, content: File) -> None:

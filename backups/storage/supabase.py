@@ -44,6 +44,7 @@ SIGNED_URL_TTL = 60  # seconds: long enough to start the download, too short to 
 # upload is fine as long as bytes keep moving.
 TIMEOUT = httpx.Timeout(60.0, connect=10.0, pool=10.0)
 _CLIENT_LOCK = threading.Lock()
+LIST_PAGE = 1000  # names per list request (the server's own default is 100)
 
 
 @deconstructible
@@ -147,6 +148,25 @@ class SupabaseStorage(Storage):
         if size is None:
             raise StorageError(details=self._details("size", _clean_key(name), reason="no size in object info"))
         return int(size)
+
+    def listdir(self, path: str) -> tuple[list[str], list[str]]:
+        """The folders and objects directly under path, by name, every page of them (the clinic keys' folder is read so)."""
+        prefix = str(path).replace("\\", "/").strip("/")
+        folders: list[str] = []
+        objects: list[str] = []
+        offset = 0
+        while True:
+            try:
+                with self._translate_errors("list", prefix or None):
+                    page = self._files().list(prefix, {"limit": LIST_PAGE, "offset": offset})
+            except StorageBucketMissingError:
+                return [], []  # nothing is in a bucket not created yet
+            for entry in page:
+                # A folder is a name prefix, with no object row: no id.
+                (objects if entry.get("id") else folders).append(entry["name"])
+            if len(page) < LIST_PAGE:
+                return folders, objects
+            offset += LIST_PAGE
 
     # Client and bucket
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import date
@@ -117,3 +118,28 @@ def media_files(media_dir) -> Iterator[Callable[..., list]]:
     yield make
     with schema_context(schema):  # a restore in the test may have brought some back: every later pk
         Radiografia.objects.filter(pk__gt=last_before).delete()
+
+
+@pytest.fixture
+def sealed(settings):
+    """Backups sealed at rest (backups.storage.sealed), to the test suite's platform identity."""
+    settings.BACKUP_ENCRYPTION = "on"
+    return settings
+
+
+def raw_objects(location) -> dict[str, bytes]:
+    """Every object of a local backups storage as it lies on disk: name → bytes."""
+    return {path.relative_to(location).as_posix(): path.read_bytes() for path in sorted(location.rglob("*")) if path.is_file()}
+
+
+@pytest.fixture(scope="session")
+def age_cli() -> str:
+    """Debian's `age` CLI, as an operator would use it. `make test` installs it (apt-get) where it can:
+    as root (CI) a missing one is a failure, not a skipped test; elsewhere the test skips, saying why."""
+    path = shutil.which("age")
+    if path is None:
+        message = "the age CLI is not installed (apt-get install age; `make test` does it as root)"
+        if os.geteuid() == 0 or os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return path

@@ -84,6 +84,8 @@ class _Handler(BaseHTTPRequestHandler):
                 return self._sign(parts[2], "/".join(parts[3:]))
             if parts[:2] == ["object", "info"] and method == "GET" and len(parts) >= 4:
                 return self._info(parts[2], "/".join(parts[3:]))
+            if parts[:2] == ["object", "list"] and method == "POST" and len(parts) == 3:
+                return self._list(parts[2])
             if parts[0] == "object" and method in ("POST", "PUT") and len(parts) >= 3:
                 return self._upload(method, parts[1], "/".join(parts[2:]))
             if parts[0] == "object" and method == "DELETE" and len(parts) == 2:
@@ -269,6 +271,29 @@ class _Handler(BaseHTTPRequestHandler):
                     removed.append({"name": name, "bucket_id": bucket, "id": stored.id})
         # Missing names are skipped, not errors: the answer lists what was removed.
         self._json(200, removed)
+
+    def _list(self, bucket: str) -> None:
+        """The names directly under a folder, as the real server lists them: objects with their row
+        (an id, metadata), folders with none; sorted by name, a page at a time."""
+        body = self._json_body()
+        if not self._require_auth():
+            return
+        if bucket not in self.fake.buckets:
+            return self._bucket_not_found()
+        prefix = body.get("prefix", "").strip("/")
+        prefix = f"{prefix}/" if prefix else ""
+        entries: dict[str, dict[str, Any]] = {}
+        with self.fake._lock:
+            for (stored_bucket, name), stored in self.fake.objects.items():
+                if stored_bucket != bucket or not name.startswith(prefix):
+                    continue
+                head, separator, _rest = name[len(prefix):].partition("/")
+                if separator:
+                    entries.setdefault(head, {"name": head, "id": None, "metadata": None})
+                else:
+                    entries[head] = {"name": head, "id": stored.id, "metadata": {"size": stored.size}}
+        offset, limit = int(body.get("offset", 0)), int(body.get("limit", 100))
+        self._json(200, [entries[name] for name in sorted(entries)][offset:offset + limit])
 
     # Signed URLs
 

@@ -45,6 +45,8 @@ def _box_env(box: Path, supabase) -> dict[str, str]:
         "MEDIA_ROOT": str(box / "media"),
         "BACKUP_TEMP_DIR": str(box / "tmp"), "BACKUP_STRUCTURE_CACHE_DIR": str(box / "cache"),
         "JOB_WAIT_SECONDS": "0",
+        # Sealed, as in production; the test suite's platform identity plays the environment's secret.
+        "BACKUP_ENCRYPTION": "on", "BACKUP_PLATFORM_IDENTITY": Path(settings.BACKUP_PLATFORM_IDENTITY_FILE).read_text(),
     }
 
 
@@ -111,6 +113,7 @@ def test_the_worker_backs_up_every_radiograph_and_a_restore_after_a_deploy_bring
         # then it holds every radiograph, with no warning
         assert backup["status"] == "completed", backup
         assert (backup["files_count"], backup["warnings"]) == (len(files_at_backup), [])
+        assert backup["manifest"]["encryption"]["key_id"]
         # and after a deploy (the web's disk replaced) and a radiograph lost meanwhile
         shutil.rmtree(web, ignore_errors=True)  # whatever the web wrote on its disk, if anything
         lost = sorted(files_at_backup)[0]

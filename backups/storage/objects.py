@@ -43,6 +43,8 @@ def storage_open(name: str):
     """Open a stored object for streaming; a missing object is a domain error on every backend."""
     try:
         return backup_storage().open(name, "rb")
+    except StorageObjectMissingError:
+        raise  # already ours, and more precise (a sealed object whose clinic key is gone)
     except FileNotFoundError as exc:
         raise StorageObjectMissingError(details={"file_path": name}) from exc
 

@@ -127,7 +127,8 @@ def test_an_upload_that_expects_100_continue_gets_one_and_its_answer_and_the_con
 
 def test_make_demo_serves_with_the_command_render_runs():
     # `make serve` (the end of `make demo`) runs render.yaml's command, on this machine's address
-    printed = subprocess.run(["make", "-n", "serve", "PY=python"], cwd=settings.BASE_DIR, capture_output=True,
+    # --no-print-directory: under `make test` this make is a sub-make, which would print where it is
+    printed = subprocess.run(["make", "--no-print-directory", "-n", "serve", "PY=python"], cwd=settings.BASE_DIR, capture_output=True,
                              text=True, check=True).stdout.strip()
     words = shlex.split(printed)
     assert words[:3] == ["DEBUG=1", "python", "-m"]

@@ -13,3 +13,4 @@ class BackupAction(StrEnum):
     RESTORE_START = "backup.restore.start"
     RESTORE = "backup.restore"
     RESTORE_AS_NEW_TENANT = "backup.restore_as_new_tenant"
+    DRILL = "backup.drill"  # a restore drill: the backup replayed into a scratch schema and checked

@@ -7,6 +7,8 @@
    (backups.jobs.enqueue.backup_enqueue) inside that clinic's tenant_context: inline without a
    broker, queued on Celery with one. It is audited in the clinic's log under the
    operator's e-mail, without an actor id: a platform user's id means nothing there.
+3. "Simulacro ahora" starts a restore drill of the clinic's latest backup the same way
+   (backups.drills.schedule.drill_enqueue); its outcome shows in the clinic's row.
 """
 from __future__ import annotations
 
@@ -23,9 +25,10 @@ from django.utils.translation import gettext as _
 from django.views.decorators.http import require_POST
 from django_tenants.utils import tenant_context
 
+from backups.drills.schedule import drill_enqueue
 from backups.jobs.enqueue import backup_enqueue
-from backups.models import BackupRecord
-from backups.selectors import backup_summary_list
+from backups.models import BackupRecord, DrillStatus
+from backups.selectors import backup_last_drilled, backup_summary_list
 from bitacora.services import AuditContext
 from core.clinic_paths import clinic_path_reverse
 from core.exceptions import DomainError
@@ -43,6 +46,7 @@ class PlatformBackupsAdmin:
         return [
             path("", self._superuser_view(self.overview_view), name="backups"),
             path("<str:schema_name>/backup/", self._superuser_view(require_POST(self.backup_now_view)), name="backup_now"),
+            path("<str:schema_name>/drill/", self._superuser_view(require_POST(self.drill_now_view)), name="drill_now"),
         ], "plataforma"
 
     def _superuser_view(self, view):
@@ -89,6 +93,31 @@ class PlatformBackupsAdmin:
                            % {"clinic": tenant.nombre, "reason": backup.error})
         else:
             messages.info(request, _("%(clinic)s: backup en cola (%(file)s).") % {"clinic": tenant.nombre, "file": backup.file_name})
+        return redirect("plataforma:backups")
+
+
+    def drill_now_view(self, request, schema_name: str):
+        tenant = tenant_find(schema_name, active_only=True)
+        if tenant is None:
+            raise Http404
+        context = replace(AuditContext.from_request(request), actor_id=None)
+        with tenant_context(tenant):
+            try:
+                drill_enqueue(context=context)
+            except DomainError as exc:
+                messages.error(request, _("%(clinic)s: no se pudo hacer el simulacro: %(reason)s")
+                               % {"clinic": tenant.nombre, "reason": exc.message})
+                return redirect("plataforma:backups")
+            drilled = backup_last_drilled()
+        if drilled is None or drilled.drill_status == DrillStatus.RUNNING:
+            messages.info(request, _("%(clinic)s: simulacro en cola.") % {"clinic": tenant.nombre})
+        elif drilled.drill_status == DrillStatus.PASSED:
+            messages.success(request, _("%(clinic)s: simulacro correcto de %(file)s, restauración en %(seconds)s s.")
+                             % {"clinic": tenant.nombre, "file": drilled.file_name, "seconds": drilled.drill_seconds})
+        else:
+            messages.error(request, _("%(clinic)s: simulacro de %(file)s: %(status)s, %(reason)s")
+                           % {"clinic": tenant.nombre, "file": drilled.file_name, "status": drilled.get_drill_status_display(),
+                              "reason": drilled.drill_error})
         return redirect("plataforma:backups")
 
 

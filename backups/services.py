@@ -25,6 +25,7 @@ from backups.models import BackupRecord
 from backups.dump.cached import SnapshotUnstable, clinic_dump_write, clinic_snapshot, snapshot_migration_state
 from backups.dump.reference import reference_get
 from backups.dump.pg_tools import DumpResult, PgBinaries, PgConnectionParams, dump_schema, find_binaries
+from backups.dump.tables import ALGORITHM as TABLE_CHECKSUM_ALGORITHM
 from backups.selectors import backup_get, backup_get_completed
 from backups.files.media import (
     MISSING_LISTED,
@@ -76,6 +77,14 @@ def database_params() -> PgConnectionParams:
 def _server_version() -> str:
     with connection.cursor() as cursor:
         cursor.execute("SHOW server_version")
+        return cursor.fetchone()[0]
+
+
+def _dump_timezone() -> str:
+    """The time zone a fresh session gets (the dump's, by pg_dump or by cached.SESSION_SETTINGS):
+    timestamptz rows are written in it, and a drill reads them back in it."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT reset_val FROM pg_settings WHERE name = 'TimeZone'")
         return cursor.fetchone()[0]
 
 
@@ -188,6 +197,11 @@ def _backup_dump_and_store(backup: BackupRecord, binaries: PgBinaries) -> tuple[
     return result, files, dumped_with, seconds
 
 
+def _table_checksums(result: DumpResult) -> dict:
+    """Each table's rows as the dump wrote them (backups.dump.tables): what a restore drill compares."""
+    return {"algorithm": TABLE_CHECKSUM_ALGORITHM, "timezone": _dump_timezone(), "tables": result.tables}
+
+
 def _backup_complete(backup: BackupRecord, result: DumpResult, files: StoredFiles, manifest: dict) -> None:
     backup.file_size, backup.sha256 = result.size, result.sha256
     backup.sql_size, backup.sql_sha256 = result.sql_size, result.sql_sha256
@@ -247,7 +261,7 @@ def backup_run(*, context: AuditContext, backup_id: int, retry_transient: bool =
             # The migrations as of the dump's own snapshot: a migration applied meanwhile is not in it.
             _backup_complete(backup, result, files, {**backup.manifest, "migrations": dumped_with.pop("migrations"),
                                                      "dump": dumped_with, "files": {**files.as_manifest(schema), "list": listed},
-                                                     "seconds": seconds})
+                                                     "seconds": seconds, "table_checksums": _table_checksums(result)})
     audit_file_warnings(context=context, backup=backup, operation="backup", missing=files.missing, warnings=backup.warnings)
     record(
         context=context,

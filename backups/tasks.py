@@ -4,11 +4,15 @@ and the reaper run in the public schema and address clinics by name."""
 from __future__ import annotations
 
 import logging
+from dataclasses import asdict
 
 from celery import shared_task
 from celery.signals import worker_ready
 from django.conf import settings
+from django_tenants.utils import tenant_context
 
+from backups.drills.plan import drills_due
+from backups.drills.run import drill_run
 from backups.errors import BackupNotPendingError, RestoreJobNotPendingError, StorageUnavailableError
 from backups.jobs.reaper import reap
 from backups.jobs.run import restore_run
@@ -19,6 +23,7 @@ from bitacora.services import AuditContext
 from core.exceptions import DomainError
 
 logger = logging.getLogger(__name__)
+DRILL_CONTEXT = AuditContext.system("restore drills (beat)")
 
 
 @shared_task(bind=True, name="backups.tasks.backup_task", max_retries=settings.BACKUP_STORAGE_RETRIES)
@@ -52,6 +57,31 @@ def restore_task(self, job_id: int, context: dict, nombre: str = "") -> None:
         if self.request.is_eager:
             raise
         logger.warning("restore %s failed: %s", job_id, exc.code)
+
+
+@shared_task(bind=True, name="backups.tasks.drill_task")
+def drill_task(self, context: dict, backup_id: int | None = None) -> None:
+    """A restore drill of the clinic; its outcome is on the backup's record and in the audit log."""
+    try:
+        drill_run(context=AuditContext(**context), backup_id=backup_id)
+    except DomainError as exc:  # nothing to drill, or a drill of the clinic already running
+        if self.request.is_eager:
+            raise
+        logger.warning("drill not run: %s", exc.code)
+
+
+@shared_task(name="backups.tasks.drill_night_task")
+def drill_night_task() -> list[str]:
+    """Tonight's share of the clinics (backups.drills.plan), one drill job each."""
+    queued = []
+    for tenant in drills_due():
+        with tenant_context(tenant):  # the job carries the clinic it was sent from
+            try:
+                drill_task.delay(asdict(DRILL_CONTEXT))
+                queued.append(tenant.schema_name)
+            except DomainError as exc:  # inline (no broker): one clinic's refusal must not stop the night
+                logger.warning("drill of %s not run: %s", tenant.schema_name, exc.code)
+    return queued
 
 
 @shared_task(name="backups.tasks.verify_task")

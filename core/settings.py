@@ -4,6 +4,7 @@ from pathlib import Path
 from urllib.parse import unquote
 
 import environ
+from celery.schedules import crontab
 
 from core import embedded_pg
 
@@ -219,8 +220,14 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
 }
 CELERY_TASK_DEFAULT_QUEUE = env("JOB_QUEUE", default="clinica")
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+# Restore drills (backups.drills): every clinic's latest backup is replayed into a scratch schema
+# and checked at least every BACKUP_DRILL_EVERY_DAYS days, about 1/N of the clinics a night, at
+# BACKUP_DRILL_HOUR:00 (UTC, Celery's clock), after the nightly backups (Render's cron, 03:00 UTC).
+BACKUP_DRILL_EVERY_DAYS = env.int("BACKUP_DRILL_EVERY_DAYS", default=7)
+BACKUP_DRILL_HOUR = env.int("BACKUP_DRILL_HOUR", default=5)
 CELERY_BEAT_SCHEDULE = {
     "reap-interrupted-operations": {"task": "backups.tasks.reap_task", "schedule": env.int("REAP_EVERY_SECONDS", default=900)},
+    "restore-drills": {"task": "backups.tasks.drill_night_task", "schedule": crontab(hour=BACKUP_DRILL_HOUR, minute=0)},
 }
 # How long an API call waits for the job it started before answering 202 with something to poll.
 JOB_WAIT_SECONDS = env.float("JOB_WAIT_SECONDS", default=20)

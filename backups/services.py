@@ -13,6 +13,7 @@ from django.db import connection
 from django.utils import timezone
 
 from backups.actions import BackupAction
+from backups.alerting import backup_completed_alerts, backup_failure_alerted
 from backups.errors import (
     BackupFailedError,
     BackupFileError,
@@ -108,7 +109,7 @@ def _unused_path(schema: str, backup_type: str) -> tuple[str, str]:
 def backup_start(*, context: AuditContext, backup_type: str = BackupRecord.Type.MANUAL, created_by=None) -> BackupRecord:
     """Reserve a backup: a `pending` record with its file name, once the clinic is free (else 409)."""
     schema = connection.schema_name
-    with audit_failure(context=context, action=BackupAction.CREATE):
+    with audit_failure(context=context, action=BackupAction.CREATE), backup_failure_alerted():
         pg_binaries()  # a missing or mismatched pg_dump is refused before anything is recorded
         clinic_heal(schema)
         with tenant_operation_lock(schema):  # free now, or 409 at once rather than a queued job that will fail
@@ -215,6 +216,11 @@ def _backup_complete(backup: BackupRecord, result: DumpResult, files: StoredFile
                                "manifest", "warnings", "progress_bytes", "status", "finished_at"])
 
 
+def _retry_coming(retry_transient: bool):
+    """A storage outage about to be retried is no failure yet (nothing to alert): the retry that gives up is."""
+    return lambda error: retry_transient and isinstance(error, StorageUnavailableError)
+
+
 def backup_run(*, context: AuditContext, backup_id: int, retry_transient: bool = False) -> BackupRecord:
     """Dump a reserved backup (pg_dump → gzip → sha256 → storage) and record it.
 
@@ -226,7 +232,8 @@ def backup_run(*, context: AuditContext, backup_id: int, retry_transient: bool =
     re-raises, for the job to try again later.
     """
     schema = connection.schema_name
-    with audit_failure(context=context, action=BackupAction.CREATE, target_type=TARGET_TYPE, target_id=backup_id):
+    with (audit_failure(context=context, action=BackupAction.CREATE, target_type=TARGET_TYPE, target_id=backup_id),
+          backup_failure_alerted(unless=_retry_coming(retry_transient))):
         binaries = pg_binaries()
         with job_refused_if_busy(BackupRecord, backup_id), tenant_operation_lock(schema):
             if not _backup_claim(backup_id):
@@ -263,6 +270,7 @@ def backup_run(*, context: AuditContext, backup_id: int, retry_transient: bool =
                                                      "dump": dumped_with, "files": {**files.as_manifest(schema), "list": listed},
                                                      "seconds": seconds, "table_checksums": _table_checksums(result)})
     audit_file_warnings(context=context, backup=backup, operation="backup", missing=files.missing, warnings=backup.warnings)
+    backup_completed_alerts(backup)
     record(
         context=context,
         action=BackupAction.CREATE,

@@ -39,6 +39,8 @@ SHARED_APPS = [
     "drf_spectacular",
     # show_urls and other operator commands (seed 000's `manage.py show_urls | grep backups`).
     "django_extensions",
+    # Alerts and the nightly heartbeat: platform-wide, so in the public schema only.
+    "alertas",
 ]
 TENANT_APPS = [
     "django.contrib.contenttypes",
@@ -228,6 +230,9 @@ BACKUP_DRILL_HOUR = env.int("BACKUP_DRILL_HOUR", default=5)
 CELERY_BEAT_SCHEDULE = {
     "reap-interrupted-operations": {"task": "backups.tasks.reap_task", "schedule": env.int("REAP_EVERY_SECONDS", default=900)},
     "restore-drills": {"task": "backups.tasks.drill_night_task", "schedule": crontab(hour=BACKUP_DRILL_HOUR, minute=0)},
+    # Alerts (alertas): overdue clinics looked for every hour; digests, retries and heartbeat pings sent.
+    "backups-overdue": {"task": "backups.tasks.overdue_alert_task", "schedule": crontab(minute=30)},
+    "alerts-flush": {"task": "alertas.tasks.alerts_flush_task", "schedule": env.int("BACKUP_ALERT_FLUSH_SECONDS", default=300)},
 }
 # How long an API call waits for the job it started before answering 202 with something to poll.
 JOB_WAIT_SECONDS = env.float("JOB_WAIT_SECONDS", default=20)
@@ -242,6 +247,29 @@ BACKUP_RETRY_BASE_SECONDS = env.int("BACKUP_RETRY_BASE_SECONDS", default=30)
 # The platform's view of every clinic's backups flags a clinic whose last completed backup
 # is older than this (the nightly cron runs every 24 h; 2 h of slack).
 BACKUP_OVERDUE_AFTER = timedelta(hours=env.float("BACKUP_OVERDUE_AFTER_HOURS", default=26))
+
+# Alerts that reach a person (alertas): by email through Django's mail settings, and by a JSON POST
+# per message to a webhook; either left empty is off. The first alert of a kind a day is sent at
+# once, the others of that kind that day join a digest sent after BACKUP_ALERT_DIGEST_MINUTES (or
+# when the night's backups have all ended). A failed delivery is retried, doubling from
+# BACKUP_ALERT_RETRY_SECONDS, BACKUP_ALERT_MAX_ATTEMPTS times.
+BACKUP_ALERT_EMAILS = env.list("BACKUP_ALERT_EMAILS", default=[])
+BACKUP_ALERT_FROM_EMAIL = env("BACKUP_ALERT_FROM_EMAIL", default="backups@localhost")
+BACKUP_ALERT_WEBHOOK_URL = env("BACKUP_ALERT_WEBHOOK_URL", default="")
+BACKUP_ALERT_DIGEST_MINUTES = env.int("BACKUP_ALERT_DIGEST_MINUTES", default=60)
+BACKUP_ALERT_RETRY_SECONDS = env.int("BACKUP_ALERT_RETRY_SECONDS", default=60)
+BACKUP_ALERT_MAX_ATTEMPTS = env.int("BACKUP_ALERT_MAX_ATTEMPTS", default=8)
+# healthchecks.io-style: <url>/start when the cron queues the night, <url> once every clinic's job
+# ended with none failed, else <url>/fail (alertas.nights).
+BACKUP_HEARTBEAT_URL = env("BACKUP_HEARTBEAT_URL", default="")
+EMAIL_HOST = env("EMAIL_HOST", default="localhost")
+EMAIL_PORT = env.int("EMAIL_PORT", default=25)
+EMAIL_HOST_USER = env("EMAIL_HOST_USER", default="")
+EMAIL_HOST_PASSWORD = env("EMAIL_HOST_PASSWORD", default="")
+EMAIL_USE_TLS = env.bool("EMAIL_USE_TLS", default=False)
+EMAIL_USE_SSL = env.bool("EMAIL_USE_SSL", default=False)
+# A mail server that does not answer must not hold a backup's worker.
+EMAIL_TIMEOUT = env.int("EMAIL_TIMEOUT", default=10)
 
 # A backup's file phase reads, hashes and uploads this many patient files at once
 # (threads: hashing and I/O run outside the GIL). Memory stays bounded: each file in

@@ -9,6 +9,7 @@ from django.db import DatabaseError, connection
 from django.utils import timezone
 
 from backups.actions import BackupAction
+from backups.alerting import drill_alerts
 from backups.drills.checks import drill_files_check, drill_rows_compare
 from backups.drills.errors import DrillFailedError, DrillMigrationError, DrillNoBackupError, DrillPreemptedError
 from backups.errors import PsqlError
@@ -145,4 +146,5 @@ def drill_run(*, context: AuditContext, backup_id: int | None = None) -> BackupR
                     **{key: value for key, value in drill.report.items() if key != "error"}})
     if error is not None and not isinstance(error, DrillPreemptedError):
         logger.warning("drill of %s (%s) failed: %s", backup.file_name, schema, error.code)
+    drill_alerts(backup)
     return backup

@@ -33,7 +33,9 @@ from django.utils import timezone
 from django.utils.translation import gettext
 from django_tenants.utils import get_public_schema_name, schema_context
 
+from alertas.nights import night_backup_ended
 from backups.actions import BackupAction
+from backups.alerting import reaped_alert
 from backups.dump.reference import reference_schemas_left
 from backups.files.cleanup import restore_files_reap
 from backups.models import BackupRecord, DrillStatus, RestoreJob
@@ -166,10 +168,15 @@ def _reap_drills(schema: str, leftovers: list[str], report: ReapReport, *, has_t
 
 
 def reap_clinic(schema: str, leftovers: list[str], report: ReapReport, *, has_tables: bool, wait_seconds: float = 0) -> None:
-    """Put right what dead operations left on one clinic, unless one is alive (its lock is held)."""
+    """Put right what dead operations left on one clinic, unless one is alive (its lock is held);
+    what was put right is an alert, and the backups failed as interrupted end their night's jobs."""
     found = ReapReport()
     _reap_clinic(schema, leftovers, found, has_tables=has_tables, wait_seconds=wait_seconds)
     report.merge(found)
+    if found.cleaned():
+        reaped_alert(schema, found.cleaned())
+    for entry in found.backups:
+        night_backup_ended(schema=schema, backup_id=int(entry.rpartition(":")[2]), ok=False)
 
 
 def _reap_clinic(schema: str, leftovers: list[str], report: ReapReport, *, has_tables: bool, wait_seconds: float) -> None:

@@ -80,14 +80,16 @@ class BackupRecord(models.Model):
                                 help_text="Lo que no pudo hacer con los archivos de la clínica (rechazados, no encontrados).")
     # The last restore drill of this backup (backups.drills): replayed into a scratch schema,
     # its rows compared with what the dump recorded, migrated forward, its files re-read.
-    drill_status = models.CharField(max_length=12, choices=DrillStatus.choices, default=DrillStatus.NONE, blank=True)
+    # Defaults in the database too: rows written in SQL (benchmarks, hand-made records) need not name them.
+    drill_status = models.CharField(max_length=12, choices=DrillStatus.choices, default=DrillStatus.NONE,
+                                    db_default=DrillStatus.NONE, blank=True)
     drill_started_at = models.DateTimeField(null=True, blank=True)
     drill_finished_at = models.DateTimeField(null=True, blank=True)
     drill_seconds = models.FloatField(null=True, blank=True,
                                       help_text="Tiempo de restauración medido por el simulacro (copia, réplica y migración), en segundos.")
-    drill_error_code = models.CharField(max_length=64, blank=True)
-    drill_error = models.TextField(blank=True)
-    drill_report = models.JSONField(default=dict, blank=True)
+    drill_error_code = models.CharField(max_length=64, blank=True, default="", db_default="")
+    drill_error = models.TextField(blank=True, default="", db_default="")
+    drill_report = models.JSONField(default=dict, db_default={}, blank=True)
 
     class Meta:
         ordering = ["-created_at", "-id"]

@@ -2,7 +2,11 @@
 
 1. The overview reads every active clinic's backups through one selector
    (backups.selectors.backup_summary_list: a few schema-qualified queries, no schema
-   switch per clinic) and links each clinic to its own admin, by path.
+   switch per clinic), with its last restore drill and restore time, and every open alert
+   (alertas.selectors: one query), and links each clinic to its own admin, by path. The
+   clinics someone must look at come first: across all of them, those with open alerts (one
+   query), then by name, BACKUP_PLATFORM_PAGE_SIZE a page; on the page, any failing one
+   (`clinic_is_failing`) before the others.
 2. "Backup ahora" starts a backup of one clinic through the jobs
    (backups.jobs.enqueue.backup_enqueue) inside that clinic's tenant_context: inline without a
    broker, queued on Celery with one. It is audited in the clinic's log under the
@@ -17,6 +21,7 @@ from dataclasses import replace
 from django.conf import settings
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
+from django.core.paginator import Paginator
 from django.http import Http404
 from django.shortcuts import redirect
 from django.template.response import TemplateResponse
@@ -25,14 +30,22 @@ from django.utils.translation import gettext as _
 from django.views.decorators.http import require_POST
 from django_tenants.utils import tenant_context
 
+from alertas.selectors import alerts_open_by_clinic, clinics_with_open_alerts_first
 from backups.drills.schedule import drill_enqueue
 from backups.jobs.enqueue import backup_enqueue
 from backups.models import BackupRecord, DrillStatus
-from backups.selectors import backup_last_drilled, backup_summary_list
+from backups.selectors import ClinicBackupSummary, backup_last_drilled, backup_summary_list
 from bitacora.services import AuditContext
 from core.clinic_paths import clinic_path_reverse
 from core.exceptions import DomainError
-from core.selectors import tenant_find
+from core.selectors import tenant_clinics, tenant_find
+
+
+def clinic_is_failing(summary: ClinicBackupSummary, open_alerts: list) -> bool:
+    """A clinic someone must look at: an open alert, overdue, its last drill failed, or its latest backup failed."""
+    latest_failed = summary.last_failed_at is not None and (
+        summary.last_completed_at is None or summary.last_failed_at > summary.last_completed_at)
+    return bool(open_alerts) or summary.overdue or summary.last_drill_status == DrillStatus.FAILED or latest_failed
 
 
 class PlatformBackupsAdmin:
@@ -58,15 +71,27 @@ class PlatformBackupsAdmin:
         return self.admin_site.admin_view(check)
 
     def overview_view(self, request):
-        summaries = backup_summary_list()
+        # A page of clinics at a time, those with open alerts first: at 10,000 clinics, reading every
+        # clinic's backups and rendering every row takes seconds; a page of them, milliseconds.
+        clinics = clinics_with_open_alerts_first(tenant_clinics(active_only=True))
+        page = Paginator(clinics, settings.BACKUP_PLATFORM_PAGE_SIZE).get_page(request.GET.get("p"))
+        summaries = backup_summary_list(clinics=list(page.object_list))
+        alerts = alerts_open_by_clinic(schemas=[summary.tenant.schema_name for summary in summaries])
         rows = [
-            {"summary": summary, "backups_url": clinic_path_reverse(summary.tenant.slug, "admin:backups_backuprecord_changelist")}
-            for summary in sorted(summaries, key=lambda summary: not summary.overdue)  # overdue first, then by name
+            {"summary": summary, "alerts": alerts.get(summary.tenant.schema_name, []),
+             "failing": clinic_is_failing(summary, alerts.get(summary.tenant.schema_name, [])),
+             "backups_url": clinic_path_reverse(summary.tenant.slug, "admin:backups_backuprecord_changelist")}
+            for summary in summaries
         ]
+        rows.sort(key=lambda row: not row["failing"])  # on the page too: failing first, then in the page's order
         context = {
             **self.admin_site.each_context(request),
             "title": _("Backups de todas las clínicas"),
             "rows": rows,
+            "page": page,
+            "clinics_count": page.paginator.count,
+            "alerting_count": clinics.filter(has_open_alerts=True).count(),
+            "failing_count": sum(row["failing"] for row in rows),
             "overdue_count": sum(summary.overdue for summary in summaries),
             "overdue_after_hours": f"{settings.BACKUP_OVERDUE_AFTER.total_seconds() / 3600:g}",
         }

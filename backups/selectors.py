@@ -114,14 +114,15 @@ def backup_is_overdue(*, last_completed_at: datetime | None, clinic_created_at: 
     return (last_completed_at or clinic_created_at) < now - after
 
 
-def backup_summary_list(*, now: datetime | None = None) -> list[ClinicBackupSummary]:
-    """Every active clinic's backups (counts, sizes, last success and failure, overdue), by clinic name.
+def backup_summary_list(*, now: datetime | None = None, clinics: list[Tenant] | None = None) -> list[ClinicBackupSummary]:
+    """Every active clinic's backups (counts, sizes, last success and failure, last drill, overdue), by
+    clinic name; or those of the given clinics, in their order (a page of them).
 
     Reads across schemas without switching: schema-qualified tables in one UNION ALL
     query per SUMMARY_BATCH clinics, so the number of queries does not grow per clinic.
     """
     now = now or timezone.now()
-    clinics = list(tenant_clinics(active_only=True))
+    clinics = list(tenant_clinics(active_only=True)) if clinics is None else clinics
     rows: dict[str, tuple] = {}
     with connection.cursor() as cursor:  # one cursor: django-tenants sets the search_path once per cursor
         with_table = _schemas_with_table(cursor, [clinic.schema_name for clinic in clinics], BackupRecord._meta.db_table)

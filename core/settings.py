@@ -247,6 +247,8 @@ BACKUP_RETRY_BASE_SECONDS = env.int("BACKUP_RETRY_BASE_SECONDS", default=30)
 # The platform's view of every clinic's backups flags a clinic whose last completed backup
 # is older than this (the nightly cron runs every 24 h; 2 h of slack).
 BACKUP_OVERDUE_AFTER = timedelta(hours=env.float("BACKUP_OVERDUE_AFTER_HOURS", default=26))
+# That page lists this many clinics a page, those with open alerts first.
+BACKUP_PLATFORM_PAGE_SIZE = env.int("BACKUP_PLATFORM_PAGE_SIZE", default=100)
 
 # Alerts that reach a person (alertas): by email through Django's mail settings, and by a JSON POST
 # per message to a webhook; either left empty is off. The first alert of a kind a day is sent at

@@ -66,7 +66,9 @@ class TableDigests:
 
     def feed(self, chunk: bytes) -> None:
         """The next bytes of the dump's SQL, in order; any chunking."""
-        buffer = self._pending + chunk
+        # Only the few bytes that may start a token cut between chunks are kept, and mostly none:
+        # joining them to every 1 MiB chunk would copy the whole dump once more.
+        buffer = self._pending + chunk if self._pending else chunk
         position = 0
         while position is not None:
             position = self._inside(buffer, position) if self._table is not None else self._outside(buffer, position)
@@ -74,7 +76,7 @@ class TableDigests:
     def _outside(self, buffer: bytes, position: int) -> int | None:
         start = buffer.find(_HEADER, position)
         if start < 0:
-            self._pending = buffer[-(len(_HEADER) - 1):]  # a header cut between chunks
+            self._pending = _cut_start(buffer, position, _HEADER)  # a header cut between chunks
             return None
         end = buffer.find(b"\n", start + 1)
         if end < 0:
@@ -94,8 +96,13 @@ class TableDigests:
         if found >= 0:
             self.table_data(buffer, position, found + 1)
             return self._block_end(buffer, found + len(_TERMINATOR))
-        # The terminator may be cut between chunks: keep its possible start for the next one.
-        keep_from = max(position, len(buffer) - (len(_TERMINATOR) - 1))
+        # The terminator may be cut between chunks: keep a line start's `\` or `\.` for the next one.
+        keep_from = len(buffer)
+        for start in (len(buffer) - 2, len(buffer) - 1):
+            line_start = buffer[start - 1:start] == b"\n" if start > position else self._at_line_start
+            if start >= position and line_start and b"\\.".startswith(buffer[start:]):
+                keep_from = start
+                break
         if keep_from > position:
             self.table_data(buffer, position, keep_from)
             self._at_line_start = buffer[keep_from - 1:keep_from] == b"\n"
@@ -106,6 +113,15 @@ class TableDigests:
         self.table_end()
         # The terminator's newline may start the next header: search from it.
         return after - 1
+
+
+def _cut_start(buffer: bytes, position: int, token: bytes) -> bytes:
+    """The end of buffer (from position on) that the next chunk may complete into token: its longest
+    suffix that is a prefix of token, usually nothing."""
+    for size in range(min(len(token) - 1, len(buffer) - position), 0, -1):
+        if buffer.endswith(token[:size]):
+            return buffer[-size:]
+    return b""
 
 
 def table_digest_empty() -> dict[str, Any]:

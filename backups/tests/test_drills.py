@@ -277,26 +277,11 @@ def test_the_command_drills_a_clinic_and_exits_non_zero_when_its_drill_fails(cli
         call_command("drill_backup", "--tenant", SCHEMA, "--id", str(backup.pk), stdout=StringIO())
 
 
-@pytest.fixture
-def operator(committed_db):
-    from django_tenants.utils import schema_context
-
-    from backups.tests.test_platform_admin import PASSWORD, PlatformClient
-    from usuarios.models import Usuario
-
-    email = f"operador-{uuid.uuid4().hex[:8]}@plataforma.test"
-    with schema_context("public"):
-        user = Usuario.objects.create_superuser(email, PASSWORD, nombre="Op", apellido="Plataforma")
-    yield PlatformClient().admin_login(email)
-    with schema_context("public"):  # not delete(): its cascade walks the clinics' tables, absent from public
-        Usuario.objects.filter(pk=user.pk)._raw_delete("default")
-
-
-def test_the_platform_page_drills_a_clinic_at_the_push_of_a_button(clinic, operator):
+def test_the_platform_page_drills_a_clinic_at_the_push_of_a_button(clinic, committed_operator):
     # given a clinic with a backup
     backup = backup_create(context=CONTEXT)
     # when the operator pushes its "Simulacro ahora"
-    response = operator.post(f"/admin/plataforma/backups/{SCHEMA}/drill/", follow=True)
+    response = committed_operator.post(f"/admin/plataforma/backups/{SCHEMA}/drill/", follow=True)
     # then the drill ran (inline: no broker), passed, and the page says so
     assert response.status_code == 200
     drilled = BackupRecord.objects.get(pk=backup.pk)

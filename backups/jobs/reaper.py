@@ -20,7 +20,9 @@ that lock without waiting: if it is held, an operation is alive and nothing of t
 clinic is touched; if not, whatever the clinic's operations left is dead. A drill holds
 the clinic's drill lock instead, never the operation lock: its leftovers (5) are put right
 under that lock, so a running drill's scratch schema is never taken for a leftover.
-It runs when a worker starts, periodically (Celery beat) and as `manage.py reap`.
+It runs when a worker starts, periodically (Celery beat) and as `manage.py reap`. A pass first
+asks every clinic's tables at once which clinics have anything to look at (a few queries for
+10,000 clinics), then takes the lock of those only, and of those with leftover schemas.
 """
 from __future__ import annotations
 
@@ -38,7 +40,7 @@ from backups.actions import BackupAction
 from backups.alerting import reaped_alert
 from backups.dump.reference import reference_schemas_left
 from backups.files.cleanup import restore_files_reap
-from backups.models import BackupRecord, DrillStatus, RestoreJob
+from backups.models import BackupRecord, DrillStatus, RestoreFile, RestoreJob
 from backups.files.list import partial_objects_remove
 from bitacora.models import Outcome
 from bitacora.services import AuditContext, record
@@ -232,15 +234,51 @@ def _reap_references(report: ReapReport) -> None:
             pass
 
 
+# Which clinics have anything a dead operation may have left in their tables, in one UNION ALL per
+# SCAN_BATCH clinics: at 10,000 clinics, taking each one's lock and reading its tables in its schema
+# costs a dozen queries each (measured: 7 ms a clinic, 70 s a pass); the scan, a few seconds in all.
+# A clinic whose operation dies after its branch ran is found by the next pass. Each branch reads
+# three tables, so 100 clinics hold some 600 locks until the statement ends (the lock table is shared).
+SCAN_BATCH = 100
+_WORK_BRANCH = """SELECT %s::text WHERE
+  EXISTS (SELECT 1 FROM {backups} WHERE status = %s OR (status = %s AND created_at < %s) OR drill_status = %s)
+  OR EXISTS (SELECT 1 FROM {restores} WHERE status = %s OR (status = %s AND created_at < %s))
+  OR EXISTS (SELECT 1 FROM {files})"""
+
+
+def _clinics_with_work(schemas: list[str]) -> set[str]:
+    """Of these clinics, those whose backups, restores or drills a dead operation may have left behind."""
+    stale = timezone.now() - settings.JOB_PENDING_MAX_AGE
+    tables = {key: quote_identifier(model._meta.db_table) for key, model in
+              (("backups", BackupRecord), ("restores", RestoreJob), ("files", RestoreFile))}
+    found: set[str] = set()
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT n.nspname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+                       "WHERE c.relname = %s AND c.relkind IN ('r', 'p') AND n.nspname = ANY(%s)",
+                       [RestoreFile._meta.db_table, schemas])
+        readable = sorted(name for (name,) in cursor.fetchall())
+        found.update(set(schemas) - set(readable))  # not migrated: the clinic's own pass says why
+        for start in range(0, len(readable), SCAN_BATCH):
+            branches, params = [], []
+            for schema in readable[start:start + SCAN_BATCH]:
+                branches.append(_WORK_BRANCH.format(**{key: f"{quote_identifier(schema)}.{table}" for key, table in tables.items()}))
+                params += [schema, BackupRecord.Status.RUNNING, BackupRecord.Status.PENDING, stale, DrillStatus.RUNNING,
+                           RestoreJob.Status.RUNNING, RestoreJob.Status.PENDING, stale]
+            cursor.execute(" UNION ALL ".join(branches), params)
+            found.update(name for (name,) in cursor.fetchall())
+    return found
+
+
 def reap() -> ReapReport:
     """Everything dead operations left, on every clinic (see the module's docstring)."""
     report = ReapReport(temp_files=temp_dir_reap())
     _reap_references(report)
     left = operation_schemas_left()
     clinics = set(Tenant.objects.exclude(schema_name=get_public_schema_name()).values_list("schema_name", flat=True))
+    with_work = _clinics_with_work(sorted(clinics))
     previous = connection.tenant
     try:
-        for schema in sorted(clinics | set(left)):
+        for schema in sorted(with_work | set(left)):
             reap_clinic(schema, left.get(schema, []), report, has_tables=schema in clinics)
     finally:
         connection.set_tenant(previous)

@@ -37,8 +37,8 @@ class DrillPreemptedError(ConflictError):
 
 
 class DrillFailedError(DomainError):
-    """The database failed the drill for a reason that is not the backup's (its class is in details)."""
+    """The drill failed otherwise: a dump that is not gzip, the database gone (the class and phase are in details)."""
 
     status_code = 500
     code = "drill_failed"
-    message = _("El simulacro falló por un error de la base de datos.")
+    message = _("El simulacro falló por un error inesperado (el tipo y la fase están en su informe).")

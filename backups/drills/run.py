@@ -77,8 +77,8 @@ def _replay_and_compare(drill: _Drill, schema: str) -> None:
             except DomainError:
                 raise
             except Exception as exc:
-                if drill.phase != "migrate":
-                    raise
+                if drill.phase != "migrate":  # a dump that is no gzip, a server gone: the drill failed, said how
+                    raise DrillFailedError(details={"phase": drill.phase, "exception": type(exc).__name__}) from exc
                 # The migration that failed is the first still pending; never the error's text, which may quote rows.
                 pending = schema_pending_migrations(names.staging)
                 raise DrillMigrationError(details={"migration": pending[0] if pending else "", "exception": type(exc).__name__,

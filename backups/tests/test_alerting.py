@@ -266,3 +266,12 @@ def test_alerts_check_alerts_overdue_clinics_without_a_worker(tenant_a, alert_ch
     assert overdue >= 3 and len(smtp.messages) == 2 and len(receiver.posts()) == 2
     [digest] = [post["json"] for post in receiver.posts() if post["json"]["digest"]]
     assert digest["count"] == overdue - 1
+
+
+def test_a_night_without_clinics_is_done_as_it_starts(tenants, alert_channels, db):
+    from alertas.nights import night_start
+
+    _smtp, receiver = alert_channels
+    night = night_start(expected=0)
+    night.refresh_from_db()
+    assert night.outcome == "ok" and receiver.paths() == ["/ping/noche/start", "/ping/noche"]

@@ -116,14 +116,26 @@ def test_a_drill_catches_a_dump_whose_stored_bytes_were_damaged(clinic, backups_
     assert entry.outcome == "error" and entry.details["code"] == "backup_checksum_mismatch"
 
 
-def test_a_drill_catches_a_corrupted_dump_that_psql_cannot_replay(clinic, backups_dir):
-    # given a dump whose SQL was corrupted, its checksum recorded anew (a bad copy, a bad tool)
+def _gzip_cut(backup: BackupRecord, backups_dir) -> None:
+    """The stored gzip stream cut short, its checksum recorded anew: no longer a whole gzip file."""
+    stored = backups_dir / backup.file_path
+    stored.write_bytes(stored.read_bytes()[:-2000])
+    BackupRecord.objects.filter(pk=backup.pk).update(sha256=hashlib.sha256(stored.read_bytes()).hexdigest())
+
+
+@pytest.mark.parametrize("corrupt, code", [
+    pytest.param(lambda backup, folder: _rewrite_dump(backup, folder, _with_first_row(
+        "clinica_paciente", lambda row: b"no-es-un-id" + row[row.index(b"\t"):])), "psql_failed", id="bad SQL"),
+    pytest.param(_gzip_cut, "drill_failed", id="a cut gzip"),
+])
+def test_a_drill_catches_a_corrupted_dump_that_cannot_be_replayed(clinic, backups_dir, corrupt, code):
+    # given a dump corrupted with its checksum recorded anew (a bad copy, a bad tool)
     backup = backup_create(context=CONTEXT)
-    _rewrite_dump(backup, backups_dir, _with_first_row("clinica_paciente", lambda row: b"no-es-un-id" + row[row.index(b"\t"):]))
+    corrupt(backup, backups_dir)
     before = _clinic_rows()
     # when it is drilled, then the replay fails, the drill with it, and the live clinic is as it was
     drilled = _drilled(backup)
-    assert (drilled.drill_status, drilled.drill_error_code) == (DrillStatus.FAILED, "psql_failed")
+    assert (drilled.drill_status, drilled.drill_error_code) == (DrillStatus.FAILED, code), drilled.drill_error
     assert _clinic_rows() == before
 
 

@@ -6,7 +6,7 @@
 2. The first alert of a kind that day is a message of its own, sent at once. The others of
    that kind that day (other clinics) wait for a digest: one message for all of them, sent
    by `alerts_flush` once the oldest has waited BACKUP_ALERT_DIGEST_MINUTES, or at once
-   when the night's backups have all ended (alertas.nights).
+   when the night's backups have all ended (alertas.nights); one resolved meanwhile is left out.
 3. A message is one email to BACKUP_ALERT_EMAILS (Django's mail settings) and one JSON POST
    to BACKUP_ALERT_WEBHOOK_URL; a channel left unset is `off`. A channel that fails is
    logged and retried by `alerts_flush` (backoff doubling from BACKUP_ALERT_RETRY_SECONDS,
@@ -161,7 +161,8 @@ def alerts_flush(*, digest_now: bool = False) -> dict:
     """Send the digests that are due (all of them with digest_now) and retry failed deliveries."""
     now = timezone.now()
     digests = []
-    for kind in Alert.objects.filter(delivery=Alert.Delivery.DIGEST, message=None).values_list("kind", flat=True).distinct():
+    waiting = Alert.objects.filter(delivery=Alert.Delivery.DIGEST, message=None, resolved_at=None)
+    for kind in waiting.values_list("kind", flat=True).distinct():
         message = _digest_of(kind, now, digest_now)
         if message is not None:
             digests.append(message.pk)
@@ -177,8 +178,10 @@ def alerts_flush(*, digest_now: bool = False) -> dict:
 
 def _digest_of(kind: str, now: datetime, digest_now: bool) -> AlertMessage | None:
     with transaction.atomic():
+        # One resolved meanwhile (a backup that passed since) needs nobody any more: it is not sent.
         waiting = list(Alert.objects.select_for_update(skip_locked=True)
-                       .filter(kind=kind, delivery=Alert.Delivery.DIGEST, message=None).order_by("created_at", "id"))
+                       .filter(kind=kind, delivery=Alert.Delivery.DIGEST, message=None, resolved_at=None)
+                       .order_by("created_at", "id"))
         due = now - timedelta(minutes=settings.BACKUP_ALERT_DIGEST_MINUTES)
         if not waiting or not (digest_now or waiting[0].created_at <= due):
             return None

@@ -275,3 +275,22 @@ def test_a_night_without_clinics_is_done_as_it_starts(tenants, alert_channels, d
     night = night_start(expected=0)
     night.refresh_from_db()
     assert night.outcome == "ok" and receiver.paths() == ["/ping/noche/start", "/ping/noche"]
+
+
+def test_an_alert_resolved_before_its_digest_is_not_sent(tenant_a, clinic_data, alert_channels, settings, backups_dir,
+                                                         django_capture_on_commit_callbacks):
+    smtp, _receiver = alert_channels
+    # given every clinic overdue (one message at once, the others waiting), then clinic B backed up
+    settings.BACKUP_OVERDUE_AFTER = timedelta(0)
+    with django_capture_on_commit_callbacks(execute=True):
+        first = overdue_alerts()
+    at_once = Alert.objects.get(kind="backup_overdue", delivery="at_once").schema
+    other = next(schema for schema in ("test_b", "test_a") if schema != at_once)
+    with schema_context(other), django_capture_on_commit_callbacks(execute=True):
+        backup_create(context=CONTEXT)
+    # when the digest goes out, then it names the clinics still overdue, not the one backed up since
+    with django_capture_on_commit_callbacks(execute=True):
+        alerts_flush(digest_now=True)
+    assert len(smtp.messages) == 2
+    assert f"({other})" not in smtp.messages[1]["body"]
+    assert all(f"({schema})" in smtp.messages[1]["body"] for schema in first if schema not in (at_once, other))

@@ -173,3 +173,44 @@ def client_for(tenants):
         return client.login_as(rol) if rol else client
 
     return make
+
+
+# -- alerts that reach a person (alertas): a real SMTP server and an HTTP receiver
+
+
+@pytest.fixture
+def smtp_server():
+    """A real SMTP server (aiosmtpd) on 127.0.0.1 that keeps every message it accepts."""
+    from alertas.tests.receivers import SmtpServer
+
+    server = SmtpServer().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def receiver():
+    """An HTTP server on 127.0.0.1 recording every request: the webhook's and the heartbeat's."""
+    from alertas.tests.receivers import HttpReceiver
+
+    server = HttpReceiver().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def alert_channels(settings, tenants, smtp_server, receiver, django_db_blocker):
+    """Alerts by email through the real SMTP server (not Django's locmem outbox) and by webhook, the
+    heartbeat at the receiver, and none raised before: alerts are once a day, and tests share the day."""
+    from alertas.models import Alert, AlertMessage, NightRun
+
+    settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+    settings.EMAIL_HOST, settings.EMAIL_PORT = "127.0.0.1", smtp_server.port
+    settings.EMAIL_USE_TLS = settings.EMAIL_USE_SSL = False
+    settings.BACKUP_ALERT_EMAILS = ["guardia@plataforma.test"]
+    settings.BACKUP_ALERT_WEBHOOK_URL = f"{receiver.url}/hooks/backups"
+    settings.BACKUP_HEARTBEAT_URL = f"{receiver.url}/ping/noche"
+    with django_db_blocker.unblock():
+        for model in (Alert, AlertMessage, NightRun):
+            model.objects.all().delete()
+    return smtp_server, receiver

@@ -16,3 +16,4 @@ class BackupAction(StrEnum):
     KEY_ROTATE = "backup.key_rotate"  # a new clinic key seals new objects (backups.sealing)
     KEYS_SHRED_START = "backup.keys_shred.start"
     KEYS_SHRED = "backup.keys_shred"  # the clinic's keys destroyed: its backups can no longer be opened
+    DRILL = "backup.drill"  # a restore drill: the backup replayed into a scratch schema and checked

@@ -18,6 +18,16 @@ def warnings_summary(warnings: list[dict]) -> str:
                      for item in warnings if item.get("code") in WARNING_MESSAGES)
 
 
+class DrillStatus(models.TextChoices):
+    NONE = "", "Sin simulacro"
+    RUNNING = "running", "En curso"
+    PASSED = "passed", "Correcto"
+    FAILED = "failed", "Fallido"
+    # Stopped before it could say anything: its process died (the reaper says so), or a
+    # restore of the clinic preempted it. Neither proves nor disproves the backup.
+    INTERRUPTED = "interrupted", "Interrumpido"
+
+
 class BackupRecord(models.Model):
     """One SQL backup of this clinic's schema and where its file is stored (seed 000)."""
 
@@ -68,6 +78,18 @@ class BackupRecord(models.Model):
     files_size = models.BigIntegerField(default=0, help_text="Tamaño total de esos archivos, en bytes.")
     warnings = models.JSONField(default=list, blank=True,
                                 help_text="Lo que no pudo hacer con los archivos de la clínica (rechazados, no encontrados).")
+    # The last restore drill of this backup (backups.drills): replayed into a scratch schema,
+    # its rows compared with what the dump recorded, migrated forward, its files re-read.
+    # Defaults in the database too: rows written in SQL (benchmarks, hand-made records) need not name them.
+    drill_status = models.CharField(max_length=12, choices=DrillStatus.choices, default=DrillStatus.NONE,
+                                    db_default=DrillStatus.NONE, blank=True)
+    drill_started_at = models.DateTimeField(null=True, blank=True)
+    drill_finished_at = models.DateTimeField(null=True, blank=True)
+    drill_seconds = models.FloatField(null=True, blank=True,
+                                      help_text="Tiempo de restauración medido por el simulacro (copia, réplica y migración), en segundos.")
+    drill_error_code = models.CharField(max_length=64, blank=True, default="", db_default="")
+    drill_error = models.TextField(blank=True, default="", db_default="")
+    drill_report = models.JSONField(default=dict, db_default={}, blank=True)
 
     class Meta:
         ordering = ["-created_at", "-id"]

@@ -9,7 +9,9 @@
    a staging name and the live schema back. If anything fails, or the script ends
    before its COMMIT because the process feeding it died, the whole run rolls back:
    the live schema was never touched. (`--single-transaction` would not do: psql
-   commits what it was fed when its input simply ends.)
+   commits what it was fed when its input simply ends.) A restore drill's replay does the
+   same rename in its own transaction: the restore first stops any drill replay of the
+   clinic (core.locks.drill_replays_stopped) rather than wait for it.
 3. Migrate the staging schema forward if the dump is older than the code.
 4. Files, all before the swap (backups.files.restore.restore_files). For every path the
    staging rows name, the media storage gets a file with that path's backup-time
@@ -42,6 +44,9 @@ with every row rewritten, then renames the schema to the new clinic's name and
 registers the clinic in one transaction. Every schema an operation creates is named
 `<clinic>__<staging|aside|old>_<hex>` (core.schemas), so that if the process dies
 at any step the reaper finds and drops it.
+
+A restore drill (backups.drills) takes steps 1 to 3 on this same path (`replay_checks`,
+`replay_into_staging`) into a scratch schema, `<clinic>__drill_<hex>`, and stops there.
 """
 from __future__ import annotations
 
@@ -71,9 +76,9 @@ from bitacora.services import AuditContext, audit_failure, record
 from core.errors import RestoreBusyError, RestoreFailedError
 from core.faults import kill_point
 from core.files import temporary_file
-from core.locks import tenant_operation_lock
+from core.locks import drill_replay_guard_sql, drill_replays_stopped, tenant_operation_lock
 from core.models import Tenant
-from core.schemas import code_migrations, operation_schemas, schema_drop, schema_migrate
+from core.schemas import OperationSchemas, code_migrations, operation_schemas, schema_drop, schema_migrate
 from core.services import tenant_name_check, tenant_register_schema
 from core.selectors import migration_state
 
@@ -111,6 +116,37 @@ def _check_migrations(backup: BackupRecord) -> bool:
     return dumped != migration_state()
 
 
+def replay_checks(backup: BackupRecord, dump_file: BinaryIO) -> bool:
+    """Step 1's checks of the stored dump, copied into dump_file: its sha256 matches, its migrations
+    are not newer than the code. Whether it is older (step 3 will migrate it forward)."""
+    _verified_copy(backup, dump_file)
+    return _check_migrations(backup)
+
+
+def replay_into_staging(
+    *, schema: str, names: OperationSchemas, dump_file: BinaryIO, older_than_code: bool, job: RestoreJob | None = None,
+    replayed: Callable[[], None] | None = None, drill: bool = False,
+) -> None:
+    """Steps 2 and 3: the dump replayed into names.staging, which is then migrated forward if the
+    dump is older than the code. Restores and restore drills (backups.drills) take this one path.
+
+    `replayed` runs between the two (a drill compares the rows there, before a migration may
+    rewrite them). A drill's replay gives way to a restore of the clinic (core.locks) and
+    passes kill points of its own (`drill.replay…`).
+    """
+    kill_prefix = "drill" if drill else "restore"
+    _job_phase(job, RestoreJob.Phase.REPLAY)
+    dump_replay(binaries=pg_binaries(), params=database_params(), schema=schema, staging=names.staging, aside=names.aside,
+                dump_file=dump_file, progress=_job_progress(job), guard_sql=drill_replay_guard_sql(schema) if drill else "",
+                kill_name=f"{kill_prefix}.replay", error_codes=drill)
+    kill_point(f"{kill_prefix}.after_replay")
+    if replayed is not None:
+        replayed()
+    if older_than_code:
+        _job_phase(job, RestoreJob.Phase.MIGRATE)
+        schema_migrate(names.staging)
+
+
 def _swap(*, schema: str, staging: str, old: str, job: RestoreJob | None) -> None:
     def mark_swapped(cursor) -> None:  # committed with the swap or not at all: the reaper reads it
         cursor.execute(f'UPDATE "{staging}"."{RestoreJob._meta.db_table}" SET phase = %s WHERE id = %s',
@@ -139,23 +175,16 @@ def backup_restore_in_place(*, context: AuditContext, backup_id: int, confirm: s
         if confirm != schema:
             raise RestoreConfirmationError(details={"expected": schema})
         backup = backup_get_completed(backup_id=backup_id)
-        binaries = pg_binaries()
-        with tenant_operation_lock(schema), temporary_file() as dump_file:
+        pg_binaries()  # a missing or mismatched psql is refused before any work
+        with tenant_operation_lock(schema), drill_replays_stopped(schema), temporary_file() as dump_file:
             _job_phase(job, RestoreJob.Phase.COPY)
-            _verified_copy(backup, dump_file)
-            older_than_code = _check_migrations(backup)
+            older_than_code = replay_checks(backup, dump_file)
             record(context=context, action=BackupAction.RESTORE_START, target_type=TARGET_TYPE, target_id=backup.pk,
                    details={"file_name": backup.file_name})
             kill_point("restore.before_replay")
             with created_files(job, [schema]) as created:
                 try:
-                    _job_phase(job, RestoreJob.Phase.REPLAY)
-                    dump_replay(binaries=binaries, params=database_params(), schema=schema, staging=names.staging, aside=names.aside,
-                                dump_file=dump_file, progress=_job_progress(job))
-                    kill_point("restore.after_replay")
-                    if older_than_code:
-                        _job_phase(job, RestoreJob.Phase.MIGRATE)
-                        schema_migrate(names.staging)
+                    replay_into_staging(schema=schema, names=names, dump_file=dump_file, older_than_code=older_than_code, job=job)
                     _job_phase(job, RestoreJob.Phase.FILES)
                     files = restore_files(backup=backup, staging=names.staging, created=created)
                     warnings = files.warnings(names.staging)
@@ -204,23 +233,17 @@ def backup_restore_as_new_tenant(
                        details={"new_tenant": schema_name}):
         tenant_name_check(schema_name)
         backup = backup_get_completed(backup_id=backup_id)
-        binaries = pg_binaries()
+        pg_binaries()  # a missing or mismatched psql is refused before any work
         # The new name's lock too: a restore into the same name from another clinic would write the same
         # files, and the reaper cleaning up after this one must not delete that one's (backups.files.cleanup).
-        with tenant_operation_lock(schema), tenant_operation_lock(schema_name), temporary_file() as dump_file:
+        with (tenant_operation_lock(schema), tenant_operation_lock(schema_name), drill_replays_stopped(schema),
+              temporary_file() as dump_file):
             _job_phase(job, RestoreJob.Phase.COPY)
-            _verified_copy(backup, dump_file)
-            older_than_code = _check_migrations(backup)
+            older_than_code = replay_checks(backup, dump_file)
             # The new clinic's files are seen by its rows once it is registered (the clean-up counts them then).
             with created_files(job, [schema, schema_name]) as created:
                 try:
-                    _job_phase(job, RestoreJob.Phase.REPLAY)
-                    dump_replay(binaries=binaries, params=database_params(), schema=schema, staging=names.staging, aside=names.aside,
-                                dump_file=dump_file, progress=_job_progress(job))
-                    if older_than_code:
-                        _job_phase(job, RestoreJob.Phase.MIGRATE)
-                        schema_migrate(names.staging)
-                    kill_point("restore.after_replay")
+                    replay_into_staging(schema=schema, names=names, dump_file=dump_file, older_than_code=older_than_code, job=job)
                     _clear_history(names.staging)
                     _job_phase(job, RestoreJob.Phase.FILES)
                     files = restore_files(backup=backup, staging=names.staging, rename=new_clinic_rename(schema, schema_name),

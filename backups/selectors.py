@@ -11,7 +11,7 @@ from django.db.models import QuerySet
 from django.utils import timezone
 
 from backups.errors import BackupNotCompletedError, BackupNotFoundError, RestoreJobNotFoundError
-from backups.models import BackupRecord, RestoreJob, warnings_summary
+from backups.models import BackupRecord, DrillStatus, RestoreJob, warnings_summary
 from core.models import Tenant
 from core.schemas import quote_identifier
 from core.selectors import tenant_clinics
@@ -56,6 +56,11 @@ def backup_last_completed() -> BackupRecord | None:
     return BackupRecord.objects.filter(status=BackupRecord.Status.COMPLETED).order_by("-created_at", "-id").first()
 
 
+def backup_last_drilled() -> BackupRecord | None:
+    """This clinic's backup whose drill started last, if any drill ever did."""
+    return BackupRecord.objects.exclude(drill_started_at=None).order_by("-drill_started_at", "-id").first()
+
+
 # The platform's view of every clinic's backups reads each clinic's table in one UNION ALL
 # per batch of clinics. Each branch locks its table and the indexes the planner opens
 # until the statement ends, and the lock table is shared by every session (64 ×
@@ -81,6 +86,11 @@ class ClinicBackupSummary:
     in_progress: int = 0
     overdue: bool = False
     unsealed_count: int = 0  # completed backups written before sealing (backups.storage.sealed): plain in the bucket
+    # The last restore drill that passed or failed (backups.drills), on whichever backup it ran.
+    last_drill_status: str = ""
+    last_drill_at: datetime | None = None
+    last_drill_seconds: float | None = None
+    last_drill_error: str = ""
 
     @property
     def last_completed_warning(self) -> str:
@@ -105,14 +115,15 @@ def backup_is_overdue(*, last_completed_at: datetime | None, clinic_created_at: 
     return (last_completed_at or clinic_created_at) < now - after
 
 
-def backup_summary_list(*, now: datetime | None = None) -> list[ClinicBackupSummary]:
-    """Every active clinic's backups (counts, sizes, last success and failure, overdue), by clinic name.
+def backup_summary_list(*, now: datetime | None = None, clinics: list[Tenant] | None = None) -> list[ClinicBackupSummary]:
+    """Every active clinic's backups (counts, sizes, last success and failure, last drill, overdue), by
+    clinic name; or those of the given clinics, in their order (a page of them).
 
     Reads across schemas without switching: schema-qualified tables in one UNION ALL
     query per SUMMARY_BATCH clinics, so the number of queries does not grow per clinic.
     """
     now = now or timezone.now()
-    clinics = list(tenant_clinics(active_only=True))
+    clinics = list(tenant_clinics(active_only=True)) if clinics is None else clinics
     rows: dict[str, tuple] = {}
     with connection.cursor() as cursor:  # one cursor: django-tenants sets the search_path once per cursor
         with_table = _schemas_with_table(cursor, [clinic.schema_name for clinic in clinics], BackupRecord._meta.db_table)
@@ -138,7 +149,8 @@ def _schemas_with_table(cursor, schemas: list[str], table: str) -> set[str]:
 _SUMMARY_BRANCH = """
 SELECT %s::text, totals.completed, totals.total_size, totals.in_progress,
        last_ok.created_at, last_ok.file_size, last_ok.warnings::text, last_failed.at, last_failed.reason,
-       totals.unsealed
+       totals.unsealed,
+       last_drill.drill_status, last_drill.drill_finished_at, last_drill.drill_seconds, last_drill.reason
 FROM (SELECT count(*) FILTER (WHERE status = %s) AS completed,
              coalesce(sum(file_size) FILTER (WHERE status = %s), 0) AS total_size,
              count(*) FILTER (WHERE status IN (%s, %s)) AS in_progress,
@@ -150,6 +162,10 @@ LEFT JOIN LATERAL (SELECT coalesce(finished_at, created_at) AS at,
                           left(coalesce(nullif(error, ''), error_code), %s) AS reason
                    FROM {table} WHERE status = %s
                    ORDER BY created_at DESC, id DESC LIMIT 1) AS last_failed ON true
+LEFT JOIN LATERAL (SELECT drill_status, drill_finished_at, drill_seconds,
+                          left(coalesce(nullif(drill_error, ''), drill_error_code), %s) AS reason
+                   FROM {table} WHERE drill_status IN (%s, %s)
+                   ORDER BY drill_finished_at DESC, id DESC LIMIT 1) AS last_drill ON true
 """
 
 
@@ -160,7 +176,8 @@ def _summary_rows(cursor, schemas: list[str]) -> dict[str, tuple]:
     for schema in schemas:
         branches.append(_SUMMARY_BRANCH.format(table=f"{quote_identifier(schema)}.{table}"))
         params += [schema, status.COMPLETED, status.COMPLETED, status.PENDING, status.RUNNING, status.COMPLETED,
-                   status.COMPLETED, SUMMARY_ERROR_CHARS, status.FAILED]
+                   status.COMPLETED, SUMMARY_ERROR_CHARS, status.FAILED, SUMMARY_ERROR_CHARS, DrillStatus.PASSED,
+                   DrillStatus.FAILED]
     cursor.execute(" UNION ALL ".join(branches), params)
     return {row[0]: row[1:] for row in cursor.fetchall()}
 
@@ -170,12 +187,13 @@ def _summary(clinic: Tenant, row: tuple | None, now: datetime) -> ClinicBackupSu
         summary = ClinicBackupSummary(tenant=clinic, has_table=False)
     else:
         (completed, total_size, in_progress, last_ok_at, last_ok_size, last_ok_warnings, last_failed_at, last_failure,
-         unsealed) = row
+         unsealed, drill_status, drill_at, drill_seconds, drill_error) = row
         summary = ClinicBackupSummary(
             tenant=clinic, has_table=True, completed_count=completed, total_size=int(total_size), in_progress=in_progress,
             unsealed_count=unsealed,
             last_completed_at=last_ok_at, last_completed_size=last_ok_size, last_completed_warnings=json.loads(last_ok_warnings or "[]"),
-            last_failed_at=last_failed_at, last_failure=last_failure or "",
+            last_failed_at=last_failed_at, last_failure=last_failure or "", last_drill_status=drill_status or "",
+            last_drill_at=drill_at, last_drill_seconds=drill_seconds, last_drill_error=drill_error or "",
         )
     overdue = backup_is_overdue(last_completed_at=summary.last_completed_at, clinic_created_at=clinic.created_at,
                                 now=now, after=settings.BACKUP_OVERDUE_AFTER)

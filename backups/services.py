@@ -13,6 +13,7 @@ from django.db import connection
 from django.utils import timezone
 
 from backups.actions import BackupAction
+from backups.alerting import backup_completed_alerts, backup_failure_alerted
 from backups.errors import (
     BackupChecksumMismatchError,
     BackupFailedError,
@@ -26,6 +27,7 @@ from backups.models import BackupRecord
 from backups.dump.cached import SnapshotUnstable, clinic_dump_write, clinic_snapshot, snapshot_migration_state
 from backups.dump.reference import reference_get
 from backups.dump.pg_tools import DumpResult, PgBinaries, PgConnectionParams, dump_schema, find_binaries
+from backups.dump.tables import ALGORITHM as TABLE_CHECKSUM_ALGORITHM
 from backups.selectors import backup_get, backup_get_completed
 from backups.files.media import (
     MISSING_LISTED,
@@ -80,6 +82,14 @@ def _server_version() -> str:
         return cursor.fetchone()[0]
 
 
+def _dump_timezone() -> str:
+    """The time zone a fresh session gets (the dump's, by pg_dump or by cached.SESSION_SETTINGS):
+    timestamptz rows are written in it, and a drill reads them back in it."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT reset_val FROM pg_settings WHERE name = 'TimeZone'")
+        return cursor.fetchone()[0]
+
+
 def _unused_path(schema: str, backup_type: str) -> tuple[str, str]:
     """backup_<schema>_<YYYY-MM-DD_HH-MM-SS>.sql.gz under <schema>/<type>/, never an existing one.
 
@@ -100,7 +110,7 @@ def _unused_path(schema: str, backup_type: str) -> tuple[str, str]:
 def backup_start(*, context: AuditContext, backup_type: str = BackupRecord.Type.MANUAL, created_by=None) -> BackupRecord:
     """Reserve a backup: a `pending` record with its file name, once the clinic is free (else 409)."""
     schema = connection.schema_name
-    with audit_failure(context=context, action=BackupAction.CREATE):
+    with audit_failure(context=context, action=BackupAction.CREATE), backup_failure_alerted():
         pg_binaries()  # a missing or mismatched pg_dump is refused before anything is recorded
         backup_storage().sealing_check()  # and so is a storage that must seal without the platform's keys
         clinic_heal(schema)
@@ -190,6 +200,11 @@ def _backup_dump_and_store(backup: BackupRecord, binaries: PgBinaries) -> tuple[
     return result, files, dumped_with, seconds
 
 
+def _table_checksums(result: DumpResult) -> dict:
+    """Each table's rows as the dump wrote them (backups.dump.tables): what a restore drill compares."""
+    return {"algorithm": TABLE_CHECKSUM_ALGORITHM, "timezone": _dump_timezone(), "tables": result.tables}
+
+
 def _backup_complete(backup: BackupRecord, result: DumpResult, files: StoredFiles, manifest: dict) -> None:
     backup.file_size, backup.sha256 = result.size, result.sha256
     backup.sql_size, backup.sql_sha256 = result.sql_size, result.sql_sha256
@@ -203,6 +218,11 @@ def _backup_complete(backup: BackupRecord, result: DumpResult, files: StoredFile
                                "manifest", "warnings", "progress_bytes", "status", "finished_at"])
 
 
+def _retry_coming(retry_transient: bool):
+    """A storage outage about to be retried is no failure yet (nothing to alert): the retry that gives up is."""
+    return lambda error: retry_transient and isinstance(error, StorageUnavailableError)
+
+
 def backup_run(*, context: AuditContext, backup_id: int, retry_transient: bool = False) -> BackupRecord:
     """Dump a reserved backup (pg_dump → gzip → sha256 → storage) and record it.
 
@@ -214,7 +234,8 @@ def backup_run(*, context: AuditContext, backup_id: int, retry_transient: bool =
     re-raises, for the job to try again later.
     """
     schema = connection.schema_name
-    with audit_failure(context=context, action=BackupAction.CREATE, target_type=TARGET_TYPE, target_id=backup_id):
+    with (audit_failure(context=context, action=BackupAction.CREATE, target_type=TARGET_TYPE, target_id=backup_id),
+          backup_failure_alerted(unless=_retry_coming(retry_transient))):
         binaries = pg_binaries()
         with job_refused_if_busy(BackupRecord, backup_id), tenant_operation_lock(schema):
             if not _backup_claim(backup_id):
@@ -250,16 +271,13 @@ def backup_run(*, context: AuditContext, backup_id: int, retry_transient: bool =
             # The migrations as of the dump's own snapshot: a migration applied meanwhile is not in it.
             _backup_complete(backup, result, files, {**backup.manifest, "migrations": dumped_with.pop("migrations"),
                                                      "dump": dumped_with, "files": {**files.as_manifest(schema), "list": listed},
-                                                     "seconds": seconds, **({"encryption": sealing} if sealing else {})})
+                                                     "seconds": seconds, "table_checksums": _table_checksums(result),
+                                                     **({"encryption": sealing} if sealing else {})})
     audit_file_warnings(context=context, backup=backup, operation="backup", missing=files.missing, warnings=backup.warnings)
-    record(
-        context=context,
-        action=BackupAction.CREATE,
-        target_type=TARGET_TYPE,
-        target_id=backup.pk,
-        details={"file_name": backup.file_name, "file_size": backup.file_size, "backup_type": backup.backup_type,
-                 "files_count": files.count, "files_uploaded": files.uploaded},
-    )
+    backup_completed_alerts(backup)
+    record(context=context, action=BackupAction.CREATE, target_type=TARGET_TYPE, target_id=backup.pk,
+           details={"file_name": backup.file_name, "file_size": backup.file_size, "backup_type": backup.backup_type,
+                    "files_count": files.count, "files_uploaded": files.uploaded})
     return backup
 
 

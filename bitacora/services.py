@@ -49,7 +49,7 @@ class AuditContext:
         return cls(actor_email=label)
 
 
-def _audit_connection():
+def _audit_connection(schema: str | None = None):
     """A second connection per thread, in autocommit, outside any transaction of the caller.
 
     An entry written on it commits at once, so it survives the rollback of the
@@ -62,7 +62,10 @@ def _audit_connection():
         audit = connection.copy(alias="audit")
         _audit_connections.connection = audit
     audit.close_if_unusable_or_obsolete()
-    audit.set_tenant(connection.tenant)
+    if schema is None:
+        audit.set_tenant(connection.tenant)
+    else:
+        audit.set_schema(schema)
     return audit
 
 
@@ -74,8 +77,9 @@ def record(
     target_type: str = "",
     target_id: Any = "",
     details: dict | None = None,
+    schema: str | None = None,
 ) -> Bitacora:
-    """Append one entry to the current clinic's audit log, committed immediately.
+    """Append one entry to the current clinic's audit log (or that of `schema`), committed immediately.
 
     `details` is kept bounded (core.exceptions.details_bounded): the table is
     append-only, and details may echo whatever a client sent.
@@ -96,14 +100,14 @@ def record(
     columns = ["actor_id", "actor_email", "action", "outcome", "target_type", "target_id", "details", "ip", "user_agent", "created_at"]
     values = [getattr(entry, column) for column in columns]
     values[columns.index("details")] = json.dumps(entry.details, cls=DjangoJSONEncoder)
-    with _audit_connection().cursor() as cursor:
+    with _audit_connection(schema).cursor() as cursor:
         cursor.execute(
             f"INSERT INTO {Bitacora._meta.db_table} ({', '.join(columns)}) "
             f"VALUES ({', '.join(['%s'] * len(columns))}) RETURNING id",
             values,
         )
         (entry.pk,) = cursor.fetchone()
-    logger.info("bitacora %s %s %s actor=%s", connection.schema_name, action, outcome, context.actor_email or "-")
+    logger.info("bitacora %s %s %s actor=%s", schema or connection.schema_name, action, outcome, context.actor_email or "-")
     return entry
 
 

@@ -11,6 +11,11 @@ class OperationInProgressError(ConflictError):
     message = _("Ya hay un backup o una restauración en curso para esta clínica.")
 
 
+class DrillInProgressError(ConflictError):
+    code = "drill_in_progress"
+    message = _("Ya hay un simulacro de restauración en curso para esta clínica.")
+
+
 class InvalidTenantNameError(DomainError):
     code = "invalid_tenant_name"
     message = _("El nombre de esquema no es válido: minúsculas, números y guiones bajos, empezando por una letra.")

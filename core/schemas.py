@@ -12,7 +12,9 @@ from django.db.migrations.loader import MigrationLoader
 
 # The schemas an operation creates beside a clinic's. Clinic names never contain "__"
 # (core.services.tenant_name_check), so the clinic a leftover belongs to is unambiguous.
-OPERATION_SCHEMA = re.compile(r"^(?P<clinic>[a-z][a-z0-9_]*?)__(?P<kind>staging|aside|old)_(?P<token>[0-9a-f]{8})$")
+# A restore drill's scratch schema is `drill`: the drill lock guards it, not the operation lock.
+OPERATION_SCHEMA = re.compile(r"^(?P<clinic>[a-z][a-z0-9_]*?)__(?P<kind>staging|aside|old|drill)_(?P<token>[0-9a-f]{8})$")
+DRILL_KIND = "drill"
 
 
 @dataclass(frozen=True)
@@ -26,6 +28,19 @@ def operation_schemas(schema_name: str) -> OperationSchemas:
     """Fresh names for one operation's schemas on this clinic, recognisable by the reaper."""
     token = secrets.token_hex(4)
     return OperationSchemas(*(f"{schema_name}__{kind}_{token}" for kind in ("staging", "aside", "old")))
+
+
+def drill_schemas(schema_name: str) -> OperationSchemas:
+    """Fresh names for one restore drill on this clinic: its scratch schema is the `staging` one
+    of the replay (named `…__drill_<hex>`); `aside` exists only inside the replay's transaction."""
+    token = secrets.token_hex(4)
+    return OperationSchemas(staging=f"{schema_name}__{DRILL_KIND}_{token}", aside=f"{schema_name}__aside_{token}",
+                            old=f"{schema_name}__old_{token}")
+
+
+def schema_is_drill(name: str) -> bool:
+    match = OPERATION_SCHEMA.match(name)
+    return bool(match) and match["kind"] == DRILL_KIND
 
 
 def operation_schemas_left() -> dict[str, list[str]]:
@@ -53,6 +68,19 @@ def schema_migrate(schema_name: str, targets: list[tuple[str, str]] | None = Non
     try:
         executor = MigrationExecutor(connection)
         executor.migrate(targets or executor.loader.graph.leaf_nodes())
+    finally:
+        connection.set_tenant(tenant)
+
+
+def schema_pending_migrations(schema_name: str) -> list[str]:
+    """The migrations the code would still apply to one schema, in order, as `app.name`: after a
+    failed migrate the first is the one that failed (each migration commits on its own)."""
+    tenant = connection.tenant
+    connection.set_schema(schema_name)
+    try:
+        executor = MigrationExecutor(connection)
+        plan = executor.migration_plan(executor.loader.graph.leaf_nodes())
+        return [f"{migration.app_label}.{migration.name}" for migration, _backwards in plan]
     finally:
         connection.set_tenant(tenant)
 

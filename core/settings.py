@@ -4,6 +4,7 @@ from pathlib import Path
 from urllib.parse import unquote
 
 import environ
+from celery.schedules import crontab
 
 from core import embedded_pg
 from core.storage_settings import storages_setting
@@ -39,6 +40,8 @@ SHARED_APPS = [
     "drf_spectacular",
     # show_urls and other operator commands (seed 000's `manage.py show_urls | grep backups`).
     "django_extensions",
+    # Alerts and the nightly heartbeat: platform-wide, so in the public schema only.
+    "alertas",
 ]
 TENANT_APPS = [
     "django.contrib.contenttypes",
@@ -230,8 +233,17 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
 }
 CELERY_TASK_DEFAULT_QUEUE = env("JOB_QUEUE", default="clinica")
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+# Restore drills (backups.drills): every clinic's latest backup is replayed into a scratch schema
+# and checked at least every BACKUP_DRILL_EVERY_DAYS days, about 1/N of the clinics a night, at
+# BACKUP_DRILL_HOUR:00 (UTC, Celery's clock), after the nightly backups (Render's cron, 03:00 UTC).
+BACKUP_DRILL_EVERY_DAYS = env.int("BACKUP_DRILL_EVERY_DAYS", default=7)
+BACKUP_DRILL_HOUR = env.int("BACKUP_DRILL_HOUR", default=5)
 CELERY_BEAT_SCHEDULE = {
     "reap-interrupted-operations": {"task": "backups.tasks.reap_task", "schedule": env.int("REAP_EVERY_SECONDS", default=900)},
+    "restore-drills": {"task": "backups.tasks.drill_night_task", "schedule": crontab(hour=BACKUP_DRILL_HOUR, minute=0)},
+    # Alerts (alertas): overdue clinics looked for every hour; digests, retries and heartbeat pings sent.
+    "backups-overdue": {"task": "backups.tasks.overdue_alert_task", "schedule": crontab(minute=30)},
+    "alerts-flush": {"task": "alertas.tasks.alerts_flush_task", "schedule": env.int("BACKUP_ALERT_FLUSH_SECONDS", default=300)},
 }
 # How long an API call waits for the job it started before answering 202 with something to poll.
 JOB_WAIT_SECONDS = env.float("JOB_WAIT_SECONDS", default=20)
@@ -246,6 +258,29 @@ BACKUP_RETRY_BASE_SECONDS = env.int("BACKUP_RETRY_BASE_SECONDS", default=30)
 # The platform's view of every clinic's backups flags a clinic whose last completed backup
 # is older than this (the nightly cron runs every 24 h; 2 h of slack).
 BACKUP_OVERDUE_AFTER = timedelta(hours=env.float("BACKUP_OVERDUE_AFTER_HOURS", default=26))
+# That page lists this many clinics a page, those with open alerts first.
+BACKUP_PLATFORM_PAGE_SIZE = env.int("BACKUP_PLATFORM_PAGE_SIZE", default=100)
+
+# Alerts (alertas): by email (Django's mail settings) and a JSON POST per message to a webhook; empty
+# is off. The first of a kind a day goes at once, the rest join a digest after BACKUP_ALERT_DIGEST_MINUTES
+# (or when the night ends). A failed delivery is retried BACKUP_ALERT_MAX_ATTEMPTS times, doubling.
+BACKUP_ALERT_EMAILS = env.list("BACKUP_ALERT_EMAILS", default=[])
+BACKUP_ALERT_FROM_EMAIL = env("BACKUP_ALERT_FROM_EMAIL", default="backups@localhost")
+BACKUP_ALERT_WEBHOOK_URL = env("BACKUP_ALERT_WEBHOOK_URL", default="")
+BACKUP_ALERT_DIGEST_MINUTES = env.int("BACKUP_ALERT_DIGEST_MINUTES", default=60)
+BACKUP_ALERT_RETRY_SECONDS = env.int("BACKUP_ALERT_RETRY_SECONDS", default=60)
+BACKUP_ALERT_MAX_ATTEMPTS = env.int("BACKUP_ALERT_MAX_ATTEMPTS", default=8)
+# healthchecks.io-style: <url>/start when the cron queues the night, <url> once every clinic's job
+# ended with none failed, else <url>/fail (alertas.nights).
+BACKUP_HEARTBEAT_URL = env("BACKUP_HEARTBEAT_URL", default="")
+EMAIL_HOST = env("EMAIL_HOST", default="localhost")
+EMAIL_PORT = env.int("EMAIL_PORT", default=25)
+EMAIL_HOST_USER = env("EMAIL_HOST_USER", default="")
+EMAIL_HOST_PASSWORD = env("EMAIL_HOST_PASSWORD", default="")
+EMAIL_USE_TLS = env.bool("EMAIL_USE_TLS", default=False)
+EMAIL_USE_SSL = env.bool("EMAIL_USE_SSL", default=False)
+# A mail server that does not answer must not hold a backup's worker.
+EMAIL_TIMEOUT = env.int("EMAIL_TIMEOUT", default=10)
 
 # A backup's file phase reads, hashes and uploads this many patient files at once
 # (threads: hashing and I/O run outside the GIL). Memory stays bounded: each file in

@@ -9,6 +9,8 @@ Modules, in the order a backup's SQL flows through them:
   a clinic can be compared with the reference at the clinic's cost, not the database's.
 - cached.py: a clinic's dump from the cached structure plus its own rows by COPY, with
   pg_dump as the reference and the fallback on any doubt (its docstring is the map).
+- tables.py: each table's rows counted and hashed as either path writes them, and read
+  back the same way from a schema: what a restore drill compares (backups.drills).
 - replay.py: a dump replayed by psql into a staging schema, in one transaction that
   leaves the live schema as it was (step 2 of backups.restore's map).
 - swap.py: the staging schema put in the live one's place, in one short transaction

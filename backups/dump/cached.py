@@ -64,6 +64,7 @@ from django.db import connection
 from backups.dump.catalog import catalog_rows, fingerprint, table_names
 from backups.dump.reference import Reference, name_printed_plain
 from backups.dump.pg_tools import DumpResult, GzipSqlSink
+from backups.dump.tables import TableDigests, copy_table_name
 from core.faults import kill_point
 
 logger = logging.getLogger(__name__)
@@ -186,12 +187,25 @@ def clinic_snapshot(schema: str, reference: Reference) -> Iterator[ClinicSnapsho
 
 
 class _Buffered:
-    """COPY's rows (psycopg2 writes one at a time) gathered into large writes."""
+    """COPY's rows (psycopg2 writes one at a time) gathered into large writes; a table's rows
+    are counted and hashed (backups.dump.tables) as they are flushed, where their bounds are known."""
 
     def __init__(self, sink: GzipSqlSink):
         self._sink = sink
         self._parts: list[bytes] = []
         self._size = 0
+        self.tables = TableDigests()
+        self._in_table = False
+
+    def table_begin(self, table: str) -> None:
+        self.flush()  # what came before the rows is not hashed
+        self.tables.table_begin(table)
+        self._in_table = True
+
+    def table_end(self) -> None:
+        self.flush()
+        self.tables.table_end()
+        self._in_table = False
 
     def write(self, data) -> None:
         self._parts.append(data if isinstance(data, bytes) else data.encode())
@@ -201,7 +215,10 @@ class _Buffered:
 
     def flush(self) -> None:
         if self._parts:
-            self._sink.write(b"".join(self._parts))
+            joined = b"".join(self._parts)
+            if self._in_table:
+                self.tables.table_data(joined)
+            self._sink.write(joined)
             self._parts, self._size = [], 0
 
 
@@ -230,7 +247,9 @@ def clinic_dump_write(
                 head, tail = structure(entry.text).split("\x00")
                 buffered.write(head.encode())
                 target = entry.source.replace(reference.schema, schema)
+                buffered.table_begin(copy_table_name(f"COPY {target} FROM stdin;".encode()))
                 cursor.copy_expert(f"COPY {target} TO stdout;", buffered)
+                buffered.table_end()
                 buffered.write(tail.encode())
             elif entry.kind == "SEQUENCE SET":
                 head, tail = structure(entry.text).split("\x00")
@@ -241,4 +260,4 @@ def clinic_dump_write(
             else:
                 buffered.write(structure(entry.text).encode())
     buffered.flush()
-    return sink.close()
+    return sink.close(buffered.tables)

@@ -13,12 +13,13 @@ import os
 import re
 import shutil
 import subprocess
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO, Callable
 
 from django.utils.translation import gettext_lazy as _
 
+from backups.dump.tables import TableDigests
 from backups.errors import DumpError, PgVersionMismatchError, PsqlError
 from backups.models import BACKUP_HISTORY_MODELS
 from core.faults import die_now, kill_after_bytes
@@ -74,12 +75,14 @@ class PgBinaries:
 
 @dataclass(frozen=True)
 class DumpResult:
-    """The stored (gzip) bytes' size and sha256, and those of the SQL inside them."""
+    """The stored (gzip) bytes' size and sha256, those of the SQL inside them, and each
+    table's rows counted and hashed (backups.dump.tables)."""
 
     size: int
     sha256: str
     sql_size: int = 0
     sql_sha256: str = ""
+    tables: dict = field(default_factory=dict)
 
 
 def binaries_version(bin_dir: Path) -> tuple[int, str] | None:
@@ -188,10 +191,11 @@ class GzipSqlSink:
         self._sql_size += len(chunk)
         self._compressed.write(chunk)
 
-    def close(self) -> DumpResult:
+    def close(self, tables: TableDigests | None = None) -> DumpResult:
         self._compressed.close()
         return DumpResult(size=self._writer.size, sha256=self._writer.digest.hexdigest(),
-                          sql_size=self._sql_size, sql_sha256=self._sql_digest.hexdigest())
+                          sql_size=self._sql_size, sql_sha256=self._sql_digest.hexdigest(),
+                          tables=tables.tables if tables is not None else {})
 
 
 def pg_dump_command(*, binaries: PgBinaries, schema: str, snapshot: str = "") -> list[str]:
@@ -237,12 +241,14 @@ def dump_schema(
     """
     command = pg_dump_command(binaries=binaries, schema=schema, snapshot=snapshot)
     sink = GzipSqlSink(destination, progress)
+    tables = TableDigests()  # each COPY block's rows, parsed from the stream as it passes
     with temporary_file() as stderr_file:
         process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=stderr_file, env=params.environ())
         try:
             while chunk := process.stdout.read(CHUNK_SIZE):
                 sink.write(chunk)
-            result = sink.close()
+                tables.feed(chunk)
+            result = sink.close(tables)
         finally:
             process.stdout.close()
             returncode = process.wait()
@@ -268,6 +274,9 @@ def run_psql(*, binaries: PgBinaries, params: PgConnectionParams, script: Binary
         try:
             while chunk := script.read(CHUNK_SIZE):
                 process.stdin.write(chunk)
+                # At once, not when Python's buffer fills: a short part (a replay's prelude) is then
+                # executed before the script reads on, as the kill points of the tests expect.
+                process.stdin.flush()
         except BrokenPipeError:
             pass  # psql stopped early; its exit code and stderr say why
         finally:

@@ -15,6 +15,7 @@ from django_tenants.utils import schema_exists
 from backups.dump.pg_tools import PgBinaries, PgConnectionParams, run_psql
 from backups.storage.objects import COPY_CHUNK_SIZE, killable
 from core.errors import RestoreFailedError
+from core.faults import kill_point
 
 PROGRESS_EVERY_BYTES = 8 * 1024 * 1024
 
@@ -60,9 +61,24 @@ class _CountedReader(io.RawIOBase):
         return chunk
 
 
-def replay_script_parts(*, schema: str, staging: str, aside: str) -> tuple[bytes, bytes]:
-    """The SQL around the dump: one explicit transaction that leaves the live schema as it was."""
-    prelude = f'BEGIN;\nALTER SCHEMA "{schema}" RENAME TO "{aside}";\n'.encode()
+class _KillPointReader(io.RawIOBase):
+    """An empty part of the script that passes a kill point when it is read: everything before it was fed."""
+
+    def __init__(self, point: str):
+        self._point = point
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int = -1) -> bytes:
+        kill_point(self._point)
+        return b""
+
+
+def replay_script_parts(*, schema: str, staging: str, aside: str, guard_sql: str = "") -> tuple[bytes, bytes]:
+    """The SQL around the dump: one explicit transaction that leaves the live schema as it was.
+    guard_sql runs first in it (a drill's: core.locks.drill_replay_guard_sql)."""
+    prelude = f'BEGIN;\n{guard_sql}ALTER SCHEMA "{schema}" RENAME TO "{aside}";\n'.encode()
     postlude = (
         f'\n;ALTER SCHEMA "{schema}" RENAME TO "{staging}";\n'
         f'ALTER SCHEMA "{aside}" RENAME TO "{schema}";\n'
@@ -73,13 +89,21 @@ def replay_script_parts(*, schema: str, staging: str, aside: str) -> tuple[bytes
 
 def dump_replay(
     *, binaries: PgBinaries, params: PgConnectionParams, schema: str, staging: str, aside: str, dump_file: BinaryIO,
-    progress: Callable[[int], None] | None = None,
+    progress: Callable[[int], None] | None = None, guard_sql: str = "", kill_name: str = "restore.replay",
+    error_codes: bool = False,
 ) -> None:
-    """Replay a gzipped dump of `schema` into `staging`; the live schema is never changed."""
-    prelude, postlude = replay_script_parts(schema=schema, staging=staging, aside=aside)
+    """Replay a gzipped dump of `schema` into `staging`; the live schema is never changed.
+
+    kill_name names the test kill points of the feed (core.faults): `<kill_name>@<bytes>`, and
+    `<kill_name>.prelude_fed`, reached once psql has the prelude and before any of the dump.
+    With error_codes, psql's errors carry their SQLSTATE: a drill tells a preemption (57P01,
+    55P03) from a bad dump by them.
+    """
+    prelude, postlude = replay_script_parts(schema=schema, staging=staging, aside=aside, guard_sql=guard_sql)
     with gzip.GzipFile(fileobj=dump_file, mode="rb") as dump_sql:
-        script = _ConcatenatedReader([io.BytesIO(prelude), _CountedReader(killable(dump_sql, "restore.replay"), progress), io.BytesIO(postlude)])
-        run_psql(binaries=binaries, params=params, script=script)
+        script = _ConcatenatedReader([io.BytesIO(prelude), _KillPointReader(f"{kill_name}.prelude_fed"),
+                                      _CountedReader(killable(dump_sql, kill_name), progress), io.BytesIO(postlude)])
+        run_psql(binaries=binaries, params=params, script=script, extra_args=("-v", "VERBOSITY=verbose") if error_codes else ())
     # psql exits 0 when its input ends before COMMIT (the transaction then rolls back):
     # only the staging schema's existence proves the replay committed.
     if not schema_exists(staging):

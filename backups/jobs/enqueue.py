@@ -36,12 +36,14 @@ def job_wait(record: Record, *, seconds: float | None = None) -> Record:
 
 
 def backup_enqueue(
-    *, context: AuditContext, backup_type: str = BackupRecord.Type.MANUAL, created_by=None, prune_after: bool = False
+    *, context: AuditContext, backup_type: str = BackupRecord.Type.MANUAL, created_by=None, prune_after: bool = False,
+    night_id: int | None = None,
 ) -> BackupRecord:
     """Reserve a backup of this clinic and start its job (inline when no broker is configured);
-    prune_after applies the retention policy once the backup has succeeded (the nightly run)."""
+    prune_after applies the retention policy once the backup has succeeded (the nightly run),
+    whose job ends its row of the night (night_id, alertas.nights)."""
     backup = backup_start(context=context, backup_type=backup_type, created_by=created_by)
-    backup_task.delay(backup.pk, asdict(context), prune_after)
+    backup_task.delay(backup.pk, asdict(context), prune_after, night_id)
     return backup
 
 

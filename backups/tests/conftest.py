@@ -143,3 +143,17 @@ def age_cli() -> str:
             pytest.fail(message)
         pytest.skip(message)
     return path
+
+
+@pytest.fixture
+def committed_operator(committed_db):
+    """A superuser of the public admin, committed, logged in on the platform's host; removed afterwards."""
+    from backups.tests.test_platform_admin import PASSWORD, PlatformClient
+    from usuarios.models import Usuario
+
+    email = f"operador-{uuid.uuid4().hex[:8]}@plataforma.test"
+    with schema_context("public"):
+        user = Usuario.objects.create_superuser(email, PASSWORD, nombre="Op", apellido="Plataforma")
+    yield PlatformClient().admin_login(email)
+    with schema_context("public"):  # not delete(): its cascade walks the clinics' tables, absent from public
+        Usuario.objects.filter(pk=user.pk)._raw_delete("default")

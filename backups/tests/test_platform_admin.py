@@ -1,4 +1,5 @@
 """The platform's page of every clinic's backups, in the public admin: superusers only."""
+import re
 from datetime import timedelta
 from html import unescape
 
@@ -98,9 +99,10 @@ def test_a_clinic_is_overdue_when_its_last_completed_backup_is_older_than_the_wi
     # when the page is read
     rows = operator.get(PAGE).context["rows"]
     summaries = {row["summary"].tenant.schema_name: row["summary"] for row in rows}
-    # then A is overdue, B is not, and overdue clinics come first
+    # then A is overdue, B is not, and overdue clinics come first, among those someone must look at
     assert summaries["test_a"].overdue and not summaries["test_b"].overdue
-    flags = [row["summary"].overdue for row in rows]
+    assert all(row["failing"] for row in rows if row["summary"].overdue)
+    flags = [row["failing"] for row in rows]
     assert flags == sorted(flags, reverse=True)
 
 
@@ -204,3 +206,34 @@ def test_without_logging_in_the_page_asks_for_the_admin_login(tenants):
 
 def test_the_clinics_list_of_the_public_admin_links_to_the_page(operator):
     assert f'href="{PAGE}"' in operator.get("/admin/core/tenant/").content.decode()
+
+
+@pytest.mark.committed
+def test_the_page_shows_each_clinics_last_drill_restore_time_and_open_alerts_failing_first(committed_operator, backups_dir):
+    from alertas.services import alert_raise
+    from backups.drills.run import drill_run
+
+    # given clinic R's latest backup drilled (committed: the drill replays it in psql), and clinic B with an open alert
+    drilled = drill_run(context=AuditContext.system("prueba"), backup_id=backup_create(context=AuditContext.system("prueba")).pk)
+    assert drilled.drill_status == "passed"
+    alert = alert_raise(kind="backup_failed", schema="test_b", clinic="Clínica B", summary="El backup falló: almacenamiento caído")
+    try:
+        # when the operator opens the page
+        response = committed_operator.get(PAGE)
+    finally:
+        alert.delete()
+    rows = response.context["rows"]
+    # then the clinics someone must look at come first, B among them, with its alert
+    failing = [row["failing"] for row in rows]
+    assert failing == sorted(failing, reverse=True)
+    b = next(row for row in rows if row["summary"].tenant.schema_name == "test_b")
+    assert b["failing"] and "El backup falló: almacenamiento caído" in [alert.summary for alert in b["alerts"]]
+    # and R shows its last drill and the restore time it measured
+    r = next(row for row in rows if row["summary"].tenant.schema_name == "test_restore")["summary"]
+    assert (r.last_drill_status, r.last_drill_seconds) == ("passed", drilled.drill_seconds)
+    html = unescape(response.content.decode())
+    _r_class, r_row = re.search(r'<tr class="([^"]*)" data-schema="test_restore">(.*?)</tr>', html, re.S).groups()
+    with translation.override("es"):  # the page's language: "0,2 s"
+        assert "correcto" in r_row and f"{localize(round(drilled.drill_seconds, 1))} s" in r_row
+    b_class, b_row = re.search(r'<tr class="([^"]*)" data-schema="test_b">(.*?)</tr>', html, re.S).groups()
+    assert "failing" in b_class.split() and "almacenamiento caído" in b_row

@@ -248,7 +248,7 @@ def test_a_backup_retries_a_storage_that_does_not_answer_then_fails_clearly(comm
 
 
 def test_the_nightly_run_only_enqueues_one_job_per_clinic_and_workers_do_them(committed_db, send_to_workers, redis_url,
-                                                                             job_queue, worker_backups_dir):
+                                                                             job_queue, worker_backups_dir, receiver):
     # given a broker; when the cron's command runs
     from django.utils import timezone
     from django_tenants.utils import schema_context
@@ -264,20 +264,28 @@ def test_the_nightly_run_only_enqueues_one_job_per_clinic_and_workers_do_them(co
 
     before = automatic_completed()
     started = timezone.now()
-    env = child_environment(CELERY_BROKER_URL=redis_url, JOB_KEY_PREFIX=job_queue, BACKUPS_LOCAL_ROOT=str(worker_backups_dir))
+    heartbeat = f"{receiver.url}/ping/noche"
+    env = child_environment(CELERY_BROKER_URL=redis_url, JOB_KEY_PREFIX=job_queue, BACKUPS_LOCAL_ROOT=str(worker_backups_dir),
+                            BACKUP_HEARTBEAT_URL=heartbeat)
     done = subprocess.run([sys.executable, str(settings.BASE_DIR / "manage.py"), "create_backup", "--all-tenants",
                            "--type", "automatic", "--prune"], env=env, capture_output=True, text=True, timeout=120)
     # then it exits at once, having queued one job per clinic and run none
     assert done.returncode == 0, done.stderr[-2000:]
     assert all(f"{schema}: backup" in done.stdout and "en cola" in done.stdout for schema in before), done.stdout
     assert automatic_completed() == before
+    assert receiver.paths() == ["/ping/noche/start"]  # the heartbeat: the night is queued
     # and a worker then makes each clinic's backup
     try:
-        with celery_worker(redis_url, job_queue, worker_backups_dir):
+        with celery_worker(redis_url, job_queue, worker_backups_dir, BACKUP_HEARTBEAT_URL=heartbeat):
             deadline = time.monotonic() + POLL_TIMEOUT
             while any(count <= before[schema] for schema, count in automatic_completed().items()):
                 assert time.monotonic() < deadline, automatic_completed()
                 time.sleep(0.1)
+            # and once the last clinic's job ended, the heartbeat's success, from the worker
+            while receiver.paths() == ["/ping/noche/start"]:
+                assert time.monotonic() < deadline, receiver.paths()
+                time.sleep(0.1)
+        assert receiver.paths() == ["/ping/noche/start", "/ping/noche"]
     finally:
         # Committed in clinics that other tests verify: their objects live in this session's folder only.
         for schema in ("test_a", "test_b"):

@@ -43,9 +43,13 @@ class TenantCommand(BaseCommand):
 
     enqueue_tenant = None  # (tenant, **options) -> str: start that clinic's job, say what was queued
 
+    def all_tenants(self, **options) -> list[Tenant]:
+        """What --all-tenants selects: every active clinic, by schema name (a command may narrow it)."""
+        return list(Tenant.objects.exclude(schema_name=get_public_schema_name()).filter(is_active=True).order_by("schema_name"))
+
     def handle(self, *args, tenant=None, all_tenants=False, **options):
         if all_tenants:
-            tenants = list(Tenant.objects.exclude(schema_name=get_public_schema_name()).filter(is_active=True).order_by("schema_name"))
+            tenants = self.all_tenants(**options)
         else:
             tenants = [tenant_resolve(tenant)]
         if all_tenants and self.enqueue_tenant is not None and not settings.CELERY_TASK_ALWAYS_EAGER:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-APPS = ("core", "usuarios", "bitacora", "clinica", "backups", "backup_restore")
+APPS = ("core", "usuarios", "bitacora", "clinica", "backups", "backup_restore", "alertas")
 MODULE_MAX_LINES = 400
 FUNCTION_MAX_LINES = 60
 

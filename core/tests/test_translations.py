@@ -81,7 +81,7 @@ def test_every_message_is_translated():
     assert untranslated == []
 
 
-SOURCE_DIRS = ("core", "usuarios", "bitacora", "clinica", "backups", "backup_restore")
+SOURCE_DIRS = ("core", "usuarios", "bitacora", "clinica", "backups", "backup_restore", "alertas")
 
 
 @pytest.mark.skipif(shutil.which("xgettext") is None, reason="xgettext (GNU gettext) is not installed")

@@ -41,7 +41,7 @@ def web_server(backups_dir, kill_at: str = "") -> Iterator[httpx.Client]:
     env = child_environ(backups_dir=backups_dir, **({KILL_AT_ENV: kill_at} if kill_at else {}))
     server = subprocess.Popen(
         [sys.executable, "-m", "gunicorn", "core.wsgi:application", "--bind", f"fd://{listener.fileno()}",
-         "--workers", "1", "--timeout", "120", "--log-level", "warning"],
+         "--workers", "1", "--timeout", "120", "--graceful-timeout", "5", "--log-level", "warning"],
         cwd=settings.BASE_DIR, env=env, pass_fds=(listener.fileno(),),
     )
     base = f"http://127.0.0.1:{listener.getsockname()[1]}"
@@ -52,8 +52,8 @@ def web_server(backups_dir, kill_at: str = "") -> Iterator[httpx.Client]:
             client.headers["Authorization"] = f"Bearer {login.json()['access']}"
             yield client
     finally:
-        server.terminate()
-        server.wait(timeout=30)
+        server.terminate()  # a short graceful timeout: a loaded machine must not outwait the test
+        server.wait(timeout=60)
         listener.close()
 
 

@@ -7,10 +7,9 @@ from contextlib import contextmanager
 from typing import Iterator
 
 import psycopg2.extensions
-from django.db import connection
 
 from backups.drills.errors import DrillFilesError, DrillRowsMismatchError
-from backups.dump.cached import SESSION_SETTINGS
+from backups.dump.cached import dump_like_session
 from backups.dump.tables import ALGORITHM, schema_table_digests, table_digest_empty
 from backups.files.list import file_list_check
 from backups.files.media import MISSING_LISTED, backup_files_check
@@ -20,23 +19,12 @@ TABLES_LISTED = 20  # how many differing tables a failure names (the count is al
 
 
 @contextmanager
-def _dump_like_session(timezone: str) -> Iterator:
-    """A session of its own that prints rows as the dump's session did (pg_dump's settings, the
-    backup's time zone), in one read-only REPEATABLE READ transaction."""
-    session = connection.copy()
-    try:
-        session.ensure_connection()
-        raw = session.connection
-        raw.autocommit = True
-        with raw.cursor() as cursor:
-            for statement in SESSION_SETTINGS:
-                cursor.execute(statement)
-            cursor.execute("SELECT pg_catalog.set_config('TimeZone', %s, false)", [timezone])
+def _replay_reading_session(timezone: str) -> Iterator:
+    """The dump's session settings and time zone, in one read-only REPEATABLE READ transaction."""
+    with dump_like_session(timezone) as raw:
         raw.autocommit = False
         raw.set_session(isolation_level=psycopg2.extensions.ISOLATION_LEVEL_REPEATABLE_READ, readonly=True)
         yield raw
-    finally:
-        session.close()
 
 
 def _printed_tables(session, schema: str) -> list[str]:
@@ -55,7 +43,7 @@ def drill_rows_compare(*, backup: BackupRecord, scratch: str) -> dict:
     if recorded.get("algorithm") != ALGORITHM:
         return {"rows_checked": False}
     expected: dict = recorded["tables"]
-    with _dump_like_session(recorded["timezone"]) as session:
+    with _replay_reading_session(recorded["timezone"]) as session:
         present = _printed_tables(session, scratch)
         actual = schema_table_digests(session, scratch, present)
     differing = []

@@ -138,11 +138,9 @@ def _mismatch(cursor, schema: str, reference: Reference) -> str:
 
 
 @contextmanager
-def clinic_snapshot(schema: str, reference: Reference) -> Iterator[ClinicSnapshot]:
-    """Steps 5 and 6: the clinic locked, its snapshot exported, its fingerprint compared and its sequences read."""
-    import psycopg2.errors
-    import psycopg2.extensions
-
+def dump_like_session(timezone: str = "") -> Iterator[Any]:
+    """A connection of its own (autocommit) that prints rows as a dump's session does: pg_dump's
+    settings and, given one, the time zone the dump was written in; closed on the way out."""
     session = connection.copy()
     try:
         session.ensure_connection()
@@ -151,6 +149,20 @@ def clinic_snapshot(schema: str, reference: Reference) -> Iterator[ClinicSnapsho
         with raw.cursor() as cursor:
             for statement in SESSION_SETTINGS:
                 cursor.execute(statement)
+            if timezone:
+                cursor.execute("SELECT pg_catalog.set_config('TimeZone', %s, false)", [timezone])
+        yield raw
+    finally:
+        session.close()  # ends any transaction and its locks
+
+
+@contextmanager
+def clinic_snapshot(schema: str, reference: Reference) -> Iterator[ClinicSnapshot]:
+    """Steps 5 and 6: the clinic locked, its snapshot exported, its fingerprint compared and its sequences read."""
+    import psycopg2.errors
+    import psycopg2.extensions
+
+    with dump_like_session() as raw:
         for attempt in range(SNAPSHOT_ATTEMPTS):
             raw.autocommit = True
             with raw.cursor() as cursor:
@@ -179,8 +191,6 @@ def clinic_snapshot(schema: str, reference: Reference) -> Iterator[ClinicSnapsho
                 if attempt + 1 == SNAPSHOT_ATTEMPTS:
                     raise SnapshotUnstable() from exc
         yield ClinicSnapshot(schema=schema, session=raw, snapshot=snapshot, mismatch=mismatch, sequences=sequences)
-    finally:
-        session.close()  # ends the transaction and its locks
 
 
 # -- 7. The file

@@ -300,3 +300,39 @@ def test_the_platform_page_drills_a_clinic_at_the_push_of_a_button(clinic, commi
     assert drilled.drill_status == DrillStatus.PASSED
     shown = [str(message) for message in response.context["messages"]]
     assert any("simulacro correcto" in message and backup.file_name in message for message in shown), shown
+
+
+# ----------------------------------------------------------------------------- sealed backups
+
+
+def test_a_drill_opens_a_sealed_backup_and_checks_its_sealed_file_objects(clinic, sealed, backups_dir, media_files):
+    # given a clinic with radiographs, its backup sealed at rest (dump, file list and contents)
+    media_files(count=2)
+    backup = backup_create(context=CONTEXT)
+    assert (backups_dir / (backup.file_path + ".age")).exists() and not (backups_dir / backup.file_path).exists()
+    # when it is drilled, then the dump is opened, replayed and compared, and every sealed content re-read
+    drilled = _drilled(backup)
+    assert drilled.drill_status == DrillStatus.PASSED, (drilled.drill_error_code, drilled.drill_error)
+    stored_contents = backup.files.exclude(sha256="").values("sha256").distinct().count()
+    assert drilled.drill_report["rows_checked"] is True and drilled.drill_report["files_checked"] == stored_contents >= 2
+    # and when one sealed content loses its authenticity, the next drill fails on it
+    contents = sorted(path for path in (backups_dir / SCHEMA / "files").rglob("*.age") if path.is_file())
+    data = bytearray(contents[0].read_bytes())
+    data[len(data) // 2] ^= 0x01
+    contents[0].write_bytes(bytes(data))
+    drilled = _drilled(backup)
+    assert (drilled.drill_status, drilled.drill_error_code) == (DrillStatus.FAILED, "drill_files_damaged")
+
+
+def test_a_drill_of_a_sealed_dump_with_a_byte_changed_fails_before_replaying_it(clinic, sealed, backups_dir):
+    # given a sealed backup whose stored object had one byte changed since it was made
+    backup = backup_create(context=CONTEXT)
+    stored = backups_dir / (backup.file_path + ".age")
+    data = bytearray(stored.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    stored.write_bytes(bytes(data))
+    # when it is drilled, then it fails as damaged, and nothing was replayed
+    drilled = _drilled(backup)
+    assert drilled.drill_status == DrillStatus.FAILED
+    assert drilled.drill_error_code == "backup_object_not_authentic", drilled.drill_error_code
+    assert drilled.integrity == BackupRecord.Integrity.MISMATCH

@@ -9,7 +9,7 @@ import random
 import pytest
 from django.db import connection
 
-from backups.dump.cached import SESSION_SETTINGS
+from backups.dump.cached import dump_like_session
 from backups.dump.tables import TableDigests, schema_table_digests
 from backups.services import backup_create
 from bitacora.services import AuditContext
@@ -64,18 +64,8 @@ def test_each_copy_block_is_counted_and_hashed_whatever_the_chunks():
 
 
 def _live_digests(schema: str, tables: list[str], timezone: str) -> dict:
-    session = connection.copy()
-    try:
-        session.ensure_connection()
-        raw = session.connection
-        raw.autocommit = True
-        with raw.cursor() as cursor:
-            for statement in SESSION_SETTINGS:
-                cursor.execute(statement)
-            cursor.execute("SELECT set_config('TimeZone', %s, false)", [timezone])
-        return schema_table_digests(raw, schema, tables)
-    finally:
-        session.close()
+    with dump_like_session(timezone) as session:
+        return schema_table_digests(session, schema, tables)
 
 
 @pytest.mark.committed

@@ -74,7 +74,10 @@ _SCALARS = frozenset({"string", "number", "boolean", "null"})
 
 
 def _reason(exc: BaseException) -> str:
-    return " ".join(str(exc).split())[:300] or type(exc).__name__
+    # Only the parser's first line: yajl's next lines quote the upload around the error, and an
+    # upload is patient data (this reason reaches the error body, the bitácora and the log).
+    lines = str(exc).strip().splitlines()
+    return " ".join(lines[0].split())[:300] if lines else type(exc).__name__
 
 
 def _not_declared(label: str, *, read: int) -> errors.CountMismatchError:

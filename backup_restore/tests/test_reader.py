@@ -65,6 +65,21 @@ def test_a_malformed_file_is_refused_with_its_reason(case):
         assert raised.value.details["reason"] == reason
 
 
+@pytest.mark.parametrize("broken", [
+    b'"data": [{"model": "clinica.paciente", "fields": ["nombre"], "rows": [["Juan P\xc3\xa9rez Soto 4455667", tru]]}]}',
+    b'"data": [{"model": "clinica.paciente", "fields": ["nombre"], "rows": [["Juan P\xc3\xa9rez Soto 4455667" "x"]]}]}',
+    b'"data": [{"model": "clinica.paciente", "fields": ["nombre"], "rows": [["Juan P\xc3\xa9rez Soto 4455667\\q"]]}]}',
+])
+def test_a_parse_error_says_why_without_quoting_the_upload(broken):
+    # given a file that breaks next to a patient's name; when it is read
+    with pytest.raises(errors.InvalidJSONError) as raised:
+        read_all(HEADER + broken)
+    # then the reason is the parser's, and no byte of the rows around the error is in it
+    reason = raised.value.details["reason"]
+    assert reason and "error" in reason
+    assert "rez" not in reason and "4455667" not in reason and "Soto" not in reason
+
+
 class _Trickle:
     """A stream that answers at most `step` bytes per read, so that reads split the text anywhere."""
 

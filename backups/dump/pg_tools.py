@@ -31,6 +31,16 @@ STDERR_TAIL_CHARS = 2000
 PROGRESS_EVERY_BYTES = 4 * 1024 * 1024
 
 
+# DATABASE_URL's query (?sslmode=require&sslrootcert=…, in OPTIONS) as libpq's variables: pg_dump
+# and psql must connect as Django does, or a dump of health data would leave the host unencrypted.
+LIBPQ_OPTION_VARIABLES = {
+    "sslmode": "PGSSLMODE", "sslrootcert": "PGSSLROOTCERT", "sslcert": "PGSSLCERT", "sslkey": "PGSSLKEY",
+    "sslcrl": "PGSSLCRL", "sslnegotiation": "PGSSLNEGOTIATION", "requiressl": "PGREQUIRESSL",
+    "channel_binding": "PGCHANNELBINDING", "gssencmode": "PGGSSENCMODE", "connect_timeout": "PGCONNECT_TIMEOUT",
+    "target_session_attrs": "PGTARGETSESSIONATTRS", "options": "PGOPTIONS",
+}
+
+
 @dataclass(frozen=True)
 class PgConnectionParams:
     host: str
@@ -38,15 +48,19 @@ class PgConnectionParams:
     user: str
     password: str
     dbname: str
+    libpq_options: tuple[tuple[str, str], ...] = ()
 
     @classmethod
     def from_settings(cls, settings_dict: dict) -> "PgConnectionParams":
+        options = settings_dict.get("OPTIONS") or {}
         return cls(
             host=str(settings_dict.get("HOST") or ""),
             port=str(settings_dict.get("PORT") or ""),
             user=str(settings_dict.get("USER") or ""),
             password=str(settings_dict.get("PASSWORD") or ""),
             dbname=str(settings_dict["NAME"]),
+            libpq_options=tuple((LIBPQ_OPTION_VARIABLES[key], str(value)) for key, value in sorted(options.items())
+                                if key in LIBPQ_OPTION_VARIABLES and value not in (None, "")),
         )
 
     def environ(self) -> dict[str, str]:
@@ -55,6 +69,7 @@ class PgConnectionParams:
         env = {key: value for key, value in os.environ.items() if not key.startswith("PG")}
         values = {"PGHOST": self.host, "PGPORT": self.port, "PGUSER": self.user, "PGPASSWORD": self.password, "PGDATABASE": self.dbname}
         env.update({key: value for key, value in values.items() if value})
+        env.update(self.libpq_options)
         return env
 
 

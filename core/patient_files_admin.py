@@ -17,6 +17,9 @@ of a ModelAdmin with PatientFilesAdminMixin links to a view of that clinic's adm
    60-second signed URL the server uses and the browser never sees), private and never
    stored by a cache; shown in the browser only when it is an image of a known type, any
    other content a download, and sandboxed either way.
+Every attempt on a row (opened, refused by role, refused or missing name) is written to the
+clinic's bitácora as `patient_file.open`, with who, from where, the row and the field: who saw
+which patient's files is part of the record a clinic keeps.
 """
 from __future__ import annotations
 
@@ -32,11 +35,14 @@ from django.http import FileResponse, Http404
 from django.urls import path, reverse
 from django.utils.html import format_html
 
+from bitacora.models import Outcome
+from bitacora.services import AuditContext, record
 from core.media_names import media_file_refusal
 from usuarios.permissions import puede_ver_archivos_de_pacientes
 
 # Shown in the browser; anything else (HTML, SVG, PDF, an unknown type) is a download.
 INLINE_TYPES = frozenset({"image/png", "image/jpeg", "image/gif", "image/webp", "image/bmp", "image/tiff"})
+AUDIT_ACTION = "patient_file.open"
 
 
 class _LinkedFieldFile(FieldFile):
@@ -115,7 +121,16 @@ class PatientFilesAdminMixin:
         obj = self.get_object(request, unquote(object_id)) if field is not None else None
         if obj is None:
             raise Http404
+        audited = {"context": AuditContext.from_request(request), "action": AUDIT_ACTION,
+                   "target_type": self.opts.label_lower, "target_id": obj.pk}
         if not (self.has_view_or_change_permission(request, obj) and puede_ver_archivos_de_pacientes(request.user)):
+            record(**audited, outcome=Outcome.ERROR, details={"field": field_name, "code": "permission_denied"})
             raise PermissionDenied
         stored = getattr(obj, field_name)
-        return patient_file_response(stored.storage, stored.name, max_length=field.max_length or 100)
+        try:
+            response = patient_file_response(stored.storage, stored.name, max_length=field.max_length or 100)
+        except Http404:
+            record(**audited, outcome=Outcome.ERROR, details={"field": field_name, "code": "not_found"})
+            raise
+        record(**audited, details={"field": field_name})
+        return response

@@ -11,6 +11,7 @@ from django.core.files.storage import storages
 from django_tenants.utils import schema_context
 
 from backups.tests.supabase_server import FakeSupabaseStorage
+from bitacora.models import Bitacora
 from clinica.models import Paciente, Radiografia
 from core.testing import SchemaKeepingClient
 from usuarios.models import Usuario
@@ -76,6 +77,14 @@ def test_clinical_staff_open_a_radiograph_from_the_admin_streamed_and_never_cach
     assert opened["Content-Security-Policy"] == "sandbox"
     if media is not None:  # (on Supabase the signed URL stayed on the server: the answer is the bytes)
         assert media.signed_urls and "token" not in opened.serialize_headers().decode()
+    # and the clinic's bitácora says who opened which row's file, and nothing of its name or content
+    assert _opened_entries("test_a", rx.pk) == [(f"{rol}@clinica-a.test", "ok", {"field": "archivo"})]
+
+
+def _opened_entries(schema: str, pk) -> list[tuple]:
+    with schema_context(schema):
+        entries = Bitacora.objects.filter(action="patient_file.open", target_type="clinica.radiografia", target_id=str(pk))
+        return [(entry.actor_email, entry.outcome, entry.details) for entry in entries.order_by("id")]
 
 
 @pytest.mark.parametrize("rol", ["recepcion"])
@@ -85,8 +94,9 @@ def test_a_role_that_may_not_see_patient_files_gets_403_from_the_link(tenant_a, 
     browser = ClinicAdmin(tenant_a, rol)
     # when they follow the link
     response = browser.get(LINK.format(pk=rx.pk))
-    # then it is refused, and nothing of the file is sent
+    # then it is refused, and nothing of the file is sent; the attempt is in the bitácora
     assert response.status_code == 403 and not response.streaming
+    assert _opened_entries("test_a", rx.pk) == [(f"{rol}@clinica-a.test", "error", {"field": "archivo", "code": "permission_denied"})]
 
 
 def test_a_file_that_is_not_html_or_an_image_is_a_download_never_shown(tenant_a, media):
@@ -116,6 +126,7 @@ def test_a_clinic_user_never_gets_another_clinics_file_through_the_link(tenant_a
     at_b = browser.get(LINK.format(pk=other.pk), HTTP_HOST=tenant_b.get_primary_domain().domain)
     # then neither sends B's bytes: the planted name is refused as if missing, and B does not know A's session
     assert through_planted.status_code == 404 and not through_planted.streaming
+    assert _opened_entries("test_a", planted.pk) == [("odontologo@clinica-a.test", "error", {"field": "archivo", "code": "not_found"})]
     assert at_b.status_code == 302 and "/admin/login/" in at_b["Location"] and not at_b.streaming
 
 

@@ -3,6 +3,9 @@
 The rule as a table, then over real HTTP (gunicorn) for the login limit and the audit log.
 """
 import json
+import os
+import subprocess
+import sys
 import urllib.error
 import urllib.request
 
@@ -113,3 +116,16 @@ def test_over_http_behind_one_proxy_the_client_is_the_address_the_proxy_appended
     ((ip,),) = demo_site.sql("SELECT host(ip) FROM clinica_demo.bitacora_bitacora WHERE action = 'tenant_data.restore' "
                              "ORDER BY id DESC LIMIT 1")
     assert ip == "198.51.100.9"
+
+
+@pytest.mark.parametrize(("num_proxies", "secure"), [("", False), ("0", False), ("1", True)])
+def test_x_forwarded_proto_is_believed_only_behind_a_proxy_of_ours(num_proxies, secure):
+    # given the settings as a process starts with NUM_PROXIES so (Render sets 1)
+    probe = ("import django; django.setup(); from django.test import RequestFactory; "
+             "print(RequestFactory().get('/', HTTP_X_FORWARDED_PROTO='https').is_secure())")
+    environment = {**os.environ, "DJANGO_SETTINGS_MODULE": "core.settings", "DEBUG": "1", "NUM_PROXIES": num_proxies}
+    # when a plain-HTTP request says it came over https
+    result = subprocess.run([sys.executable, "-c", probe], env=environment, capture_output=True, text=True, timeout=60)
+    # then it is taken as secure only when a proxy of ours wrote that header
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip() == str(secure)

@@ -5,10 +5,12 @@ message, which may hold anything the code was handling: a media path (a radiogra
 file name is often the patient's), a row's values in a database error, a dump's line.
 So tracebacks in our logs keep every frame (file, line, function, source line) and the
 type of every exception in the chain, and drop messages, except the stable code of the
-project's own errors.
+project's own errors. The same goes for an exception a line puts in its message: Celery's
+"Task … raised unexpected: %(exc)s" (its repr) and "Signal handler %r raised: %r" (the object).
 """
 from __future__ import annotations
 
+import copy
 import logging
 import traceback
 
@@ -34,8 +36,28 @@ def redacted_traceback(exc: BaseException) -> str:
     return "\n\nLo anterior ocurrió mientras se manejaba:\n\n".join(reversed(parts))
 
 
+def _redacted_argument(argument, exc: BaseException | None):
+    if isinstance(argument, BaseException):
+        return _redacted(argument)
+    # The repr of the exception being logged, whole or cut short (Celery's safe_repr).
+    if exc is not None and isinstance(argument, str) and argument.startswith(f"{type(exc).__name__}("):
+        return _redacted(exc)
+    return argument
+
+
 class RedactingFormatter(logging.Formatter):
-    """logging.Formatter whose tracebacks keep their frames and lose their messages."""
+    """logging.Formatter whose tracebacks keep their frames and lose their messages, and whose
+    lines show an exception among their arguments as its type (or the project's code) alone."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        if record.args:
+            exc = record.exc_info[1] if record.exc_info else None
+            record = copy.copy(record)  # other handlers see the record as it was logged
+            if isinstance(record.args, dict):
+                record.args = {key: _redacted_argument(value, exc) for key, value in record.args.items()}
+            else:
+                record.args = tuple(_redacted_argument(value, exc) for value in record.args)
+        return super().format(record)
 
     def formatException(self, ei) -> str:  # noqa: N802 - logging's name
         _type, value, _tb = ei

@@ -8,6 +8,7 @@ from contextlib import contextmanager
 from typing import Callable, Iterator
 
 from django.db import connection
+from django.utils import timezone
 from django.utils.translation import gettext as _
 
 from alertas.models import AlertKind
@@ -92,7 +93,9 @@ def overdue_alerts() -> list[str]:
     for summary in backup_summary_list():
         if not summary.overdue:
             continue
-        when = summary.last_completed_at.strftime("%Y-%m-%d %H:%M") if summary.last_completed_at else _("nunca")
+        # In TIME_ZONE, as the platform page shows the dates beside it (the query gives UTC).
+        when = (timezone.localtime(summary.last_completed_at).strftime("%Y-%m-%d %H:%M") if summary.last_completed_at
+                else _("nunca"))
         alert_raise(kind=AlertKind.BACKUP_OVERDUE, schema=summary.tenant.schema_name, clinic=summary.tenant.nombre,
                     summary=_("Sin backup completado desde %(when)s.") % {"when": when},
                     details={"last_completed_at": summary.last_completed_at.isoformat() if summary.last_completed_at else None})

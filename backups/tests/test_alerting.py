@@ -3,7 +3,7 @@ receiver, once per kind and clinic a day, the others of a kind in one digest, ev
 the clinic's audit log, delivery failures retried without failing anything."""
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from django.core.management import call_command
@@ -132,6 +132,20 @@ def test_an_overdue_clinic_is_alerted_once_a_day(tenant_a, alert_channels, setti
     assert len(smtp.messages) == 1 and "Clínica sin backup reciente" in smtp.messages[0]["subject"]
     assert Alert.objects.filter(kind="backup_overdue").count() == len(first)
     assert set(Alert.objects.values_list("repeats", flat=True)) == {1}
+
+
+def test_an_overdue_alert_says_its_last_backup_in_the_platforms_time_zone(tenant_a, alert_channels, settings,
+                                                                          django_capture_on_commit_callbacks):
+    # given a platform in Bogotá (UTC-5) and clinic A's last completed backup at 03:00 UTC, 22:00 there the day before
+    settings.TIME_ZONE = "America/Bogota"
+    settings.BACKUP_OVERDUE_AFTER = timedelta(hours=1)
+    backup = BackupRecord.objects.create(file_name="a.sql.gz", file_path="test_a/manual/a.sql.gz", status="completed")
+    BackupRecord.objects.filter(pk=backup.pk).update(created_at=datetime(2026, 1, 10, 3, 0, tzinfo=UTC))
+    # when the overdue check alerts it
+    with django_capture_on_commit_callbacks(execute=True):
+        assert "test_a" in overdue_alerts()
+    # then its summary gives the time the platform page shows beside it (Bogotá's), not UTC's
+    assert Alert.objects.get(kind="backup_overdue", schema="test_a").summary == "Sin backup completado desde 2026-01-09 22:00."
 
 
 def test_a_backup_that_completes_resolves_its_clinics_alerts(tenant_a, clinic_data, alert_channels, settings, backups_dir,

@@ -89,7 +89,7 @@ def alerts_resolve(*, schema: str, kinds: list[str]) -> int:
 def _message_for(kind: str, alerts: list[Alert], *, digest: bool) -> AlertMessage:
     label = AlertKind(kind).label
     if digest:
-        subject = _("[Backups] %(kind)s: %(count)d clínicas más") % {"kind": label, "count": len(alerts)}
+        subject = _("[Backups] %(kind)s: más clínicas desde el primer aviso (%(count)d)") % {"kind": label, "count": len(alerts)}
         intro = _("Desde el primer aviso de hoy, el mismo problema en estas clínicas:")
     else:
         subject = _("[Backups] %(kind)s: %(clinic)s") % {"kind": label, "clinic": alerts[0].clinic or alerts[0].schema}

@@ -76,7 +76,7 @@ def test_a_bad_night_is_a_few_messages_not_one_per_clinic_and_failure(tenants, c
         alerts_flush(digest_now=True)
     assert len(smtp.messages) == 2 and len(receiver.posts()) == 2
     digest = smtp.messages[1]
-    assert "2 clínicas más" in digest["subject"] and "test_b" in digest["body"] and "test_restore" in digest["body"]
+    assert digest["subject"].endswith("más clínicas desde el primer aviso (2)") and "test_b" in digest["body"] and "test_restore" in digest["body"]
     assert receiver.posts()[1]["json"]["digest"] is True and receiver.posts()[1]["json"]["count"] == 2
     # and each clinic's audit log has its alert, once
     for schema in ("test_a", "test_b", "test_restore"):

@@ -85,7 +85,9 @@ def main() -> None:
     print(table(rows, ("", "mediana", "rango", "CPU (mediana)", f"× {BASELINE}", "módulos")))
     label, limit = TARGET
     median = statistics.median(walls[label])
-    print(f"\n{label}: {median:.3f} s (objetivo ≤ {limit} s) {'ok' if median <= limit else 'POR ENCIMA'}")
+    cpu = statistics.median(cpus[label])
+    # On a loaded machine the wall time waits for a core: the CPU time says what the command costs.
+    print(f"\n{label}: {median:.3f} s, CPU {cpu:.3f} s (objetivo ≤ {limit} s) {'ok' if median <= limit else 'POR ENCIMA'}")
 
 
 if __name__ == "__main__":

@@ -2,7 +2,6 @@
 Adapters: each raises on failure (the caller logs and retries), none knows a model."""
 from __future__ import annotations
 
-import httpx
 from django.conf import settings
 from django.core.mail import EmailMessage
 
@@ -27,20 +26,22 @@ def email_send(*, subject: str, body: str, recipients: list[str]) -> None:
 
 def webhook_post(*, url: str, payload: dict) -> None:
     """One JSON POST; any answer but 2xx is a failure."""
-    try:
-        response = httpx.post(url, json=payload, timeout=TIMEOUT_SECONDS)
-    except httpx.HTTPError as exc:
-        raise DeliveryError(f"webhook: {type(exc).__name__}") from exc
-    if not response.is_success:
-        raise DeliveryError(f"webhook: HTTP {response.status_code}")
+    _request("webhook", "POST", url, json=payload)
 
 
 def heartbeat_ping(*, url: str, suffix: str = "") -> None:
     """A healthchecks.io-style ping: `<url>` (success), `<url>/start`, `<url>/fail`."""
-    target = f"{url.rstrip('/')}/{suffix}" if suffix else url
+    _request("heartbeat", "GET", f"{url.rstrip('/')}/{suffix}" if suffix else url)
+
+
+def _request(channel: str, method: str, url: str, **options) -> None:
+    # httpx (and the CLI libraries it pulls in) loads with the first delivery, not with every
+    # command and worker that imports the alerts.
+    import httpx
+
     try:
-        response = httpx.get(target, timeout=TIMEOUT_SECONDS)
+        response = httpx.request(method, url, timeout=TIMEOUT_SECONDS, **options)
     except httpx.HTTPError as exc:
-        raise DeliveryError(f"heartbeat: {type(exc).__name__}") from exc
+        raise DeliveryError(f"{channel}: {type(exc).__name__}") from exc
     if not response.is_success:
-        raise DeliveryError(f"heartbeat: HTTP {response.status_code}")
+        raise DeliveryError(f"{channel}: HTTP {response.status_code}")

@@ -12,7 +12,7 @@ from rest_framework.views import APIView
 from backup_restore import errors, services
 from backup_restore.serializers import ExportQuerySerializer, RestoreRequestSerializer, RestoreResultSerializer
 from bitacora.services import AuditContext
-from core.openapi import error_response
+from core.openapi_errors import error_response
 from usuarios.models import Rol
 from usuarios.permissions import IsAdminOrPropietario
 

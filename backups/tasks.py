@@ -6,7 +6,6 @@ from __future__ import annotations
 import logging
 from dataclasses import asdict
 
-from celery import shared_task
 from celery.signals import worker_ready
 from django.conf import settings
 from django.db import connection
@@ -23,13 +22,14 @@ from backups.retention import backup_prune
 from backups.selectors import backup_list
 from backups.services import backup_run, backup_verify
 from bitacora.services import AuditContext
+from core.celery import app
 from core.exceptions import DomainError
 
 logger = logging.getLogger(__name__)
 DRILL_CONTEXT = AuditContext.system("restore drills (beat)")
 
 
-@shared_task(bind=True, name="backups.tasks.backup_task", max_retries=settings.BACKUP_STORAGE_RETRIES)
+@app.task(bind=True, name="backups.tasks.backup_task", max_retries=settings.BACKUP_STORAGE_RETRIES)
 def backup_task(self, backup_id: int, context: dict, prune_after: bool = False, night_id: int | None = None) -> None:
     may_retry = not self.request.is_eager and self.request.retries < self.max_retries
     audit = AuditContext(**context)
@@ -60,7 +60,7 @@ def backup_task(self, backup_id: int, context: dict, prune_after: bool = False, 
             night_job_ended(night_id=night_id, schema=connection.schema_name, ok=ended_ok, backup_id=backup_id)
 
 
-@shared_task(bind=True, name="backups.tasks.restore_task")
+@app.task(bind=True, name="backups.tasks.restore_task")
 def restore_task(self, job_id: int, context: dict, nombre: str = "") -> None:
     try:
         restore_run(context=AuditContext(**context), job_id=job_id, nombre=nombre)
@@ -72,7 +72,7 @@ def restore_task(self, job_id: int, context: dict, nombre: str = "") -> None:
         logger.warning("restore %s failed: %s", job_id, exc.code)
 
 
-@shared_task(bind=True, name="backups.tasks.drill_task")
+@app.task(bind=True, name="backups.tasks.drill_task")
 def drill_task(self, context: dict, backup_id: int | None = None) -> None:
     """A restore drill of the clinic; its outcome is on the backup's record and in the audit log."""
     try:
@@ -83,7 +83,7 @@ def drill_task(self, context: dict, backup_id: int | None = None) -> None:
         logger.warning("drill not run: %s", exc.code)
 
 
-@shared_task(name="backups.tasks.drill_night_task")
+@app.task(name="backups.tasks.drill_night_task")
 def drill_night_task() -> list[str]:
     """Tonight's share of the clinics (backups.drills.plan), one drill job each."""
     queued = []
@@ -97,26 +97,26 @@ def drill_night_task() -> list[str]:
     return queued
 
 
-@shared_task(name="backups.tasks.overdue_alert_task")
+@app.task(name="backups.tasks.overdue_alert_task")
 def overdue_alert_task() -> list[str]:
     """Clinics without a completed backup in BACKUP_OVERDUE_AFTER_HOURS, alerted once a day each."""
     return overdue_alerts()
 
 
-@shared_task(name="backups.tasks.verify_task")
+@app.task(name="backups.tasks.verify_task")
 def verify_task(context: dict) -> dict:
     """Re-read every completed backup of the clinic and mark what it finds."""
     audit = AuditContext(**context)
     return {backup.pk: backup_verify(context=audit, backup=backup) for backup in backup_list(status="completed")}
 
 
-@shared_task(name="backups.tasks.prune_task")
+@app.task(name="backups.tasks.prune_task")
 def prune_task(context: dict) -> list[int]:
     """Apply the retention policy to the clinic; the ids it deleted."""
     return backup_prune(context=AuditContext(**context), apply=True).delete
 
 
-@shared_task(name="backups.tasks.reap_task")
+@app.task(name="backups.tasks.reap_task")
 def reap_task() -> dict:
     return reap().as_dict()
 

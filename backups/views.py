@@ -34,7 +34,7 @@ from backups.services import backup_delete, backup_files_archive, backup_open, b
 from backups.storage.objects import COPY_CHUNK_SIZE
 from bitacora.services import AuditContext
 from core.exceptions import domain_error_for
-from core.openapi import error_response
+from core.openapi_errors import error_response
 from usuarios.permissions import IsAdminOrPropietario
 
 # sha256 of the body exactly as sent (before any Content-Encoding is undone).

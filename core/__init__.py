@@ -1,4 +1,5 @@
-# The Celery app loads with Django, so @shared_task jobs bind to it.
-from core.celery import app as celery_app
+"""The platform: settings, tenancy, the API's shared pieces.
 
-__all__ = ("celery_app",)
+The Celery app (core.celery) is not imported here, so that a command or a web process that
+sends no job never loads Celery: the task modules bind their tasks to it, and
+`celery -A core` finds core.celery by itself."""

@@ -4,6 +4,5 @@ from django.apps import AppConfig
 class CoreConfig(AppConfig):
     name = "core"
     verbose_name = "Plataforma"
-
-    def ready(self):
-        from core import openapi  # noqa: F401  registers the OpenAPI extensions
+    # core.openapi (the schema's extensions) is not imported here: it loads with its AutoSchema,
+    # where a schema is generated (DEFAULT_SCHEMA_CLASS), so that every start does not pay for it.

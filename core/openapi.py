@@ -1,6 +1,6 @@
 """drf-spectacular extensions: our JWT subclass, the clinic header, and the error answers every operation can give.
 
-Every error the API answers has one shape (core.exceptions.error_body), and
+Every error the API answers has one shape (core.exceptions.error_body, core.openapi_errors), and
 AutoSchema documents it on each operation for the statuses that operation can
 answer whatever its view says: 404 (an unknown clinic in X-Tenant-ID, or an
 unknown id), 401 with authentication or a clinic to name, 403 with a role check,
@@ -12,16 +12,24 @@ X-Tenant-ID is a required header parameter of every clinic operation, not a secu
 scheme: it names the clinic, and an unknown one is a 404 like an unknown id (tools
 that test security schemes expect 401 for a wrong API key). Missing, it is a 401
 (core.middleware). A view that is no clinic's (health) sets `clinic_scoped = False`.
+
+This module loads where a schema is generated (DEFAULT_SCHEMA_CLASS names its AutoSchema, and
+its extensions register as it loads), not at start: what the views need at import, the error
+answers, is core.openapi_errors.
 """
 from __future__ import annotations
+
+import functools
 
 from django.db import connection
 from django_tenants.utils import get_public_schema_name
 from drf_spectacular.extensions import OpenApiAuthenticationExtension, OpenApiSerializerFieldExtension
 from drf_spectacular.openapi import AutoSchema as SpectacularAutoSchema
-from drf_spectacular.utils import OpenApiParameter, OpenApiResponse
+from drf_spectacular.utils import OpenApiParameter
 from rest_framework import permissions, serializers
 from rest_framework_simplejwt.views import TokenViewBase
+
+from core.openapi_errors import error_response
 
 
 class TenantJWTScheme(OpenApiAuthenticationExtension):
@@ -61,37 +69,15 @@ class ClinicSchemaNameScheme(OpenApiSerializerFieldExtension):
 
 # What DRF's CharField refuses, as JSON Schema patterns: NUL anywhere (ProhibitNullCharactersValidator)
 # and, unless allow_blank, a value that str.strip() (trim_whitespace) leaves empty.
-_PYTHON_SPACES = "".join(f"\\u{ord(c):04x}" for c in map(chr, range(0x10000)) if c.isspace())
 NO_NUL = "^[^\\u0000]*$"
-NOT_BLANK = f"^[^\\u0000]*[^\\u0000{_PYTHON_SPACES}][^\\u0000]*$"
 
 
-class ErrorSerializer(serializers.Serializer):
-    """The one error shape of the API (core.exceptions.error_body)."""
-
-    success = serializers.BooleanField(help_text="Siempre false.")
-    code = serializers.CharField(help_text="Identificador estable en inglés (p. ej. `invalid_value`, `backup_in_progress`).")
-    message = serializers.CharField(help_text="Mensaje para personas; en español salvo Accept-Language.")
-    details = serializers.DictField(help_text="Qué falló: campo, modelo, fila, límite… (acotado en tamaño).")
-
-
-ERROR_DESCRIPTIONS = {
-    400: "Datos no válidos: `details` dice cuáles y por qué.",
-    401: "Sin token, token no válido o de otra clínica, credenciales incorrectas, o sin clínica (X-Tenant-ID).",
-    403: "El rol del usuario no permite esta operación (sólo admin y propietario).",
-    404: "Clínica desconocida (X-Tenant-ID) o recurso inexistente.",
-    409: "Conflicto con el estado actual (p. ej. otro backup o restauración en curso): reintentable.",
-    413: "El archivo (o lo que ocupa descomprimido) supera el máximo: `details` lo dice.",
-    415: "Content-Type no admitido por esta operación.",
-    429: "Demasiados intentos fallidos: espere `details.retry_after` segundos (también en Retry-After).",
-    502: "El almacenamiento de backups respondió con un error.",
-    503: "Un servicio necesario (base de datos, almacenamiento, pg_dump) no está disponible.",
-}
-
-
-def error_response(status: int, description: str | None = None) -> OpenApiResponse:
-    """An error answer in the one error shape, for extend_schema(responses=…)."""
-    return OpenApiResponse(ErrorSerializer, description=description or ERROR_DESCRIPTIONS[status])
+@functools.cache
+def not_blank() -> str:
+    # Python's spaces, found among the 65,536 characters of the BMP when a schema first needs them
+    # (every view's extend_schema loads this module: not at each start).
+    spaces = "".join(f"\\u{ord(c):04x}" for c in map(chr, range(0x10000)) if c.isspace())
+    return f"^[^\\u0000]*[^\\u0000{spaces}][^\\u0000]*$"
 
 
 class AutoSchema(SpectacularAutoSchema):
@@ -111,7 +97,7 @@ class AutoSchema(SpectacularAutoSchema):
     def _get_serializer_field_meta(self, field, direction):
         meta = super()._get_serializer_field_meta(field, direction)
         if direction == "request" and isinstance(field, serializers.CharField) and not field.read_only:
-            meta["pattern"] = NOT_BLANK if field.trim_whitespace and not field.allow_blank else NO_NUL
+            meta["pattern"] = not_blank() if field.trim_whitespace and not field.allow_blank else NO_NUL
         return meta
 
     def _get_parameters(self):

@@ -4,7 +4,6 @@ from pathlib import Path
 from urllib.parse import unquote
 
 import environ
-from celery.schedules import crontab
 
 from core import embedded_pg
 from core.storage_settings import storages_setting
@@ -238,11 +237,12 @@ CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 # BACKUP_DRILL_HOUR:00 (UTC, Celery's clock), after the nightly backups (Render's cron, 03:00 UTC).
 BACKUP_DRILL_EVERY_DAYS = env.int("BACKUP_DRILL_EVERY_DAYS", default=7)
 BACKUP_DRILL_HOUR = env.int("BACKUP_DRILL_HOUR", default=5)
+# Seconds, or a dict of crontab fields (UTC): core.celery makes it a crontab, so settings import no Celery.
 CELERY_BEAT_SCHEDULE = {
     "reap-interrupted-operations": {"task": "backups.tasks.reap_task", "schedule": env.int("REAP_EVERY_SECONDS", default=900)},
-    "restore-drills": {"task": "backups.tasks.drill_night_task", "schedule": crontab(hour=BACKUP_DRILL_HOUR, minute=0)},
+    "restore-drills": {"task": "backups.tasks.drill_night_task", "schedule": {"hour": BACKUP_DRILL_HOUR, "minute": 0}},
     # Alerts (alertas): overdue clinics looked for every hour; digests, retries and heartbeat pings sent.
-    "backups-overdue": {"task": "backups.tasks.overdue_alert_task", "schedule": crontab(minute=30)},
+    "backups-overdue": {"task": "backups.tasks.overdue_alert_task", "schedule": {"minute": 30}},
     "alerts-flush": {"task": "alertas.tasks.alerts_flush_task", "schedule": env.int("BACKUP_ALERT_FLUSH_SECONDS", default=300)},
 }
 # How long an API call waits for the job it started before answering 202 with something to poll.

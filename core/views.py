@@ -7,7 +7,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from core.exceptions import error_body
-from core.openapi import error_response
+from core.openapi_errors import error_response
 
 
 class HealthView(APIView):

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 from dataclasses import asdict
 
-from backups.tasks import drill_task
 from bitacora.services import AuditContext
 
 
 def drill_enqueue(*, context: AuditContext, backup_id: int | None = None) -> None:
     """Start a drill of this clinic's backup (its latest completed one unless given)."""
+    from backups.tasks import drill_task  # Celery loads only where a job is sent (core.celery)
+
     drill_task.delay(asdict(context), backup_id)

@@ -15,7 +15,6 @@ from backups.jobs.reaper import clinic_heal
 from backups.models import BackupRecord, RestoreJob
 from backups.selectors import backup_get_completed
 from backups.services import backup_start
-from backups.tasks import backup_task, restore_task
 from bitacora.services import AuditContext, audit_failure
 from core.errors import OperationInProgressError
 from core.locks import tenant_operation_lock
@@ -42,6 +41,8 @@ def backup_enqueue(
     """Reserve a backup of this clinic and start its job (inline when no broker is configured);
     prune_after applies the retention policy once the backup has succeeded (the nightly run),
     whose job ends its row of the night (night_id, alertas.nights)."""
+    from backups.tasks import backup_task  # Celery loads only where a job is sent (core.celery)
+
     backup = backup_start(context=context, backup_type=backup_type, created_by=created_by)
     backup_task.delay(backup.pk, asdict(context), prune_after, night_id)
     return backup
@@ -62,6 +63,8 @@ def restore_enqueue(
     *, context: AuditContext, backup_id: int, confirm: str = "", created_by=None, new_schema: str = "", nombre: str = ""
 ) -> RestoreJob:
     """Check a restore of this clinic (in place, or into new_schema) and start its job."""
+    from backups.tasks import restore_task  # Celery loads only where a job is sent (core.celery)
+
     job = restore_prepare(context=context, backup_id=backup_id, confirm=confirm, created_by=created_by, new_schema=new_schema)
     restore_task.delay(job.pk, asdict(context), nombre)
     return job

@@ -13,16 +13,17 @@ What this module adds is what a storage layer needs around it:
   arithmetic (a 16-byte nonce, then chunks of at most 64 KiB each followed by a 16-byte tag).
 Keys are age X25519 identities (`AGE-SECRET-KEY-1…`) and recipients (`age1…`), the ones
 `age-keygen` makes; an identity file may hold several, one a line, `#` lines are comments.
+pyrage is imported by the functions that use it: a process that seals nothing never loads it.
 """
 from __future__ import annotations
 
 import os
 import tempfile
 from pathlib import Path
-from typing import BinaryIO, Iterable
+from typing import TYPE_CHECKING, BinaryIO, Iterable
 
-import pyrage
-from pyrage import x25519
+if TYPE_CHECKING:
+    from pyrage import x25519
 
 MAGIC = b"age-encryption.org/v1\n"
 # The header ends with its MAC line, "--- " and 43 base64 characters. A header of ours holds
@@ -48,13 +49,15 @@ class NotAuthentic(Exception):
 def identities_parse(text: str) -> list[x25519.Identity]:
     """Every identity of an age identity file (comments and blank lines skipped), or of one line of
     them separated by commas or spaces (an environment variable); ValueError if one is not."""
+    import pyrage
+
     identities = []
     for line in text.splitlines():
         if line.strip().startswith("#"):
             continue
         for token in line.replace(",", " ").split():
             try:
-                identities.append(x25519.Identity.from_str(token))
+                identities.append(pyrage.x25519.Identity.from_str(token))
             except pyrage.IdentityError:
                 raise ValueError("not an age X25519 identity") from None  # never the token itself: it may be a secret
     return identities
@@ -62,10 +65,12 @@ def identities_parse(text: str) -> list[x25519.Identity]:
 
 def recipients_parse(values: Iterable[str]) -> list[x25519.Recipient]:
     """age X25519 recipients (`age1…`); ValueError naming the first that is not one."""
+    import pyrage
+
     recipients = []
     for value in values:
         try:
-            recipients.append(x25519.Recipient.from_str(value.strip()))
+            recipients.append(pyrage.x25519.Recipient.from_str(value.strip()))
         except pyrage.RecipientError as exc:
             raise ValueError(f"not an age X25519 recipient: {value.strip()[:80]!r}") from exc
     return recipients
@@ -101,6 +106,8 @@ class _Relay:
 
 def seal(source: BinaryIO, destination: BinaryIO, recipients: list[x25519.Recipient]) -> None:
     """source encrypted to every recipient into destination, streamed."""
+    import pyrage
+
     reader, writer = _Relay(source), _Relay(destination)
     try:
         pyrage.encrypt_io(reader, writer, recipients)
@@ -114,11 +121,15 @@ def seal(source: BinaryIO, destination: BinaryIO, recipients: list[x25519.Recipi
 
 def seal_bytes(data: bytes, recipients: list[x25519.Recipient]) -> bytes:
     """A small object encrypted in one call: no Python call per 8 KiB read, as a stream costs."""
+    import pyrage
+
     return pyrage.encrypt(data, recipients)
 
 
 def _meaning(exc: Exception) -> Exception | None:
     """What a decryption's failure means; None for one that is not pyrage's (the stream's own)."""
+    import pyrage
+
     if isinstance(exc, pyrage.DecryptError):
         return NoIdentityOpens() if _NO_IDENTITY in str(exc) else NotAuthentic(str(exc))
     # decrypt_io reports a chunk failing authentication, or a stream cut short, as a bare OSError.
@@ -133,6 +144,8 @@ def unseal(source: BinaryIO, destination: BinaryIO, identities: list[x25519.Iden
 
     A chunk reaches destination only once it is authenticated, but earlier chunks are
     written before a later one fails: on failure the caller must discard destination."""
+    import pyrage
+
     try:
         pyrage.decrypt_io(source, destination, identities)
     except Exception as exc:
@@ -145,6 +158,8 @@ def unseal(source: BinaryIO, destination: BinaryIO, identities: list[x25519.Iden
 
 def unseal_bytes(data: bytes, identities: list[x25519.Identity]) -> bytes:
     """A small object decrypted in one call (see unseal)."""
+    import pyrage
+
     try:
         return pyrage.decrypt(data, identities)
     except Exception as exc:
@@ -186,13 +201,15 @@ def identity_file_create(path: Path, comment: str) -> tuple[bool, list[str]]:
     """An identity file at path, made now (mode 0600) unless one is there: whether it was made, and
     its public keys. Made under another name and linked into place, so that a process reading
     it never sees it half written, and two making it at once keep one."""
+    import pyrage
+
     path = Path(path)
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         descriptor, draft = tempfile.mkstemp(dir=path.parent, prefix=".identity-")  # mode 0600
         try:
             with os.fdopen(descriptor, "w") as handle:
-                handle.write(f"# {comment}\n{x25519.Identity.generate()}\n")
+                handle.write(f"# {comment}\n{pyrage.x25519.Identity.generate()}\n")
             os.link(draft, path)
             made = True
         except FileExistsError:

@@ -33,16 +33,18 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from functools import lru_cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 from weakref import WeakKeyDictionary
 
-import pyrage
 from django.conf import settings
 from django.core.files.base import ContentFile
 from django.core.files.storage import Storage
-from pyrage import x25519
 
 from backups.errors import EncryptionNotConfiguredError, KeysShredIncompleteError, PlatformKeyError
 from backups.storage.age_format import identities_parse, recipients_parse
+
+if TYPE_CHECKING:
+    from pyrage import x25519  # pyrage itself loads where a key is used (as in age_format)
 
 KEYS_FOLDER = "keys"
 _KEY_NAME = re.compile(r"(?P<key_id>\d{8}T\d{12}Z-[0-9a-f]{6})\.(?P<wrap>[0-9a-f]{16})\.age")
@@ -105,12 +107,16 @@ def platform_wrap(recipients: tuple[x25519.Recipient, ...]) -> str:
 
 @lru_cache(maxsize=8)
 def _opens_own_wraps(identities: tuple[x25519.Identity, ...], recipients: tuple[x25519.Recipient, ...]) -> bool:
+    import pyrage
+
     return pyrage.decrypt(pyrage.encrypt(b"probe", list(recipients)), list(identities)) == b"probe"
 
 
 def platform_keys_check() -> tuple[tuple[x25519.Identity, ...], tuple[x25519.Recipient, ...]]:
     """The platform's identities and recipients, when a key wrapped to those recipients opens with
     those identities: else a key written now could never be read again."""
+    import pyrage
+
     recipients, identities = platform_recipients(), platform_identities()
     if not recipients or not identities:
         missing = "BACKUP_PLATFORM_RECIPIENTS" if not recipients else "BACKUP_PLATFORM_IDENTITY"
@@ -178,6 +184,8 @@ def _wraps(storage: Storage, clinic: str) -> dict[str, list[tuple[str, str]]]:
 
 def _unwrap(storage: Storage, name: str, identities) -> str | None:
     """A key object's text, or None when no platform identity opens it."""
+    import pyrage
+
     with storage.open(name, "rb") as stored:
         wrapped = stored.read(KEY_OBJECT_MAX_BYTES)
     try:
@@ -202,6 +210,8 @@ def _key_read(storage: Storage, clinic: str, key_id: str, wraps: list[tuple[str,
 
 
 def _key_store(storage: Storage, clinic: str, key: ClinicKey) -> None:
+    import pyrage
+
     _identities_, recipients = platform_keys_check()
     name = f"{keys_folder(clinic)}/{key.key_id}.{platform_wrap(recipients)}.age"
     saved = storage.save(name, ContentFile(pyrage.encrypt(key.as_text(clinic).encode(), list(recipients))))
@@ -211,8 +221,10 @@ def _key_store(storage: Storage, clinic: str, key: ClinicKey) -> None:
 
 
 def _key_new(names_secret: bytes | None = None) -> ClinicKey:
+    import pyrage
+
     key_id = f"{datetime.now(timezone.utc):%Y%m%dT%H%M%S%f}Z-{secrets.token_hex(3)}"
-    return ClinicKey(key_id, x25519.Identity.generate(), names_secret or secrets.token_bytes(32))
+    return ClinicKey(key_id, pyrage.x25519.Identity.generate(), names_secret or secrets.token_bytes(32))
 
 
 class Keyring:

@@ -5,7 +5,8 @@ client. Uploads stream from the file on disk or file object; downloads stream
 through a short-lived signed URL, so memory stays bounded whatever the size of
 a backup. Every failure, from the server or from the network, comes out as one
 of the domain errors of ``backups.errors`` (what the server's answers mean is
-``backups.storage.supabase_errors``).
+``backups.storage.supabase_errors``). storage3 and httpx load with the first request, not
+with the storage (about 250 ms: a command that never reaches the bucket does not pay it).
 """
 from __future__ import annotations
 
@@ -16,17 +17,12 @@ from collections.abc import Iterator
 from datetime import datetime, timezone
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import httpx
 from django.core.exceptions import ImproperlyConfigured, SuspiciousFileOperation
 from django.core.files.base import File
 from django.core.files.storage import Storage
 from django.utils.deconstruct import deconstructible
-from storage3 import SyncStorageClient
-from storage3._sync.file_api import SyncBucketProxy
-from storage3.exceptions import StorageApiError
-from storage3.utils import StorageException
 
 from backups.errors import (
     StorageBucketMissingError,
@@ -38,11 +34,17 @@ from backups.errors import (
 )
 from backups.storage.supabase_errors import api_error_fields, describe, domain_error_class, raise_for_status
 
+if TYPE_CHECKING:
+    import httpx
+    from storage3 import SyncStorageClient
+    from storage3._sync.file_api import SyncBucketProxy
+
 CHUNK_SIZE = 64 * 1024
 SIGNED_URL_TTL = 60  # seconds: long enough to start the download, too short to be worth leaking
 # Per-operation limits (connect, each read, each write), not a total: a long
 # upload is fine as long as bytes keep moving.
-TIMEOUT = httpx.Timeout(60.0, connect=10.0, pool=10.0)
+TIMEOUT_SECONDS = 60.0
+CONNECT_TIMEOUT_SECONDS = 10.0  # also the wait for a free connection of the pool
 _CLIENT_LOCK = threading.Lock()
 LIST_PAGE = 1000  # names per list request (the server's own default is 100)
 
@@ -175,6 +177,9 @@ class SupabaseStorage(Storage):
         if self._client is None:
             with _CLIENT_LOCK:
                 if self._client is None:
+                    import httpx
+                    from storage3 import SyncStorageClient
+
                     if not self.url or not self.key:
                         raise ImproperlyConfigured("SupabaseStorage needs both url and key.")
                     # Our own httpx client rather than storage3's default one, which
@@ -183,7 +188,10 @@ class SupabaseStorage(Storage):
                     # (never to the signed-URL download), never to a redirect's host
                     # (httpx drops Authorization there, not apikey), and the
                     # timeouts suit large transfers.
-                    session = httpx.Client(timeout=TIMEOUT, follow_redirects=False)
+                    session = httpx.Client(
+                        timeout=httpx.Timeout(TIMEOUT_SECONDS, connect=CONNECT_TIMEOUT_SECONDS, pool=CONNECT_TIMEOUT_SECONDS),
+                        follow_redirects=False,
+                    )
                     self._client = SyncStorageClient(
                         f"{self.url.rstrip('/')}/storage/v1/",
                         {"apikey": self.key, "Authorization": f"Bearer {self.key}"},
@@ -228,18 +236,30 @@ class SupabaseStorage(Storage):
             yield
         except StorageError:
             raise
-        except StorageApiError as exc:
+        except Exception as exc:
+            translated = self._translated(exc, operation, name)
+            if translated is None:
+                raise
+            raise translated from exc
+
+    def _translated(self, exc: Exception, operation: str, name: str | None) -> StorageError | None:
+        # Imported here, not per request: _translate_errors wraps every chunk of a download.
+        import httpx
+        from storage3.exceptions import StorageApiError
+        from storage3.utils import StorageException
+
+        if isinstance(exc, StorageApiError):
             error_class = domain_error_class(exc)
             if error_class is StorageBucketMissingError:
                 self._bucket_ready = False  # deleted behind our back: create it on the next write
-            details = self._details(operation, name, **api_error_fields(exc))
-            raise error_class(details=details) from exc
-        except httpx.TransportError as exc:
+            return error_class(details=self._details(operation, name, **api_error_fields(exc)))
+        if isinstance(exc, httpx.TransportError):
             # Refused, reset, timed out, or the server hung up mid-request.
-            raise StorageUnavailableError(details=self._details(operation, name, reason=describe(exc))) from exc
-        except (httpx.HTTPError, StorageException, ValueError, KeyError, TypeError) as exc:
+            return StorageUnavailableError(details=self._details(operation, name, reason=describe(exc)))
+        if isinstance(exc, (httpx.HTTPError, StorageException, ValueError, KeyError, TypeError)):
             # An answer we cannot read (not JSON, missing fields): still the storage's fault.
-            raise StorageError(details=self._details(operation, name, reason=describe(exc))) from exc
+            return StorageError(details=self._details(operation, name, reason=describe(exc)))
+        return None
 
     def _details(self, operation: str, name: str | None, **fields: Any) -> dict[str, Any]:
         details = {"operation": operation, "bucket": self.bucket, **({"name": name} if name else {}), **fields}

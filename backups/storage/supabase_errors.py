@@ -3,15 +3,13 @@
 The server answers most errors with HTTP 400 and the real status in the body
 (`{"statusCode": "404", "error": "not_found", ...}`); newer servers add a `code`
 (NoSuchKey, NoSuchBucket...). storage3 raises StorageApiError for them; a streamed
-request's answer goes through raise_for_status to the same shape.
+request's answer goes through raise_for_status to the same shape. storage3 and httpx are
+imported where they are needed (backups.storage.supabase loads them with its first request).
 """
 from __future__ import annotations
 
 import json
-from typing import Any
-
-import httpx
-from storage3.exceptions import StorageApiError
+from typing import TYPE_CHECKING, Any
 
 from backups.errors import (
     StorageBucketMissingError,
@@ -30,11 +28,17 @@ _UNAUTHORIZED_CODES = {"InvalidJWT", "AccessDenied", "InvalidSignature", "Signat
 _UNAVAILABLE_STATUSES = {"502", "503", "504", "544"}
 _UNAVAILABLE_CODES = {"DatabaseTimeout", "DatabaseConnectionLimit", "DatabaseReadOnly", "SlowDown", "LockTimeout"}
 
+if TYPE_CHECKING:
+    import httpx
+    from storage3.exceptions import StorageApiError
+
 
 def raise_for_status(response: httpx.Response) -> None:
     """Raise a StorageApiError for an error answer to a streamed request, as storage3 does for its own."""
     if response.is_success:
         return
+    from storage3.exceptions import StorageApiError
+
     body = b""
     for chunk in response.iter_bytes(_ERROR_READ_CHUNK):
         body += chunk
@@ -68,6 +72,8 @@ def _error_parts(exc: StorageApiError) -> tuple[str, str, str, str]:
     # "code" (NoSuchKey, NoSuchBucket…) that is worth reading when it is there.
     body = getattr(exc, "body", None)
     if body is None:
+        import httpx
+
         response = _http_response(exc)
         try:
             body = response.json() if response is not None else None
@@ -98,6 +104,8 @@ def domain_error_class(exc: StorageApiError) -> type[StorageError]:
 
 
 def _http_response(exc: BaseException) -> httpx.Response | None:
+    import httpx
+
     seen: BaseException | None = exc
     while seen is not None:
         if isinstance(seen, httpx.HTTPStatusError):

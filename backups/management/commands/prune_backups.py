@@ -2,7 +2,6 @@ from dataclasses import asdict
 
 from backups.retention import backup_prune
 from backups.selectors import backup_list
-from backups.tasks import prune_task
 from bitacora.services import AuditContext
 from core.management.base import TenantCommand
 
@@ -17,6 +16,8 @@ class Command(TenantCommand):
         if not apply:  # a dry run is read here and now, where its output is wanted
             self.handle_tenant(tenant, apply=False, **options)
             return "simulación mostrada arriba"
+        from backups.tasks import prune_task  # Celery loads only where a job is sent (core.celery)
+
         prune_task.delay(asdict(AuditContext.system("manage.py prune_backups")))
         return "retención en cola"
 

@@ -4,7 +4,6 @@ from backups.errors import BackupChecksumMismatchError
 from backups.models import BackupRecord
 from backups.selectors import backup_list
 from backups.services import backup_verify
-from backups.tasks import verify_task
 from bitacora.services import AuditContext
 from core.management.base import TenantCommand
 
@@ -16,6 +15,8 @@ class Command(TenantCommand):
     )
 
     def enqueue_tenant(self, tenant, **options) -> str:
+        from backups.tasks import verify_task  # Celery loads only where a job is sent (core.celery)
+
         verify_task.delay(asdict(AuditContext.system("manage.py verify_backups")))
         return "verificación en cola"
 

@@ -10,8 +10,9 @@ that counts) and marks any figure extrapolated to --rows as such.
 
 Each pair (the bare tool, ours) is measured --repeat times in turns (theirs, ours,
 theirs, ours…) and shown as its median with the range. Beside the wall time, a
-restore's own time as its audit entry records it (duration_ms); an export records
-none. Every restore loads the same file, so each starts from the same clinic.
+restore's own time as its audit entry records it (duration_ms; an export records
+none), and the CPU time of the client processes (not the server's). Every restore
+loads the same file, so each starts from the same clinic.
 """
 from __future__ import annotations
 
@@ -192,7 +193,7 @@ def main() -> None:
         rows = []
 
         def add(m: Repeated, n: int, note: str = "", ratio: str = ""):
-            rows.append((m.label, f"{n:,}", m.wall(), m.inside(), f"{m.peak_rss_mb:.0f}", ratio, note))
+            rows.append((m.label, f"{n:,}", m.wall(), m.inside(), m.cpu(), f"{m.peak_rss_mb:.0f}", ratio, note))
 
         def times(theirs: Repeated, mine: Repeated, what: str, factor: float = 1.0) -> str:
             return f"{theirs.seconds * factor / mine.seconds:.1f}× vs {what}"
@@ -216,7 +217,7 @@ def main() -> None:
         add(ours["psql"], actual, "into an empty database")
         print(f"\nmedians of {options.repeat} (min–max), each pair's sides in turns; load (1 min) at start "
               f"{load_at_start:.2f}, at the end {os.getloadavg()[0]:.2f}")
-        print(table(rows, ("operación", "filas", "segundos", "propio s", "RSS pico MB", "relación", "nota")))
+        print(table(rows, ("operación", "filas", "segundos", "propio s", "CPU cliente s", "RSS pico MB", "relación", "nota")))
         print(f"JSON sin comprimir: {sizes['export'] / 1e6:.1f} MB. «propio»: la restauración según su entrada de "
               "bitácora (duration_ms); la exportación no registra su duración (su entrada sólo marca el final).")
     finally:

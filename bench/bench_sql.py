@@ -10,7 +10,9 @@
 Each measure is taken --repeat times, the sides taking turns (bare tool, service, bare
 tool, service…), and shown as its median with the range. Beside each command's wall
 time, the operation's own time as its record tells it: a backup's BackupRecord and a
-restore's RestoreJob, created → finished (the command's start-up is the difference).
+restore's RestoreJob, created → finished (the command's start-up is the difference), and
+the CPU time of the client processes (ours, or gunzip and psql; not the server's), which
+a shared machine's load moves far less than the wall time.
 Every restore replays the same backup, so each starts from the same clinic.
 """
 from __future__ import annotations
@@ -86,7 +88,7 @@ def _row(operation: str, measured: Repeated, baseline: Repeated | None | bool = 
         ratio = "-"
     else:
         ratio = measured.ratio(baseline)
-    return (operation, measured.label, measured.wall(), measured.inside(), ratio, f"{measured.peak_rss_mb:.0f}")
+    return (operation, measured.label, measured.wall(), measured.inside(), ratio, measured.cpu(), f"{measured.peak_rss_mb:.0f}")
 
 
 def main() -> None:
@@ -137,7 +139,8 @@ def main() -> None:
     ]
     print(f"\nClínica de {args.rows:,} filas; backup de {backup.file_size / 1024 / 1024:.1f} MB (gzip); "
           f"medianas de {args.repeat} (mín–máx), lados alternados; carga (1 min) al empezar {load_at_start:.2f}, al terminar {os.getloadavg()[0]:.2f}")
-    print(table(results, ("operación", "qué", "segundos", "registro (creado → fin) s", "× base (medianas)", "RSS pico MB")))
+    print(table(results, ("operación", "qué", "segundos", "registro (creado → fin) s", "× base (medianas)", "CPU cliente s",
+                          "RSS pico MB")))
     print(
         f"\nRSS del backup: {service_backup_small.peak_rss_mb:.0f} MB con {small_rows:,} filas, "
         f"{service_backup.peak_rss_mb:.0f} MB con {args.rows:,} (×{service_backup.peak_rss_mb / service_backup_small.peak_rss_mb:.2f})"

@@ -85,17 +85,21 @@ class Measured:
     peak_rss_mb: float
     # The operation's own time as its record tells it (None: no record says it).
     inside: float | None = None
+    # User + system CPU of the processes the command waited for (the server's not counted): on a
+    # shared machine it moves far less than the wall time, so it shows the client side's cost.
+    cpu_seconds: float = 0.0
 
 
 def measure(label: str, command: list[str] | str, *, env: dict | None = None) -> Measured:
     """Run a command in its own process (a shell pipeline when given a string) and report
-    wall time and the largest peak RSS among the processes it waited for."""
+    wall time, and the largest peak RSS and the CPU time of the processes it waited for."""
     wrapper = [
         sys.executable, "-c",
         "import resource, subprocess, sys, json;"
         "cmd = json.loads(sys.argv[1]);"
         "rc = subprocess.call(cmd, shell=isinstance(cmd, str));"
-        "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, file=sys.stderr);"
+        "usage = resource.getrusage(resource.RUSAGE_CHILDREN);"
+        "print(usage.ru_maxrss, usage.ru_utime + usage.ru_stime, file=sys.stderr);"
         "sys.exit(rc)",
         __import__("json").dumps(command),
     ]
@@ -104,8 +108,8 @@ def measure(label: str, command: list[str] | str, *, env: dict | None = None) ->
     seconds = time.perf_counter() - started
     if result.returncode != 0:
         raise SystemExit(f"{label} falló:\n{result.stderr[-3000:]}")
-    peak_kb = int(result.stderr.strip().splitlines()[-1])
-    return Measured(label, seconds, peak_kb / 1024)
+    peak_kb, cpu = result.stderr.strip().splitlines()[-1].split()
+    return Measured(label, seconds, int(peak_kb) / 1024, cpu_seconds=float(cpu))
 
 
 def ensure_bench_tenant(schema_name: str, *, rows: int, log=print):
@@ -184,6 +188,9 @@ class Repeated:
 
     def wall(self) -> str:
         return spread([run.seconds for run in self.runs])
+
+    def cpu(self) -> str:
+        return spread([run.cpu_seconds for run in self.runs])
 
     def inside(self) -> str:
         inside = [run.inside for run in self.runs if run.inside is not None]

@@ -204,8 +204,8 @@ def main() -> None:
             add(base["dumpdata"], small_n, "baseline")
             add(base["restore"], small_n, "same size as loaddata", times(base["loaddata"], base["restore"], "loaddata"))
             add(base["loaddata"], small_n, "baseline")
-            add(ours["export"], actual, "", times(base["dumpdata"], ours["export"], "dumpdata") + f" EXTRAPOLATED ×{factor:.1f}")
-            add(ours["restore"], actual, "", times(base["loaddata"], ours["restore"], "loaddata") + f" EXTRAPOLATED ×{factor:.1f}")
+            add(ours["export"], actual, "", times(base["dumpdata"], ours["export"], "dumpdata", factor) + f" EXTRAPOLATED ×{factor:.1f}")
+            add(ours["restore"], actual, "", times(base["loaddata"], ours["restore"], "loaddata", factor) + f" EXTRAPOLATED ×{factor:.1f}")
         else:
             add(ours["export"], actual, "", times(ours["dumpdata"], ours["export"], "dumpdata"))
             add(ours["dumpdata"], actual)

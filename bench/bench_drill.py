@@ -21,18 +21,9 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import ensure_bench_tenant, scratch_database, table  # noqa: E402
+from common import ensure_bench_tenant, median_seconds, scratch_database, table  # noqa: E402
 
 CLINIC = "bench_drill"
-
-
-def _median(run, repeat: int) -> float:
-    seconds = []
-    for _ in range(repeat):
-        started = time.perf_counter()
-        run()
-        seconds.append(time.perf_counter() - started)
-    return statistics.median(seconds)
 
 
 class _ChecksumsTimed:
@@ -138,9 +129,9 @@ def _drill_vs_restore(repeat: int) -> list[tuple]:
 
         drills, restores, phases = [], [], []
         for _ in range(repeat):  # alternated, so that drift on a shared machine hits both alike
-            drills.append(_median(drill, 1))
+            drills.append(median_seconds(drill, 1))
             phases.append(backup_last_drilled().drill_report["seconds"])
-            restores.append(_median(lambda: backup_restore_in_place(context=context, backup_id=backup.pk, confirm=CLINIC), 1))
+            restores.append(median_seconds(lambda: backup_restore_in_place(context=context, backup_id=backup.pk, confirm=CLINIC), 1))
         drill_seconds, restore_seconds = statistics.median(drills), statistics.median(restores)
         print("  fases del simulacro (mediana, s):",
               {phase: round(statistics.median(seconds[phase] for seconds in phases), 3) for phase in phases[0]})

@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -39,7 +38,7 @@ import uuid
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import ROOT, clinic_sql, clinics_from_dump, scratch_database, table  # noqa: E402
+from common import ROOT, clinics_from_dump, measured_clinic, median_seconds, scratch_database, table  # noqa: E402
 
 CLINIC = "bench_noche"
 PREFIX = "bench_c"
@@ -65,14 +64,6 @@ BEGIN
   END LOOP;
 END $$;
 """
-
-def _median(run, repeat: int) -> float:
-    seconds = []
-    for _ in range(repeat):
-        started = time.perf_counter()
-        run()
-        seconds.append(time.perf_counter() - started)
-    return statistics.median(seconds)
 
 
 def _backup_measured() -> None:
@@ -104,26 +95,10 @@ def _database_size() -> str:
 
 
 def _prepare(args) -> list[str]:
-    from django.core.management import call_command
-    from django_tenants.utils import schema_context
-
-    from backups.services import database_params, pg_binaries
-    from clinica.demo import clinic_fill
-    from core.models import Tenant
-    from core.services import public_tenant_ensure
-
-    started = time.perf_counter()
-    call_command("migrate_schemas", "--shared", "--noinput", verbosity=0)
-    public_tenant_ensure(domains=["localhost"])
-    Tenant(schema_name=CLINIC, slug="bench-noche", nombre="Clínica medida").save(verbosity=0)
-    with schema_context(CLINIC):
-        counts = clinic_fill(scale=args.scale)
-    binaries, params = pg_binaries(), database_params()
+    binaries, params, sql = measured_clinic(CLINIC, scale=args.scale)
     env = params.environ()
-    sql = clinic_sql(CLINIC, binaries, env)  # before its backups: their names in its audit log would not rename safely
-    print(f"clínica medida: {counts.total:,} filas; preparada en {time.perf_counter() - started:.1f} s", flush=True)
     _backup_measured()  # warm: the reference built, the cache written
-    alone = _median(_backup_measured, args.repeat)
+    alone = median_seconds(_backup_measured, args.repeat)
     print(f"su backup, sola en la base: {alone:.3f} s", flush=True)
     started = time.perf_counter()
     clinics_from_dump(CLINIC, 1, args.clinics - 1, sql, binaries, env, prefix=PREFIX)
@@ -152,7 +127,7 @@ def _page(args) -> tuple[float, int]:
         assert response.status_code == 200, response.status_code
 
     page()  # warm: URL resolvers, templates
-    seconds = _median(page, args.repeat)
+    seconds = median_seconds(page, args.repeat)
     with CaptureQueriesContext(connection) as captured:
         page()
     return seconds, sum(not query["sql"].startswith("SET search_path") for query in captured)
@@ -269,8 +244,8 @@ def _measure(args, work: Path) -> None:
 
     [alone] = _prepare(args)
     _backup_measured()
-    among = _median(_backup_measured, args.repeat)
-    reaper = _median(lambda: reap(), args.repeat)
+    among = median_seconds(_backup_measured, args.repeat)
+    reaper = median_seconds(lambda: reap(), args.repeat)
     page, queries = _page(args)
     backup_each, drill_each, sampled, failed = _night(args, work)
     drills_a_night = args.clinics / settings.BACKUP_DRILL_EVERY_DAYS

@@ -33,19 +33,10 @@ import uuid
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import ROOT, clinic_sql, clinics_from_dump, scratch_database, table  # noqa: E402
+from common import ROOT, clinics_from_dump, measured_clinic, median_seconds, scratch_database, table  # noqa: E402
 
 CLINIC = "bench_escala"
 MANAGE = [sys.executable, str(ROOT / "manage.py")]
-
-
-def _median_seconds(run, repeat: int) -> float:
-    seconds = []
-    for _ in range(repeat):
-        started = time.perf_counter()
-        run()
-        seconds.append(time.perf_counter() - started)
-    return statistics.median(seconds)
 
 
 def _service_backup() -> str:
@@ -140,25 +131,11 @@ def main() -> None:
 
 
 def _measure(args, sizes: list[int], work: Path) -> None:
-    from django.core.management import call_command
-    from django_tenants.utils import schema_context
-
     from backups.dump import reference as dump_reference
-    from backups.services import _server_version, database_params, pg_binaries
-    from clinica.demo import clinic_fill
-    from core.models import Tenant
-    from core.services import public_tenant_ensure
+    from backups.services import _server_version
 
-    started = time.perf_counter()
-    call_command("migrate_schemas", "--shared", "--noinput", verbosity=0)
-    public_tenant_ensure(domains=["localhost"])
-    Tenant(schema_name=CLINIC, slug="bench-escala", nombre="Clínica medida").save(verbosity=0)
-    with schema_context(CLINIC):
-        counts = clinic_fill(scale=args.scale)
-    binaries, params = pg_binaries(), database_params()
+    binaries, params, sql = measured_clinic(CLINIC, scale=args.scale)
     env = params.environ()
-    sql = clinic_sql(CLINIC, binaries, env)
-    print(f"clínica medida: {counts.total:,} filas; preparada en {time.perf_counter() - started:.1f} s", flush=True)
 
     results, present = [], 1
     for n in sizes:
@@ -173,8 +150,8 @@ def _measure(args, sizes: list[int], work: Path) -> None:
         dump_reference.reference_get(binaries=binaries, params=params, server_version=_server_version())
         build = time.perf_counter() - started
         method = _service_backup()  # warm: the reference is built, and the files phase has its objects
-        service = _median_seconds(_service_backup, args.repeat)
-        bare = _median_seconds(lambda: _pg_dump_gzip(binaries, env, CLINIC), args.repeat)
+        service = median_seconds(_service_backup, args.repeat)
+        bare = median_seconds(lambda: _pg_dump_gzip(binaries, env, CLINIC), args.repeat)
         results.append((n, service, bare, build, method))
         print(f"N = {n:,}: servicio {service:.3f} s ({method}), pg_dump | gzip {bare:.3f} s, referencia {build:.2f} s",
               flush=True)

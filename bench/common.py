@@ -1,8 +1,10 @@
 """Shared pieces of the benchmarks: Django set-up, a bench clinic of a given size,
-and running a command as a child process to read its wall time and peak RSS."""
+running a command as a child process to read its wall time and peak RSS, and
+repeated measures (sides alternated, medians with their spread)."""
 from __future__ import annotations
 
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -10,7 +12,7 @@ import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator, Sequence
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -81,17 +83,23 @@ class Measured:
     label: str
     seconds: float
     peak_rss_mb: float
+    # The operation's own time as its record tells it (None: no record says it).
+    inside: float | None = None
+    # User + system CPU of the processes the command waited for (the server's not counted): on a
+    # shared machine it moves far less than the wall time, so it shows the client side's cost.
+    cpu_seconds: float = 0.0
 
 
 def measure(label: str, command: list[str] | str, *, env: dict | None = None) -> Measured:
     """Run a command in its own process (a shell pipeline when given a string) and report
-    wall time and the largest peak RSS among the processes it waited for."""
+    wall time, and the largest peak RSS and the CPU time of the processes it waited for."""
     wrapper = [
         sys.executable, "-c",
         "import resource, subprocess, sys, json;"
         "cmd = json.loads(sys.argv[1]);"
         "rc = subprocess.call(cmd, shell=isinstance(cmd, str));"
-        "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, file=sys.stderr);"
+        "usage = resource.getrusage(resource.RUSAGE_CHILDREN);"
+        "print(usage.ru_maxrss, usage.ru_utime + usage.ru_stime, file=sys.stderr);"
         "sys.exit(rc)",
         __import__("json").dumps(command),
     ]
@@ -100,8 +108,8 @@ def measure(label: str, command: list[str] | str, *, env: dict | None = None) ->
     seconds = time.perf_counter() - started
     if result.returncode != 0:
         raise SystemExit(f"{label} falló:\n{result.stderr[-3000:]}")
-    peak_kb = int(result.stderr.strip().splitlines()[-1])
-    return Measured(label, seconds, peak_kb / 1024)
+    peak_kb, cpu = result.stderr.strip().splitlines()[-1].split()
+    return Measured(label, seconds, int(peak_kb) / 1024, cpu_seconds=float(cpu))
 
 
 def ensure_bench_tenant(schema_name: str, *, rows: int, log=print):
@@ -131,7 +139,65 @@ def table(rows: list[tuple], headers: tuple) -> str:
     return "\n".join(lines)
 
 
+def median_seconds(run: Callable[[], object], repeat: int) -> float:
+    """The median wall time of `repeat` calls of run, in this process."""
+    seconds = []
+    for _ in range(repeat):
+        started = time.perf_counter()
+        run()
+        seconds.append(time.perf_counter() - started)
+    return statistics.median(seconds)
 
+
+def alternated(sides: Sequence[Callable[[], Measured]], repeat: int) -> list[list[Measured]]:
+    """Each side measured `repeat` times, taking turns (a, b, a, b…): a load that comes and goes
+    on a shared machine falls on both sides alike instead of on whichever ran during it.
+    One list of measures per side, in the order given."""
+    results: list[list[Measured]] = [[] for _ in sides]
+    for _ in range(repeat):
+        for index, side in enumerate(sides):
+            results[index].append(side())
+    return results
+
+
+def spread(values: Sequence[float], digits: int = 2) -> str:
+    """The median and, when there are several, the range: `4.15 (4.02–4.40)`."""
+    middle = f"{statistics.median(values):.{digits}f}"
+    if len(values) < 2:
+        return middle
+    return f"{middle} ({min(values):.{digits}f}–{max(values):.{digits}f})"
+
+
+@dataclass
+class Repeated:
+    """The measures of one side: medians, spreads, and the ratio of medians to another side."""
+
+    runs: list[Measured]
+
+    @property
+    def label(self) -> str:
+        return self.runs[0].label
+
+    @property
+    def seconds(self) -> float:
+        return statistics.median(run.seconds for run in self.runs)
+
+    @property
+    def peak_rss_mb(self) -> float:
+        return max(run.peak_rss_mb for run in self.runs)
+
+    def wall(self) -> str:
+        return spread([run.seconds for run in self.runs])
+
+    def cpu(self) -> str:
+        return spread([run.cpu_seconds for run in self.runs])
+
+    def inside(self) -> str:
+        inside = [run.inside for run in self.runs if run.inside is not None]
+        return spread(inside) if inside else "-"
+
+    def ratio(self, baseline: "Repeated") -> str:
+        return f"{self.seconds / baseline.seconds:.2f}"
 
 
 # Every table of a template clinic cloned into each new schema (structure, and the rows of
@@ -178,6 +244,31 @@ def clone_clinics(*, template: str, prefix: str, count: int, copy_tables: tuple[
         batch_size=1000,
     )
     return names
+
+
+def measured_clinic(clinic: str, *, scale: float):
+    """In a scratch database (scratch_database): the shared schema migrated, and one clinic made for
+    real (migrations) and filled with demo data at `scale`. Returns the pg binaries, the connection
+    parameters and the clinic's own dump (clinic_sql), taken before any backup of it: the names in
+    its audit log would not rename safely."""
+    from django.core.management import call_command
+    from django_tenants.utils import schema_context
+
+    from backups.services import database_params, pg_binaries
+    from clinica.demo import clinic_fill
+    from core.models import Tenant
+    from core.services import public_tenant_ensure
+
+    started = time.perf_counter()
+    call_command("migrate_schemas", "--shared", "--noinput", verbosity=0)
+    public_tenant_ensure(domains=["localhost"])
+    Tenant(schema_name=clinic, slug=clinic.replace("_", "-"), nombre="Clínica medida").save(verbosity=0)
+    with schema_context(clinic):
+        counts = clinic_fill(scale=scale)
+    binaries, params = pg_binaries(), database_params()
+    sql = clinic_sql(clinic, binaries, params.environ())
+    print(f"clínica medida: {counts.total:,} filas; preparada en {time.perf_counter() - started:.1f} s", flush=True)
+    return binaries, params, sql
 
 
 # Clinics cloned by replaying one clinic's dump under new names: the structure is exactly the

@@ -12,13 +12,17 @@ from django.db import connection, transaction
 from core.faults import kill_point
 
 
-def _columns(schema: str, table: str) -> list[str]:
+def _columns(schema: str, tables: Sequence[str]) -> dict[str, list[str]]:
+    """Each table's columns in order, in one query on the catalogs: information_schema.columns
+    costs milliseconds of planning per table, and the swap asks while it holds the clinic's locks."""
     with connection.cursor() as cursor:
         cursor.execute(
-            "SELECT column_name FROM information_schema.columns WHERE table_schema = %s AND table_name = %s ORDER BY ordinal_position",
-            [schema, table],
+            "SELECT c.relname, array_agg(a.attname::text ORDER BY a.attnum) FROM pg_attribute a "
+            "JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE n.nspname = %s AND c.relname = ANY(%s) AND a.attnum > 0 AND NOT a.attisdropped GROUP BY c.relname",
+            [schema, list(tables)],
         )
-        return [name for (name,) in cursor.fetchall()]
+        return dict(cursor.fetchall())
 
 
 def schema_swap(
@@ -35,8 +39,9 @@ def schema_swap(
         if live_tables:
             qualified = ", ".join(f'"{schema}"."{table}"' for table in live_tables)
             cursor.execute(f"LOCK TABLE {qualified} IN ACCESS EXCLUSIVE MODE")
+        live_columns = _columns(schema, carried_tables)
         for table in carried_tables:
-            columns = ", ".join(f'"{column}"' for column in _columns(schema, table))
+            columns = ", ".join(f'"{column}"' for column in live_columns.get(table, []))
             cursor.execute(f'DELETE FROM "{staging}"."{table}"')
             cursor.execute(f'INSERT INTO "{staging}"."{table}" ({columns}) SELECT {columns} FROM "{schema}"."{table}"')
             cursor.execute(

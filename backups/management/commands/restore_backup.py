@@ -10,9 +10,6 @@ from core.management.base import TenantCommand
 class Command(TenantCommand):
     help = "Restaura una clínica al momento de uno de sus backups SQL (reemplaza todos sus datos)."
     allow_all_tenants = False
-    # Django's system checks (URLconf, admin, models) guard development, not a restore: run at every
-    # start they import every view for nothing, ~0.1 s of CPU, while the operator waits.
-    requires_system_checks = []
 
     def add_tenant_arguments(self, parser):
         parser.add_argument("--id", type=int, required=True, dest="backup_id")

@@ -39,13 +39,13 @@ def many_blocks(committed_db):
     remove()
     with connection.cursor() as cursor:
         cursor.execute(
-            "INSERT INTO clinica_cita (inicio, duracion_minutos, estado, motivo, registrada_por_id, odontologo_id,"
-            " paciente_id, tratamiento_id)"
-            " SELECT c.inicio + g * interval '1 minute', c.duracion_minutos, c.estado,"
-            " %s || repeat(md5(g::text), 12), c.registrada_por_id, c.odontologo_id, c.paciente_id, c.tratamiento_id"
-            " FROM (SELECT * FROM clinica_cita ORDER BY id LIMIT 1) c, generate_series(1, 8000) g",
+            "INSERT INTO clinica_cita (inicio, duracion_minutos, estado, motivo, paciente_id, odontologo_id)"
+            " SELECT now() + g * interval '1 minute', 30, 'programada', %s || repeat(md5(g::text), 12), p.id, o.id"
+            " FROM (SELECT min(id) AS id FROM clinica_paciente) p, (SELECT min(id) AS id FROM clinica_odontologo) o,"
+            " generate_series(1, 8000) g",
             [MARK],
         )
+        assert cursor.rowcount == 8000
     yield
     remove()
 

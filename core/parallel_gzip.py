@@ -33,7 +33,9 @@ from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Protocol
 
-BLOCK_SIZE = 1024 * 1024
+# pigz's default is 128 KiB. 256 KiB: the same CPU and ratio as one zlib stream (within 1% and 0.02%
+# on a clinic's dump), and half the memory of 1 MiB blocks, whose buffers the threads' malloc arenas keep.
+BLOCK_SIZE = 256 * 1024
 WINDOW = 32 * 1024  # deflate's window: what a block may refer back to
 DEFAULT_LEVEL = 6
 # One compression pool per dump; more threads than this would wait on the thread feeding them.

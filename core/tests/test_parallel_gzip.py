@@ -12,7 +12,7 @@ import zlib
 import pytest
 
 from backups.dump.pg_tools import GzipSqlSink
-from core.parallel_gzip import THREAD_NAME_PREFIX, ParallelGzipWriter, crc32_combine
+from core.parallel_gzip import BLOCK_SIZE, THREAD_NAME_PREFIX, ParallelGzipWriter, crc32_combine
 
 pytestmark = pytest.mark.no_test_db
 BLOCK = 64 * 1024  # small blocks: many of them in little data
@@ -71,8 +71,8 @@ def test_any_size_round_trips_as_one_gzip_member_through_python_and_gunzip(make,
 
 
 def test_the_default_block_size_round_trips_many_blocks_at_gzip_s_ratio():
-    data = _sql_like(5 * 1024 * 1024 + 333, seed=7)
-    compressed = _compress(data, workers=2, block_size=1024 * 1024, piece=1024 * 1024)
+    data = _sql_like(20 * BLOCK_SIZE + 333, seed=7)
+    compressed = _compress(data, workers=2, block_size=BLOCK_SIZE, piece=1024 * 1024)
     assert _one_member(compressed) == data
     # Each block primed with the one before it: the ratio stays within a hair of one gzip stream's.
     assert len(compressed) <= len(gzip.compress(data, 6, mtime=0)) * 1.01

@@ -133,7 +133,7 @@ class ParallelGzipWriter:
         self._dictionary = b""
         self._crc, self._size = 0, 0
         self._block_shift = crc32_shift(block_size)
-        self._header_written = self._closed = False
+        self._header_written = self._closed = self._aborted = False
 
     def __enter__(self) -> "ParallelGzipWriter":
         return self
@@ -160,6 +160,8 @@ class ParallelGzipWriter:
 
     def close(self) -> None:
         """Compress what is left, write the trailer, stop the threads."""
+        if self._aborted:
+            raise ValueError("close of an aborted ParallelGzipWriter: what it wrote is not a whole gzip file")
         if self._closed:
             return
         try:
@@ -177,6 +179,7 @@ class ParallelGzipWriter:
 
     def abort(self) -> None:
         """Give up: drop the blocks not started, wait for those compressing; nothing more is written."""
+        self._aborted = self._aborted or not self._closed
         self._closed = True
         self._in_flight.clear()
         self._pending = bytearray()

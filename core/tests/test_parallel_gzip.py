@@ -127,6 +127,8 @@ def test_a_destination_that_fails_stops_the_threads_and_raises(after):
     assert _our_threads() == []
     with pytest.raises(ValueError):
         writer.write(b"more")  # a writer that failed takes nothing more
+    with pytest.raises(ValueError):
+        writer.close()  # nor passes for a whole file
 
 
 def test_an_error_in_a_worker_thread_is_raised_in_the_caller_and_stops_the_others():

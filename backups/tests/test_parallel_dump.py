@@ -1,12 +1,14 @@
 """A backup gzipped on several threads (core.parallel_gzip), end to end: sealed on its way to storage,
 verified, restored row-identical, and downloaded whole over real HTTP with Content-Encoding: gzip
-by clients that read a single gzip member (curl, httpx) as well as by one that reads them all (requests)."""
+by clients that read a single gzip member (Chromium, curl, httpx) as well as by one that reads them all (requests)."""
 from __future__ import annotations
 
 import gzip
 import hashlib
 import subprocess
 import zlib
+from contextlib import suppress
+from pathlib import Path
 
 import httpx
 import pytest
@@ -19,6 +21,7 @@ from backups.services import backup_create, backup_verify
 from backups.storage.age_format import MAGIC
 from backups.storage.objects import storage_open
 from backups.tests.api_server import api_server, serving
+from backups.tests.test_browser import CHROMIUM, CHROMIUM_ARGS
 from bitacora.services import AuditContext
 from core.parallel_gzip import BLOCK_SIZE
 from core.testing import committed_tables
@@ -116,3 +119,42 @@ def test_the_gzip_encoded_download_decodes_whole_in_curl_httpx_and_requests(
         answer = requests.get(url, headers={**headers, "Accept-Encoding": "gzip"}, timeout=120)
         assert answer.headers["Content-Encoding"] == "gzip" and answer.content == sql
         assert hashlib.sha256(answer.content).hexdigest() == backup.sql_sha256
+
+
+def _chromium_missing() -> str:
+    """Why Chromium cannot run here, or "" (no axios needed: the browser itself downloads)."""
+    if not CHROMIUM.exists():
+        return "no /usr/bin/chromium (Debian's package: apt-get install -y chromium)"
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        return "Playwright for Python is not installed (requirements-dev.txt)"
+    return ""
+
+
+@pytest.mark.skipif(bool(_chromium_missing()), reason=_chromium_missing() or "browser available")
+def test_chromium_saves_the_whole_sql_of_a_download_gzipped_on_two_threads(
+    committed_db, backups_dir, two_threads, many_blocks, client_for
+):
+    # given a backup gzipped on two threads; Chromium keeps only the first member of a gzip body, silently
+    backup = backup_create(context=CONTEXT)
+    token = client_for("test_restore", "admin").tokens["access"]
+    from playwright.sync_api import Error as PlaywrightError, sync_playwright
+
+    with serving(api_server()) as base, sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(accept_downloads=True)
+            page.set_extra_http_headers({"X-Tenant-ID": "test_restore", "Authorization": f"Bearer {token}"})
+            # when the browser opens the download link
+            with page.expect_download() as started:
+                with suppress(PlaywrightError):  # "Download is starting": the navigation becomes the download
+                    page.goto(f"{base}/api/backups/history/{backup.pk}/download/")
+            download = started.value
+            # then it saved the whole SQL, under the .sql name
+            assert download.failure() is None
+            saved = Path(download.path()).read_bytes()
+        finally:
+            browser.close()
+    assert download.suggested_filename == backup.file_name.removesuffix(".gz")
+    assert hashlib.sha256(saved).hexdigest() == backup.sql_sha256 and len(saved) == backup.sql_size

@@ -108,14 +108,13 @@ def crc32_combine(crc1: int, crc2: int, length2: int, shift: int | None = None) 
     return _multmodp(crc32_shift(length2) if shift is None else shift, crc1) ^ crc2
 
 
-def _deflate_block(block: bytes, dictionary: bytes, level: int, last: bool) -> tuple[bytes, int]:
+def _deflate_block(block, dictionary, level: int, last: bool) -> tuple[tuple[bytes, bytes], int]:
     """A block as raw deflate that continues the stream before it (step 1), and its CRC32."""
     if dictionary:
         compressor = zlib.compressobj(level, zlib.DEFLATED, -15, zlib.DEF_MEM_LEVEL, zlib.Z_DEFAULT_STRATEGY, dictionary)
     else:
         compressor = zlib.compressobj(level, zlib.DEFLATED, -15)
-    compressed = compressor.compress(block) + compressor.flush(zlib.Z_FINISH if last else zlib.Z_SYNC_FLUSH)
-    return compressed, zlib.crc32(block)
+    return (compressor.compress(block), compressor.flush(zlib.Z_FINISH if last else zlib.Z_SYNC_FLUSH)), zlib.crc32(block)
 
 
 class ParallelGzipWriter:
@@ -148,12 +147,21 @@ class ParallelGzipWriter:
     def write(self, data) -> int:
         if self._closed:
             raise ValueError("write to a closed ParallelGzipWriter")
-        self._pending += data
         try:
-            while len(self._pending) >= self.block_size:
-                block = bytes(self._pending[:self.block_size])
-                del self._pending[:self.block_size]
-                self._submit(block, last=False)
+            # Blocks are cut from an immutable input without a copy (views the workers read);
+            # only what falls between two writes is gathered in _pending.
+            view = memoryview(data if isinstance(data, bytes) else bytes(data))
+            position = 0
+            if self._pending:
+                position = min(len(view), self.block_size - len(self._pending))
+                self._pending += view[:position]
+                if len(self._pending) == self.block_size:
+                    block, self._pending = bytes(self._pending), bytearray()
+                    self._submit(block, last=False)
+            while len(view) - position >= self.block_size:
+                self._submit(view[position:position + self.block_size], last=False)
+                position += self.block_size
+            self._pending += view[position:]
         except BaseException:
             self.abort()
             raise
@@ -200,10 +208,12 @@ class ParallelGzipWriter:
         future, length = self._in_flight.popleft()
         self._write_piece(*future.result(), length)  # a worker's exception is raised here
 
-    def _write_piece(self, compressed: bytes, crc: int, length: int) -> None:
+    def _write_piece(self, pieces: tuple[bytes, bytes], crc: int, length: int) -> None:
         self._crc = crc32_combine(self._crc, crc, length, self._block_shift if length == self.block_size else None)
         self._size += length
-        self._write(compressed)
+        for piece in pieces:
+            if piece:
+                self._write(piece)
 
     def _write(self, data: bytes) -> None:
         if not self._header_written:

@@ -86,6 +86,17 @@ def test_the_same_input_gives_the_same_bytes_whatever_the_threads_and_the_writes
     assert _compress(data, workers=2, piece=BLOCK) == _compress(data, workers=2, piece=7777) == first
 
 
+def test_a_buffer_the_caller_reuses_after_write_does_not_change_what_is_compressed():
+    data = _random(5 * BLOCK + 3)
+    out = io.BytesIO()
+    buffer = bytearray(data)
+    with ParallelGzipWriter(out, workers=2, block_size=BLOCK) as writer:
+        writer.write(buffer)
+        buffer[:] = bytes(len(buffer))  # the caller's next read overwrites it while blocks still compress
+        writer.write(memoryview(buffer)[:0])
+    assert _one_member(out.getvalue()) == data
+
+
 def test_crc32_combine_equals_the_crc_of_the_concatenation():
     rng = random.Random(5)
     for _ in range(50):

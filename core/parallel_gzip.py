@@ -2,9 +2,10 @@
 
 Why one member, not a member per block: a file of several members is valid gzip for gunzip
 and Python's gzip, but the product serves the stored bytes as they are with
-`Content-Encoding: gzip` (backups.views, DownloadForm.ENCODED), and HTTP decoders (Chromium's
-GzipSourceStream, libcurl and others) stop after the first member and drop the rest without an
-error: a browser's download would be a truncated SQL file that looks whole.
+`Content-Encoding: gzip` (backups.views, DownloadForm.ENCODED), and HTTP decoders stop after
+the first member: Chromium (GzipSourceStream) and httpx drop the rest without an error, curl
+keeps the first member and exits 23. A browser's download would be a truncated SQL file that
+looks whole (backups/tests/test_parallel_dump.py shows all three).
 
 1. The input is cut into blocks of BLOCK_SIZE bytes. Each block is compressed on a worker
    thread as raw deflate (zlib releases the GIL while it deflates, so the threads really run
@@ -14,10 +15,11 @@ error: a browser's download would be a truncated SQL file that looks whole.
    are one deflate stream.
 2. The writer emits the 10-byte gzip header (mtime 0, so the same input gives the same
    bytes), the pieces in input order, then the CRC32 and the length of the whole input. Each
-   worker takes its block's CRC32 too; the writer joins them with crc32_combine (a few
-   integer operations per block), which keeps even that pass off the thread that feeds us.
+   worker takes its block's CRC32 too; the writer joins them with crc32_combine (3 µs a
+   block), which keeps even that pass (13 ms for 70 MB) off the thread that feeds us.
 3. At most max_in_flight blocks wait or compress at once: when that many are out, write()
    waits for the oldest and writes it. Memory stays bounded whatever the input's size.
+   Blocks are views of the caller's bytes, not copies (a mutable buffer is copied first).
 4. Everything the destination sees is written from the caller's thread (so a destination
    may update the database, whose connections are per thread); an error there or in a
    worker stops the pool, waits for the blocks being compressed, and is raised.

@@ -8,7 +8,6 @@ in README ("Formato del respaldo JSON").
 from __future__ import annotations
 
 import json
-import zlib
 from contextlib import closing
 from typing import Iterator
 
@@ -17,6 +16,7 @@ from django.utils import timezone
 
 from backup_restore.classification import Policy
 from backup_restore.plan import FORMAT_NAME, FORMAT_VERSION, ModelPlan, ProgressCallback, models_plan, qn
+from core.parallel_gzip import ParallelGzipWriter
 from core.selectors import migration_state
 
 EXPORT_FETCH_ROWS = 10_000
@@ -123,10 +123,33 @@ def _section_chunks(
         stats.setdefault("models", {})[plan.label] = rows_done
 
 
+class _Collected:
+    """A destination that keeps what is written until it is taken."""
+
+    def __init__(self) -> None:
+        self._parts: list[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        self._parts.append(data)
+
+    def take(self) -> bytes:
+        taken = b"".join(self._parts)
+        self._parts.clear()
+        return taken
+
+
 def gzip_chunks(chunks: Iterator[bytes], level: int = GZIP_LEVEL) -> Iterator[bytes]:
-    compressor = zlib.compressobj(level, zlib.DEFLATED, 31)  # 31: gzip container
-    for chunk in chunks:
-        out = compressor.compress(chunk)
-        if out:
-            yield out
-    yield compressor.flush()
+    """chunks as one gzip member, compressed on BACKUP_COMPRESS_WORKERS threads (core.parallel_gzip)."""
+    collected = _Collected()
+    try:
+        # Closed early (a download abandoned), the with block stops the threads.
+        with ParallelGzipWriter(collected, level=level) as compressed:
+            for chunk in chunks:
+                compressed.write(chunk)
+                if taken := collected.take():
+                    yield taken
+        yield collected.take()
+    finally:
+        close = getattr(chunks, "close", None)
+        if close:
+            close()  # a generator's snapshot ends with the download, as it does uncompressed

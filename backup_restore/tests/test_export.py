@@ -1,9 +1,13 @@
 import gzip
 import json
+import random
+import threading
+import zlib
 
 from backup_restore import utils
 from backup_restore.tests.conftest import export_bytes, section
 from clinica.tests.factories import clinic_data_create
+from core.parallel_gzip import THREAD_NAME_PREFIX
 from core.selectors import migration_state
 
 
@@ -43,3 +47,42 @@ def test_export_never_contains_a_password_hash(tenant_a, clinic_admin):
         assert b"md5$" not in blob and b"pbkdf2" not in blob
     users = section(json.loads(data), "usuarios.usuario")
     assert "password" not in users["fields"] and users["rows"]
+
+
+def test_the_gzipped_export_is_one_gzip_member_of_the_same_bytes_whatever_the_threads(settings):
+    # given an export's chunks, several compression blocks long
+    chunks = [json.dumps({"rows": [[i, f"Paciente {i}", i * 7] for i in range(n, n + 20_000)]}).encode()
+              for n in range(0, 200_000, 20_000)]
+    outputs = []
+    for workers in (1, 2):
+        settings.BACKUP_COMPRESS_WORKERS = workers
+        # when gzipped as the export streams it
+        outputs.append(b"".join(utils.gzip_chunks(iter(chunks))))
+    # then it is one gzip member (what an HTTP client decodes), the same bytes with one thread or two
+    decoder = zlib.decompressobj(31)
+    assert decoder.decompress(outputs[0]) == b"".join(chunks)
+    assert decoder.eof and decoder.unused_data == b""
+    assert len(outputs[0]) > 0 and outputs[0] == outputs[1]
+
+
+def test_a_gzipped_export_abandoned_mid_way_stops_its_threads_and_closes_its_source(settings):
+    # given a gzipped export on two threads, of a source that says when it is closed
+    settings.BACKUP_COMPRESS_WORKERS = 2
+    closed = []
+
+    def source():
+        try:
+            for n in range(1000):
+                yield bytes(random.Random(n).randbytes(256 * 1024))
+        finally:
+            closed.append(True)
+
+    rows = source()
+    compressed = utils.gzip_chunks(rows)
+    # when the client goes away after the first pieces
+    for _ in zip(range(5), compressed):
+        pass
+    compressed.close()
+    # then no compression thread is left, and the source (the snapshot's cursor) was closed
+    assert [t for t in threading.enumerate() if t.name.startswith(THREAD_NAME_PREFIX)] == []
+    assert closed == [True]

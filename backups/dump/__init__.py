@@ -2,7 +2,8 @@
 
 Modules, in the order a backup's SQL flows through them:
 - pg_tools.py: pg_dump and psql as subprocesses of the server's major version (an
-  adapter: argv, the password in the environment, stderr to a file, gzip on the way).
+  adapter: argv, the password in the environment, stderr to a file, gzip on the way,
+  on several threads into one gzip member: core.parallel_gzip).
 - reference.py: the structure every clinic at the code's migrations shares, built once
   in a schema of its own, checked against pg_dump, cached (steps 1 to 4 of cached.py's map).
 - catalog.py: a schema's structure as sorted text lines, read by its namespace, so that

@@ -243,10 +243,17 @@ def clinic_dump_write(
     snapshot: ClinicSnapshot, reference: Reference, destination: BinaryIO, progress: Callable[[int], None] | None = None
 ) -> DumpResult:
     """Write the clinic's dump (step 7) as gzip into destination, from the snapshot's own session."""
+    with GzipSqlSink(destination, progress) as sink:  # its threads stop however the dump ends
+        buffered = _Buffered(sink)
+        _entries_write(snapshot, reference, buffered)
+        buffered.flush()
+        return sink.close(buffered.tables)
+
+
+def _entries_write(snapshot: ClinicSnapshot, reference: Reference, buffered: _Buffered) -> None:
+    """The reference's entries in order, the clinic's name in place of the reference's, its rows from COPY."""
     schema = snapshot.schema
     key = _restrict_key(reference)
-    sink = GzipSqlSink(destination, progress)
-    buffered = _Buffered(sink)
 
     def structure(text: str) -> str:
         return _RESTRICT.sub(lambda found: f"\\{found['command']} {key}\n", text.replace(reference.schema, schema))
@@ -269,5 +276,3 @@ def clinic_dump_write(
                                .encode())
             else:
                 buffered.write(structure(entry.text).encode())
-    buffered.flush()
-    return sink.close(buffered.tables)

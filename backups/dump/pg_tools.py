@@ -7,7 +7,6 @@ looked up by version, never taken blindly from PATH.
 """
 from __future__ import annotations
 
-import gzip
 import hashlib
 import os
 import re
@@ -24,6 +23,7 @@ from backups.errors import DumpError, PgVersionMismatchError, PsqlError
 from backups.models import BACKUP_HISTORY_MODELS
 from core.faults import die_now, kill_after_bytes
 from core.files import temporary_file
+from core.parallel_gzip import ParallelGzipWriter
 from core.pg_wheel import wheel_bin_dir
 
 CHUNK_SIZE = 1024 * 1024
@@ -191,15 +191,22 @@ class _HashingWriter:
 
 
 class GzipSqlSink:
-    """Where a dump's SQL goes: gzip (level 6, mtime 0) into destination, both the SQL and
-    the stored bytes counted and hashed. Bounded memory; close() says what was written."""
+    """Where a dump's SQL goes: gzip (level 6, mtime 0, one member, compressed on
+    BACKUP_COMPRESS_WORKERS threads: core.parallel_gzip) into destination, both the SQL and
+    the stored bytes counted and hashed. Bounded memory; close() says what was written.
+    A `with` block stops the compression threads if the dump fails before close()."""
 
     def __init__(self, destination: BinaryIO, progress: Callable[[int], None] | None = None):
         self._writer = _HashingWriter(destination, progress)
-        # mtime=0: the same data gives the same bytes, whatever the hour.
-        self._compressed = gzip.GzipFile(fileobj=self._writer, mode="wb", compresslevel=6, mtime=0)
+        self._compressed = ParallelGzipWriter(self._writer)
         self._sql_digest = hashlib.sha256()
         self._sql_size = 0
+
+    def __enter__(self) -> "GzipSqlSink":
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self._compressed.abort()  # nothing left to stop after close()
 
     def write(self, chunk: bytes) -> None:
         self._sql_digest.update(chunk)  # the SQL's own checksum, for the decompressed download
@@ -255,9 +262,8 @@ def dump_schema(
     meanwhile), the dump shows the database exactly as that transaction sees it.
     """
     command = pg_dump_command(binaries=binaries, schema=schema, snapshot=snapshot)
-    sink = GzipSqlSink(destination, progress)
     tables = TableDigests()  # each COPY block's rows, parsed from the stream as it passes
-    with temporary_file() as stderr_file:
+    with temporary_file() as stderr_file, GzipSqlSink(destination, progress) as sink:
         process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=stderr_file, env=params.environ())
         try:
             while chunk := process.stdout.read(CHUNK_SIZE):

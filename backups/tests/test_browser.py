@@ -15,17 +15,12 @@ import functools
 import hashlib
 import http.server
 import shutil
-import threading
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
-from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 import pytest
-from django.core.wsgi import get_wsgi_application
-from django.db import connections
 
 from backups.services import backup_create
+from backups.tests.api_server import api_server, serving
 from bitacora.services import AuditContext
 
 pytestmark = pytest.mark.committed
@@ -79,38 +74,9 @@ def _browser_missing() -> str:
     return ""
 
 
-class _QuietWSGIHandler(WSGIRequestHandler):
-    def log_message(self, *args):
-        pass
-
-
 class _QuietFileHandler(http.server.SimpleHTTPRequestHandler):
     def log_message(self, *args):
         pass
-
-
-@contextmanager
-def _serving(server) -> Iterator[str]:
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()
-
-
-def _api_server() -> WSGIServer:
-    application = get_wsgi_application()
-
-    def app(environ, start_response):
-        try:
-            return application(environ, start_response)
-        finally:
-            connections.close_all()  # this thread's connections, before the test database goes away
-
-    return make_server("127.0.0.1", 0, app, handler_class=_QuietWSGIHandler)
 
 
 @pytest.mark.skipif(bool(_browser_missing()), reason=_browser_missing() or "browser available")
@@ -127,7 +93,7 @@ def test_the_seed_front_end_saves_the_sql_from_another_origin(committed_db, back
         ("127.0.0.1", 0), functools.partial(_QuietFileHandler, directory=str(site)))
     from playwright.sync_api import sync_playwright
 
-    with _serving(_api_server()) as api_url, _serving(page_server) as page_url:
+    with serving(api_server()) as api_url, serving(page_server) as page_url:
         settings.CORS_ALLOWED_ORIGINS = [page_url]
         (site / "index.html").write_text(
             PAGE.replace("API_URL", f'"{api_url}"').replace("TENANT", '"test_restore"').replace("TOKEN", f'"{token}"'))

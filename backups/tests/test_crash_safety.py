@@ -67,6 +67,9 @@ def _files(path) -> list[str]:
 
 
 def _assert_nothing_left_after_the_reaper(temp_dir) -> None:
+    # The killed process is gone, but its PostgreSQL session may hold the clinic's lock a moment
+    # longer (until the server reads the closed socket); a reaper then rightly leaves the clinic.
+    _wait_until_the_lock_is_free(timeout=30)
     reap()
     assert _operation_schemas() == []
     assert not BackupRecord.objects.filter(status__in=BackupRecord.ACTIVE_STATUSES).exists()

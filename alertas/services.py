@@ -37,6 +37,7 @@ CONTEXT = AuditContext.system("alertas")
 _KIND_LOCK = 0x0C14  # advisory lock namespace: one decision at a time per kind (who is first today)
 LEASE = timedelta(minutes=5)  # a delivery in progress; another process may take the message after it
 LISTED = 50  # clinics a message names one by one (the count is always there)
+PLATFORM_PAGE_PATH = "/admin/plataforma/backups/"  # core.urls_public
 
 
 def alert_raise(*, kind: str, schema: str, clinic: str, summary: str, details: dict | None = None) -> Alert | None:
@@ -86,6 +87,12 @@ def alerts_resolve(*, schema: str, kinds: list[str]) -> int:
 # -- messages
 
 
+def platform_page_url() -> str:
+    """The platform page's link in a message: absolute when BACKUP_PLATFORM_URL says where the web
+    service is (the worker that sends it cannot know), else its path."""
+    return settings.BACKUP_PLATFORM_URL.rstrip("/") + PLATFORM_PAGE_PATH
+
+
 def _message_for(kind: str, alerts: list[Alert], *, digest: bool) -> AlertMessage:
     label = AlertKind(kind).label
     if digest:
@@ -97,7 +104,7 @@ def _message_for(kind: str, alerts: list[Alert], *, digest: bool) -> AlertMessag
     lines = [f"- {alert.clinic} ({alert.schema}): {alert.summary}" for alert in alerts[:LISTED]]
     if len(alerts) > LISTED:
         lines.append(_("… y %(count)d más.") % {"count": len(alerts) - LISTED})
-    body = "\n".join([intro, "", *lines, "", _("Página de la plataforma: /admin/plataforma/backups/")]) + "\n"
+    body = "\n".join([intro, "", *lines, "", _("Página de la plataforma: %(url)s") % {"url": platform_page_url()}]) + "\n"
     payload = {"event": "clinica.backups.alert", "kind": kind, "digest": digest, "subject": subject, "count": len(alerts),
                "alerts": [{"kind": alert.kind, "schema": alert.schema, "clinic": alert.clinic, "summary": alert.summary,
                            "details": alert.details, "day": alert.day.isoformat(), "at": alert.created_at.isoformat()}

@@ -273,6 +273,9 @@ BACKUP_ALERT_MAX_ATTEMPTS = env.int("BACKUP_ALERT_MAX_ATTEMPTS", default=8)
 # healthchecks.io-style: <url>/start when the cron queues the night, <url> once every clinic's job
 # ended with none failed, else <url>/fail (alertas.nights).
 BACKUP_HEARTBEAT_URL = env("BACKUP_HEARTBEAT_URL", default="")
+# The web service's public address (https://…) for the platform page's link in alert emails: the
+# worker that sends them cannot know it. Unset: the link is the page's path alone.
+BACKUP_PLATFORM_URL = env("BACKUP_PLATFORM_URL", default="")
 EMAIL_HOST = env("EMAIL_HOST", default="localhost")
 EMAIL_PORT = env.int("EMAIL_PORT", default=25)
 EMAIL_HOST_USER = env("EMAIL_HOST_USER", default="")

@@ -47,7 +47,7 @@ def test_a_failed_backup_is_one_email_and_one_webhook_call_at_once(tenant_a, cli
     assert len(smtp.messages) == 1
     email = smtp.messages[0]
     assert email["to"] == ["guardia@plataforma.test"] and "Backup fallido" in email["subject"] and "Clínica A" in email["subject"]
-    assert "test_a" in email["body"]
+    assert "test_a" in email["body"] and "Página de la plataforma: /admin/plataforma/backups/" in email["body"].splitlines()
     [post] = receiver.posts()
     assert post["path"] == "/hooks/backups" and post["json"]["kind"] == "backup_failed" and post["json"]["digest"] is False
     assert [alert["schema"] for alert in post["json"]["alerts"]] == ["test_a"]
@@ -308,3 +308,23 @@ def test_an_alert_resolved_before_its_digest_is_not_sent(tenant_a, clinic_data, 
     assert len(smtp.messages) == 2
     assert f"({other})" not in smtp.messages[1]["body"]
     assert all(f"({schema})" in smtp.messages[1]["body"] for schema in first if schema not in (at_once, other))
+
+
+def test_an_alert_email_links_the_platform_page_at_the_web_services_address(tenant_a, clinic_data, alert_channels,
+                                                                            unwritable_backups, settings,
+                                                                            django_capture_on_commit_callbacks):
+    # given the web service's public address, which a worker sending the email cannot know by itself
+    settings.BACKUP_PLATFORM_URL = "https://backups.clinicas.example/"
+    # when a backup fails
+    with django_capture_on_commit_callbacks(execute=True):
+        _failed_backup("test_a")
+    # then the email links the platform page there, a link an operator can click
+    [email] = alert_channels[0].messages
+    assert "Página de la plataforma: https://backups.clinicas.example/admin/plataforma/backups/" in email["body"].splitlines()
+
+
+def test_the_platform_page_path_in_messages_is_the_platform_pages():
+    from django.urls import resolve
+
+    from alertas.services import PLATFORM_PAGE_PATH
+    assert resolve(PLATFORM_PAGE_PATH, urlconf="core.urls_public").func.__module__.startswith("backups.")

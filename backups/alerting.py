@@ -13,7 +13,7 @@ from django.utils.translation import gettext as _
 
 from alertas.models import AlertKind
 from alertas.services import alert_raise, alerts_resolve
-from backups.errors import BackupNotPendingError
+from backups.errors import BackupFailedError, BackupNotPendingError
 from backups.models import BackupRecord, DrillStatus
 from backups.selectors import backup_summary_list
 from core.errors import OperationInProgressError
@@ -32,6 +32,11 @@ def _clinic_name(schema: str) -> str:
 
 
 def _reason(error: BaseException) -> str:
+    # An unexpected error reaches here wrapped in BackupFailedError, whose own message only repeats
+    # the summary's ("El backup falló: El backup falló."): name the cause's type, as the record does
+    # (backup_fail); its message is not said, it may quote a path or a row.
+    if isinstance(error, BackupFailedError) and error.__cause__ is not None:
+        return type(error.__cause__).__name__
     return str(error.message) if isinstance(error, DomainError) else type(error).__name__
 
 

@@ -48,6 +48,9 @@ def test_a_failed_backup_is_one_email_and_one_webhook_call_at_once(tenant_a, cli
     email = smtp.messages[0]
     assert email["to"] == ["guardia@plataforma.test"] and "Backup fallido" in email["subject"] and "Clínica A" in email["subject"]
     assert "test_a" in email["body"] and "Página de la plataforma: /admin/plataforma/backups/" in email["body"].splitlines()
+    # naming what failed (the storage's error type, not its message), not repeating "El backup falló."
+    summary = Alert.objects.get(kind="backup_failed", schema="test_a").summary
+    assert summary.startswith("El backup falló: ") and summary.endswith("Error") and "El backup falló." not in summary
     [post] = receiver.posts()
     assert post["path"] == "/hooks/backups" and post["json"]["kind"] == "backup_failed" and post["json"]["digest"] is False
     assert [alert["schema"] for alert in post["json"]["alerts"]] == ["test_a"]

@@ -48,7 +48,7 @@ migrate: db
 	DEBUG=1 $(PY) manage.py migrate_schemas --tenant --noinput
 
 seed: migrate
-	DEBUG=1 $(PY) manage.py seed_demo --scale $(SCALE)
+	DEBUG=1 $(PY) manage.py seed_demo --scale $(SCALE) --port $(PORT)
 
 # The server Render runs (gunicorn.conf.py: its worker, threads and timeouts), on this machine only.
 serve:

@@ -1,3 +1,5 @@
+from io import StringIO
+
 from django.core.management import call_command
 from django_tenants.utils import schema_context
 
@@ -43,3 +45,13 @@ def test_seed_demo_gives_admin_access_only_to_admin_and_owner(tenants):
             staff = {rol: Usuario.objects.get(email=f"{rol}@{mail_domain}").is_staff
                      for rol in ("admin", "propietario", "odontologo", "recepcion")}
         assert staff == {"admin": True, "propietario": True, "odontologo": False, "recepcion": False}
+
+
+def test_seed_demo_prints_the_addresses_of_the_port_the_demo_is_served_on(tenants):
+    # given `make demo PORT=8011`, which seeds with --port 8011
+    out = StringIO()
+    call_command("seed_demo", "--scale", "0.02", "--password", "otra-clave-123", "--port", "8011", stdout=out)
+    # then every address it prints is on that port, none on the default 8000
+    printed = out.getvalue()
+    assert "http://localhost:8011/admin/" in printed and "http://127.0.0.1:8011/api/auth/token/" in printed
+    assert ":8000" not in printed

@@ -25,8 +25,10 @@ class Command(BaseCommand):
     def add_arguments(self, parser):
         parser.add_argument("--scale", type=float, default=1, help="Multiplica la cantidad de filas (1 ≈ 4.500 filas).")
         parser.add_argument("--password", default="demo12345", help="Contraseña de todos los usuarios de demostración.")
+        parser.add_argument("--port", type=int, default=8000,
+                            help="Puerto donde se servirá la demo (make demo PORT=…), para las direcciones que se muestran.")
 
-    def handle(self, *args, scale: float, password: str, **options):
+    def handle(self, *args, scale: float, password: str, port: int, **options):
         if scale <= 0:
             raise CommandError("--scale debe ser mayor que 0.")
         public_tenant_ensure(domains=["localhost", "127.0.0.1"])
@@ -48,16 +50,16 @@ class Command(BaseCommand):
         self.stdout.write(self.style.SUCCESS(f"\nListo. Contraseña de todos los usuarios de demostración: {password}"))
         for schema_name, _slug, nombre, domain, mail_domain in DEMO_TENANTS:
             users = ", ".join(f"{rol}@{mail_domain}" for rol, _n, _a in DEMO_USERS)
-            self.stdout.write(f"  {nombre}: X-Tenant-ID {schema_name} (o http://{domain}:8000) — {users}")
-        self.stdout.write("  Admin de la plataforma: http://localhost:8000/admin/ — operador@plataforma.local")
+            self.stdout.write(f"  {nombre}: X-Tenant-ID {schema_name} (o http://{domain}:{port}) — {users}")
+        self.stdout.write(f"  Admin de la plataforma: http://localhost:{port}/admin/ — operador@plataforma.local")
         self.stdout.write(
             "\nProbar la API:\n"
-            "  ACCESS=$(curl -s -X POST http://127.0.0.1:8000/api/auth/token/ -H 'X-Tenant-ID: clinica_demo' "
+            f"  ACCESS=$(curl -s -X POST http://127.0.0.1:{port}/api/auth/token/ -H 'X-Tenant-ID: clinica_demo' "
             "-H 'Content-Type: application/json' "
             f"-d '{{\"email\":\"admin@clinicademo1.com\",\"password\":\"{password}\"}}' "
             "| python3 -c 'import json,sys; print(json.load(sys.stdin)[\"access\"])')\n"
-            "  curl -s http://127.0.0.1:8000/api/auth/me/ -H 'X-Tenant-ID: clinica_demo' -H \"Authorization: Bearer $ACCESS\"\n"
-            "  Documentación: http://127.0.0.1:8000/api/docs/"
+            f"  curl -s http://127.0.0.1:{port}/api/auth/me/ -H 'X-Tenant-ID: clinica_demo' -H \"Authorization: Bearer $ACCESS\"\n"
+            f"  Documentación: http://127.0.0.1:{port}/api/docs/"
         )
 
     @staticmethod

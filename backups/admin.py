@@ -6,7 +6,6 @@ from django.utils.html import format_html
 
 from backups.models import BackupRecord
 from backups.services import backup_create, backup_delete, backup_files_archive, backup_open, backup_set_keep
-from backups.views import backup_download_response, backup_files_response
 from bitacora.services import AuditContext
 from core.exceptions import DomainError
 from usuarios.permissions import AdminOrPropietarioAdminMixin
@@ -76,6 +75,8 @@ class BackupRecordAdmin(AdminOrPropietarioAdminMixin, admin.ModelAdmin):
         except DomainError as exc:
             self.message_user(request, f"No se pudo descargar: {exc.message}", messages.ERROR)
             return redirect("admin:backups_backuprecord_changelist")
+        from backups.views import backup_download_response  # the API's views and DRF: not at every command's start
+
         return backup_download_response(request, backup, stored_file)
 
     def files_view(self, request, backup_id: int):
@@ -85,6 +86,8 @@ class BackupRecordAdmin(AdminOrPropietarioAdminMixin, admin.ModelAdmin):
         except DomainError as exc:
             self.message_user(request, f"No se pudieron descargar los archivos: {exc.message}", messages.ERROR)
             return redirect("admin:backups_backuprecord_changelist")
+        from backups.views import backup_files_response
+
         return backup_files_response(backup, size, chunks)
 
     def save_model(self, request, obj, form, change):

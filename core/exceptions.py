@@ -30,7 +30,6 @@ from django.utils.functional import Promise
 from django.utils.translation import gettext_lazy as _
 from rest_framework import exceptions as drf_exceptions
 from rest_framework import status
-from rest_framework.response import Response
 
 logger = logging.getLogger(__name__)
 
@@ -258,6 +257,8 @@ def exception_handler(exc, context):
     if isinstance(exc, SuspiciousOperation):
         # Answered here, it never reaches Django's handler, which logs every one to django.security.
         logging.getLogger(f"django.security.{type(exc).__name__}").error(str(exc), extra={"status_code": parts.status})
+    from rest_framework.response import Response
+
     return Response(error_body(parts.code, parts.message, parts.details), status=parts.status, headers=parts.headers)
 
 

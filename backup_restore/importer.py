@@ -43,7 +43,9 @@ from __future__ import annotations
 
 import gc
 import logging
+import operator
 import time
+from decimal import Decimal
 from dataclasses import dataclass, field
 from contextlib import contextmanager
 from typing import BinaryIO, Callable, Iterator
@@ -61,7 +63,7 @@ from backup_restore.loader import DirectLoad
 from backup_restore.plan import (
     FORMAT_NAME, FORMAT_VERSION, STAGE, ModelPlan, ProgressCallback, models_plan, qn, qualified_table,
 )
-from backup_restore.reader import BackupReader, open_backup_stream
+from backup_restore.reader import BackupReader, SectionRows, open_backup_stream
 from backup_restore.staging import StagedWrite
 from core.errors import RestoreBusyError, RestoreFailedError
 from core.media_names import media_name_refusal
@@ -69,6 +71,8 @@ from core.schemas import code_migrations
 
 logger = logging.getLogger(__name__)
 
+# What json_fit may change (a JSON field's values parsed as Decimal, inside a container or not).
+_JSON_FIT = frozenset({Decimal, list, dict})
 # The lock waits PostgreSQL reports as "try again": lock_not_available, deadlock_detected.
 _BUSY_CODES = frozenset({"55P03", "40P01"})
 
@@ -300,7 +304,7 @@ class _Restorer(DirectLoad, StagedWrite):
 
     # -- one section
 
-    def section(self, label: str, names: list, rows: Iterator[list], summary: RestoreResult) -> None:
+    def section(self, label: str, names: list, rows: SectionRows, summary: RestoreResult) -> None:
         plan = self.plans.get(label) if isinstance(label, str) else None
         if plan is None:
             raise errors.UnknownModelError(details={"model": label})
@@ -370,6 +374,42 @@ class _Restorer(DirectLoad, StagedWrite):
             if default_makers:
                 row.extend(make() for make in default_makers)
             yield row
+
+    def _checked_batches(
+        self, plan: ModelPlan, fields: list[models.Field], batches: Iterator[list[list]], *,
+        ncols: int, default_makers: list[Callable],
+    ) -> Iterator[list[list]]:
+        """The section's rows a block at a time, each checked as _checked_rows checks it.
+
+        A block whose rows all have the right length and a key is checked by C code over
+        its columns; any other (and a model with files, whose names are checked one by one)
+        goes row by row, its rows before a refused one given first, as _checked_rows gives them.
+        """
+        pk_index = fields.index(plan.pk)
+        json_indexes = [i for i, f in enumerate(fields) if isinstance(f, models.JSONField)]
+        by_row = any(isinstance(f, models.FileField) for f in fields[:ncols])
+        pk_of = operator.itemgetter(pk_index)
+        for batch in batches:
+            if by_row or set(map(len, batch)) != {ncols} or None in map(pk_of, batch):
+                checked: list[list] = []
+                try:
+                    for row in self._checked_rows(plan, fields, iter(batch), ncols=ncols, default_makers=default_makers):
+                        checked.append(row)
+                except errors.RestoreError:
+                    if checked:
+                        yield checked
+                    raise
+                yield checked
+                continue
+            for i in json_indexes:
+                for row in batch:
+                    value = row[i]
+                    if value.__class__ in _JSON_FIT:  # Decimals, and containers that may hold one
+                        row[i] = json_fit(value)
+            if default_makers:
+                for row in batch:
+                    row.extend([make() for make in default_makers])
+            yield batch
 
     def _media_name_check(self, plan: ModelPlan, f: models.FileField, name: object, *, pk: object) -> None:
         """A file's name must lie under this clinic's prefix (core.media_names); the refusal names

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from concurrent.futures import Future
-from typing import Callable, Iterator
+from typing import TYPE_CHECKING, Callable, Iterator
 
 from django.db import models
 from django.utils.translation import gettext as _
@@ -19,6 +19,9 @@ from backup_restore.plan import (
 from backup_restore.staging import IMPORT_COPY_CHARS
 from backup_restore.values import MAX_JSONB_BYTES, NUL_ESCAPE, too_big_refusal, value_refusal
 
+if TYPE_CHECKING:
+    from backup_restore.reader import SectionRows
+
 logger = logging.getLogger(__name__)
 
 # Loaded straight into a table, a batch is smaller: it is kept (as rows) until its COPY ends.
@@ -29,7 +32,7 @@ class DirectLoad:
     """_Restorer's direct-load steps (a mixin: it uses the restorer's state and its staging path)."""
 
     def _load(
-        self, plan: ModelPlan, fields: list[models.Field], rows: Iterator[list], *,
+        self, plan: ModelPlan, fields: list[models.Field], rows: SectionRows, *,
         ncols: int, default_makers: list[Callable],
     ) -> tuple[int, int]:
         """A model's first section when replacing: COPY straight into its emptied table, as psql
@@ -47,7 +50,7 @@ class DirectLoad:
         copy_sql = f"COPY {self.table(plan)} ({', '.join(qn(f.column) for f in fields)}) FROM STDIN"
         created = total = 0
         in_flight: tuple[list[list], Future | None] | None = None
-        checked = self._checked_rows(plan, fields, rows, ncols=ncols, default_makers=default_makers)
+        checked = self._checked_batches(plan, fields, rows.batches(), ncols=ncols, default_makers=default_makers)
         while batch := self._next_batch(checked, plan, fields, copy_rows):
             text = copy_rows.batch_text(batch)
             if text is None:
@@ -64,9 +67,9 @@ class DirectLoad:
             self._indexes_built(plan)
         return created, 0
 
-    def _next_batch(self, checked: Iterator[list], plan: ModelPlan, fields: list[models.Field],
+    def _next_batch(self, checked: Iterator[list[list]], plan: ModelPlan, fields: list[models.Field],
                     copy_rows: "CopyRows") -> list[list]:
-        """The next rows, up to IMPORT_LOAD_ROWS or IMPORT_COPY_CHARS bytes of the file.
+        """The next rows, the reader's blocks of them up to IMPORT_LOAD_ROWS or IMPORT_COPY_CHARS bytes of the file.
 
         A row refused while it is read is refused after the rows before it are checked, so
         the first refused row of the file is the one reported, as row by row.
@@ -74,8 +77,8 @@ class DirectLoad:
         batch: list[list] = []
         start = self.bytes_read()
         try:
-            for row in checked:
-                batch.append(row)
+            for block in checked:
+                batch += block
                 if len(batch) >= IMPORT_LOAD_ROWS or self.bytes_read() - start >= IMPORT_COPY_CHARS:
                     break
         except errors.RestoreError:

@@ -657,6 +657,7 @@ class BackupReader(_Reader):
             elif expect_row:
                 pos = _WHITESPACE.match(text, pos).end()
             start = pos
+            ends: list[int] = []
             # The scanner's own rows: each a whole list (no cut row, no error), ending in `]`.
             while expect_row and count != limit:
                 try:
@@ -666,6 +667,7 @@ class BackupReader(_Reader):
                 if type(row) is not list:
                     break
                 batch.append(row)
+                ends.append(end)
                 count += 1
                 pos, expect_row, at_start = end, False, False
                 if found := separator(text, end):
@@ -675,7 +677,7 @@ class BackupReader(_Reader):
             if batch:
                 # Fewer brackets in the values than the limit: none is nested that deep.
                 nested = text.count("[", start, pos) + text.count("{", start, pos) - len(batch)
-                refusal = self._too_deep(batch) if nested > MAX_JSON_DEPTH else None
+                refusal = self._too_deep(batch, text, start, ends) if nested > MAX_JSON_DEPTH else None
                 if refusal is not None:
                     if refusal[0]:
                         yield batch[: refusal[0]]
@@ -730,10 +732,16 @@ class BackupReader(_Reader):
         finally:
             guard.row = None
 
-    def _too_deep(self, batch: list[list]) -> tuple[int, errors.RestoreError] | None:
+    def _too_deep(self, batch: list[list], text: str, start: int, ends: list[int]) -> tuple[int, errors.RestoreError] | None:
         """The first row of a batch with a value nested deeper than MAX_JSON_DEPTH (the scanner
-        goes as deep as Python's recursion limit), and its refusal; None when there is none."""
-        for index, row in enumerate(batch):
+        goes as deep as Python's recursion limit), and its refusal; None when there is none.
+        Only a row whose text holds more brackets than that is looked into."""
+        count = text.count
+        for index, (row, end) in enumerate(zip(batch, ends)):
+            if count("[", start, end) + count("{", start, end) <= MAX_JSON_DEPTH + 1:
+                start = end
+                continue
+            start = end
             for position, value in enumerate(row):
                 if isinstance(value, _CONTAINERS) and _depth(value) > MAX_JSON_DEPTH:
                     self._guard.row = row[:position]

@@ -14,7 +14,7 @@ logger = logging.getLogger(__name__)
 
 # A COPY batch ends at this many rows or this many characters of JSON, whichever comes first.
 
-SWITCH_INTERVAL = 0.0005
+SWITCH_INTERVAL = 0.00005
 
 
 class Background:

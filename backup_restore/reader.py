@@ -656,6 +656,11 @@ class BackupReader(_Reader):
                 pos, expect_row = found.end(), True
             elif expect_row:
                 pos = _WHITESPACE.match(text, pos).end()
+            if expect_row and count != limit and (whole := self._whole_rows(text, pos, limit and limit - count)):
+                rows, pos = whole
+                count += len(rows)
+                self._pos, self.counts[label], at_start = pos, count, False
+                yield rows
             start = pos
             ends: list[int] = []
             # The scanner's own rows: each a whole list (no cut row, no error), ending in `]`.
@@ -708,6 +713,27 @@ class BackupReader(_Reader):
             self.counts[label] = count
             expect_row, at_start = False, False
             yield [row]
+
+    def _whole_rows(self, text: str, pos: int, room: int | None) -> tuple[list[list], int] | None:
+        """The rows from `pos` to the text's last `],\\n[`, by one call of the scanner, and where the
+        next row begins; None where the row by row loop must read them (fewer than `room`).
+
+        A raw new line is never inside a JSON string, so that `],` ends a row, or a value nested
+        in one: wrapped in brackets, the text up to it then does not parse whole (the scanner
+        stops early or fails). Nesting is checked as _rows checks it, by counting brackets.
+        """
+        cut = text.rfind("],\n[", pos)
+        if cut < pos:
+            return None
+        try:
+            rows, end = self._scan(f"[{text[pos:cut + 1]}]", 0)
+        except (StopIteration, ValueError, ArithmeticError, RecursionError):
+            return None
+        if end != cut + 3 - pos or (room is not None and len(rows) > room) or set(map(type, rows)) != {list}:
+            return None
+        if text.count("[", pos, cut) + text.count("{", pos, cut) - len(rows) >= MAX_JSON_DEPTH:
+            return None
+        return rows, cut + 2
 
     def _careful_row(self) -> list:
         """The row at _pos (its `[`), value by value: every limit applies as its bytes are read."""

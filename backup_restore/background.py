@@ -50,6 +50,16 @@ class Background:
             for future in futures:
                 future.result()
 
+    def idle(self) -> bool:
+        """Whether every statement sent has ended."""
+        return all(future.done() for future in self._futures)
+
+    def result(self, future: Future):
+        """One statement's result, once it and those sent before it ended; its error raised as Django raises it."""
+        concurrent.futures.wait([future])
+        with connection.wrap_database_errors:
+            return future.result()
+
     def close(self) -> None:
         concurrent.futures.wait(self._futures)  # whatever happened, nothing runs on the connection after this
         self._futures = []

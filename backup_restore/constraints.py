@@ -22,6 +22,7 @@ class SuspendedConstraints:
         self.tables = [qualified_table(schema, plan.model) for plan in restorable]
         self.foreign_keys: list[tuple[str, str, str]] = []
         self.indexes: list[tuple[str, str]] = []
+        self.oids: dict[str, int] = {}
 
     def _qualified(self, regclass_text: str) -> str:
         """A table named as regclass prints it (unqualified inside the search_path), qualified."""
@@ -47,10 +48,12 @@ class SuspendedConstraints:
         ).fetchall()
         for index, _definition, _table in self.indexes:
             self.execute(f"DROP INDEX {self._qualified(index)}")
+        # Looked up now: take_indexes is called with the background's COPYs in flight.
+        self.oids = dict(self.execute("SELECT t, t::regclass::oid FROM unnest(%s::text[]) t", [self.tables]).fetchall())
 
     def take_indexes(self, table: str) -> list[str]:
         """The definitions of the dropped indexes of one table, for the caller to build now; restore() will not."""
-        (oid,) = self.execute("SELECT %s::regclass::oid", [table]).fetchone()
+        oid = self.oids[table]
         taken = [definition for _index, definition, indrelid in self.indexes if indrelid == oid]
         self.indexes = [entry for entry in self.indexes if entry[2] != oid]
         return taken

@@ -45,9 +45,10 @@ import gc
 import logging
 import operator
 import time
-from decimal import Decimal
-from dataclasses import dataclass, field
+from collections import deque
 from contextlib import contextmanager
+from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import BinaryIO, Callable, Iterator
 
 from django.conf import settings
@@ -218,6 +219,9 @@ class _Restorer(DirectLoad, StagedWrite):
         self.background = Background(self.cursor.cursor.connection)
         self.constraints = SuspendedConstraints(execute=self.execute, schema=schema_name, restorable=self.restorable)
         self.loaded: set[str] = set()  # models whose section was read already
+        self.in_flight: deque[tuple] = deque()  # DirectLoad's COPYs and tables' ends on the background
+        self.ahead = 0
+        self.summary: RestoreResult | None = None
 
     def table(self, plan_or_model) -> str:
         model = plan_or_model.model if isinstance(plan_or_model, ModelPlan) else plan_or_model
@@ -235,6 +239,7 @@ class _Restorer(DirectLoad, StagedWrite):
     # -- setup
 
     def begin(self, summary: RestoreResult) -> None:
+        self.summary = summary
         self._server_log_quieted()
         self._tables_locked()
         # Fire checks queued earlier in this transaction (TRUNCATE refuses tables with pending events).
@@ -317,6 +322,7 @@ class _Restorer(DirectLoad, StagedWrite):
         if self.replace and first_section:
             created, updated = self._load(plan, fields, rows, ncols=len(names), default_makers=default_makers)
         else:
+            self.settle_all()  # the staging path's statements run on this thread, after every COPY sent
             total = self._stage(plan, fields, rows, ncols=len(names), default_makers=default_makers)
             created, updated = self._write(plan, fields)[:2] if total else (0, 0)
         summary.models[label].created += created
@@ -423,6 +429,7 @@ class _Restorer(DirectLoad, StagedWrite):
 
     def check_foreign_keys(self) -> None:
         """Indexes built and keys added back; a key pointing nowhere refuses the restore, naming the row."""
+        self.settle_all()
         self.constraints.restore()
 
     def reset_sequences(self) -> None:

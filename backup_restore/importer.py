@@ -221,6 +221,7 @@ class _Restorer(DirectLoad, StagedWrite):
         self.loaded: set[str] = set()  # models whose section was read already
         self.in_flight: deque[tuple] = deque()  # DirectLoad's COPYs and tables' ends on the background
         self.ahead = 0
+        self.loaded_tables: set[str] = set()  # tables loaded by DirectLoad, whose keys may be added
         self.summary: RestoreResult | None = None
 
     def table(self, plan_or_model) -> str:

@@ -171,18 +171,20 @@ class DirectLoad:
         read: its keys to users (_reference_sql), the checks queued for them, its dropped indexes."""
         updates, checks = self._reference_sql(plan, fields)
         table = self.table(plan)
+        self.loaded_tables.add(table)
         future = self.background.submit(finish_load, table, self.schema, updates, checks,
-                                        self.constraints.take_indexes(table))
+                                        self.constraints.take_indexes(table), self.constraints.keys_ready(self.loaded_tables))
         self.in_flight.append((plan, fields, None, future, 0))
 
     def _finish_checked(self, plan: ModelPlan, fields: list[models.Field], future: Future) -> None:
         """A table's end, once the background ran it; what it found wrong is done again here,
         where the refusal is diagnosed and names the row (it stopped before the indexes)."""
-        found = self.background.result(future)
-        if found is None:
+        indexes_left, keys_left = self.background.result(future)
+        self.constraints.give_back(keys_left)
+        if indexes_left is None:
             return
         self._loaded_references(plan, fields)
-        self._indexes_built(plan, found)
+        self._indexes_built(plan, indexes_left)
 
     def _indexes_built(self, plan: ModelPlan, definitions: list[str]) -> None:
         """The table's foreign-key checks still queued (the keys to users, deferred), then its
@@ -259,16 +261,18 @@ _KEPT_KEYS_SQL = "SELECT conname FROM pg_constraint WHERE conrelid = %s::regclas
 
 
 def finish_load(raw, table: str, schema: str, updates: list[str], checks: list[tuple[str, models.Field]],
-                indexes: list[str]) -> list[str] | None:
-    """DirectLoad._finish_sent's statements, on the background thread: None once all ran; else the
-    indexes left to build, for _finish_checked to run it all again where a refusal is diagnosed."""
+                indexes: list[str], keys: list[str]) -> tuple[list[str] | None, list[str]]:
+    """DirectLoad._finish_sent's statements, on the background thread: (None, keys not added) once
+    all ran; else (the indexes left to build, the keys), for _finish_checked to run it all again
+    where a refusal is diagnosed. Each key is added in a savepoint of its own; one that fails
+    is left to the end of the restore (SuspendedConstraints.restore), which names the row."""
     with raw.cursor() as cursor:
         for sql in updates:
             cursor.execute(sql)
         for sql, _field in checks:
             cursor.execute(sql)
             if cursor.fetchone():
-                return indexes
+                return indexes, keys
         cursor.execute(_KEPT_KEYS_SQL, [table])
         kept = ", ".join(f"{qn(schema)}.{qn(name)}" for (name,) in cursor.fetchall())
         if kept:
@@ -278,9 +282,18 @@ def finish_load(raw, table: str, schema: str, updates: list[str], checks: list[t
             except psycopg2.IntegrityError:  # the checks stay queued once rolled back: _finish_checked runs them
                 cursor.execute("ROLLBACK TO SAVEPOINT backup_restore_keys")
                 cursor.execute("RELEASE SAVEPOINT backup_restore_keys")
-                return indexes
+                return indexes, keys
             cursor.execute("RELEASE SAVEPOINT backup_restore_keys")
             cursor.execute(f"SET CONSTRAINTS {kept} DEFERRED")
         for definition in indexes:
             cursor.execute(definition)
-    return None
+        left = []
+        for statement in keys:
+            cursor.execute("SAVEPOINT backup_restore_keys")
+            try:
+                cursor.execute(statement)
+            except psycopg2.Error:  # a row pointing nowhere, or a table with checks queued
+                cursor.execute("ROLLBACK TO SAVEPOINT backup_restore_keys")
+                left.append(statement)
+            cursor.execute("RELEASE SAVEPOINT backup_restore_keys")
+    return None, left

@@ -122,12 +122,18 @@ class SectionRows:
 
 
 def _batched(rows: Iterator[list], size: int = 1000) -> Iterator[list[list]]:
+    """Rows in lists of `size`; those read before a refusal are given before it."""
     batch: list[list] = []
-    for row in rows:
-        batch.append(row)
-        if len(batch) >= size:
+    try:
+        for row in rows:
+            batch.append(row)
+            if len(batch) >= size:
+                yield batch
+                batch = []
+    except errors.RestoreError:
+        if batch:
             yield batch
-            batch = []
+        raise
     if batch:
         yield batch
 

@@ -63,7 +63,8 @@ class DirectLoad:
         copy_rows = CopyRows(fields)
         copy_sql = f"COPY {self.table(plan)} ({', '.join(qn(f.column) for f in fields)}) FROM STDIN"
         total = 0
-        checked = self._checked_batches(plan, fields, rows.batches(), ncols=ncols, default_makers=default_makers)
+        checked = _pieces(self._checked_batches(plan, fields, rows.batches(), ncols=ncols, default_makers=default_makers),
+                          IMPORT_LOAD_ROWS)
         try:
             while batch := self._next_batch(checked, plan, fields, copy_rows):
                 text = copy_rows.batch_text(batch)
@@ -297,3 +298,14 @@ def finish_load(raw, table: str, schema: str, updates: list[str], checks: list[t
                 left.append(statement)
             cursor.execute("RELEASE SAVEPOINT backup_restore_keys")
     return None, left
+
+
+def _pieces(blocks: Iterator[list[list]], size: int) -> Iterator[list[list]]:
+    """The reader's blocks cut to at most `size` rows: a batch holds no more than IMPORT_LOAD_ROWS
+    (whose rows PostgreSQL refuses together) whatever the reader's block."""
+    for block in blocks:
+        if len(block) <= size:
+            yield block
+        else:
+            for start in range(0, len(block), size):
+                yield block[start : start + size]

@@ -472,6 +472,8 @@ class BackupReader(_Reader):
             except StopIteration:
                 failed, message = start, "Expecting value"
             except json.JSONDecodeError as exc:
+                if exc.msg.startswith("Unterminated") and self._string_read_on(start):
+                    continue
                 failed, message = (len(self._text) if exc.msg.startswith("Unterminated") else exc.pos), exc.msg
             except (ValueError, ArithmeticError):  # a number Python cannot hold
                 failed, message = len(self._text), "Invalid number"
@@ -482,6 +484,24 @@ class BackupReader(_Reader):
                 failed, message = end, ""
             if self._eof or len(self._text) - failed > _NEAR_END or not self._fill(keep=start):
                 raise self._syntax(message or "Expecting value")
+
+    def _string_read_on(self, start: int) -> bool:
+        """The text from the string at `start` on, read on until a block holds a quote (False at the end).
+
+        The blocks wait in a list, joined once: a string read by concatenating each block to
+        what came before held the value limit twice over while it grew, and scanned it again
+        at every block."""
+        if self._eof:
+            return False
+        pieces = [self._text[start:]]
+        self._text, self._pos = "", 0
+        while self._fill():
+            pieces.append(self._text)
+            if '"' in self._text:
+                break
+            self._text, self._pos = "", 0
+        self._text, self._pos = "".join(pieces), 0
+        return True
 
     def _value(self):
         """One JSON value, containers built level by level: deeper than MAX_JSON_DEPTH is refused."""

@@ -317,3 +317,47 @@ def test_a_block_of_rows_is_parsed_whole_and_a_deep_value_in_it_refused_naming_i
     assert [row[0] for row in given] == list(range(700))
     assert (raised.value.details["pk"], raised.value.details["field"]) == (700, "y")
     assert raised.value.details["max_depth"] == 128
+
+
+def test_a_string_past_the_value_limit_costs_the_limit_once_however_long_it_goes_on():
+    import tracemalloc
+
+    from backup_restore.guarded_stream import ReadLimits
+
+    # given a row whose string goes on for 64 MiB, made as it is read, and a value limit of 2 MiB
+    limit = 2 << 20
+    stream = RowStreamOfOne(b'{"format": "x", "data": [{"model": "a.b", "fields": ["id", "x"], "rows": [\n[7, "',
+                            b"x" * (1 << 20), 64)
+    reader = BackupReader(stream, limits=ReadLimits(max_bytes=1 << 30, max_value_bytes=limit), key_of=lambda label: "id")
+    reader.header()
+
+    # when it is read
+    tracemalloc.start()
+    try:
+        with pytest.raises(errors.InvalidValueError) as raised:
+            for _label, _names, rows in reader.sections():
+                list(rows)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+    # then it is refused at the limit, naming the row and field, having held about the limit once
+    assert (raised.value.details["pk"], raised.value.details["field"]) == (7, "x")
+    assert peak < 1.5 * limit + 2 * PARSE_BUFFER * 4, peak
+
+
+class RowStreamOfOne:
+    """`head`, then `piece` `times` over, made as read (never whole in memory)."""
+
+    def __init__(self, head: bytes, piece: bytes, times: int):
+        self._parts = iter([head, *([piece] * times)])
+        self._pending = b""
+
+    def read(self, size: int = -1) -> bytes:
+        while len(self._pending) < size:
+            part = next(self._parts, None)
+            if part is None:
+                break
+            self._pending += part
+        data, self._pending = self._pending[:size], self._pending[size:]
+        return data

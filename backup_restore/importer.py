@@ -26,9 +26,12 @@ entry, the clinic's operation lock) → tenant_data_import below:
    A row past the header's count is refused before it is parsed (reader.py), a short section at its end.
    With replace, a model's first section skips the staging table: its rows go by COPY
    straight into the emptied table, as psql loads a pg_dump file (loader.py, the
-   COPY text from copy_text.py), each batch loaded while the next is read (background.py). The same checks run first and the same
-   values are stored; a batch PostgreSQL refuses is rolled back and goes through the
-   staging table, whose diagnosis names the row and the reason.
+   COPY text from copy_text.py). The COPYs, and each loaded table's end (its keys to
+   users, its indexes, its keys to tables already loaded), are queued on a thread of
+   their own (background.py) while the file is read on, a few MiB ahead, and their
+   results checked in order. The same checks run first and the same values are
+   stored; a batch PostgreSQL refuses is rolled back and goes through the staging
+   table, whose diagnosis names the row and the reason.
 5. After the last section: a model the header declared rows for but the file
    never brought (a file cut short and closed again) is refused.
 6. _Restorer.check_foreign_keys: queued checks fire, indexes are rebuilt, dropped keys

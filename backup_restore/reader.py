@@ -1,8 +1,12 @@
-"""Reading an uploaded backup file as a stream: gunzip when needed, then JSON events one by one.
+"""Reading an uploaded backup file as a stream: gunzip when needed, then its rows a block at a time.
 
-ijson (its C backend) parses the upload without loading it: the header comes
-first, then each model's rows, which the importer consumes as they arrive. A
-malformed or truncated file fails here with InvalidJSONError or WrongFormatError.
+BackupReader parses the upload without loading it, a block of text at a time (PARSE_BUFFER):
+the header first, then each model's rows, which the importer consumes a block of rows at a
+time as they arrive. Rows are parsed by Python's JSON scanner (C code), a block's whole rows
+or a row per call; what it cannot finish in the block is read value by value (see
+BackupReader). EventReader does the same with ijson's events, where the scanner is not C code,
+and is the reference the tests hold BackupReader to. A malformed or truncated file fails
+here with InvalidJSONError (its reason the parser's first line only) or WrongFormatError.
 
 Between the gunzip and the parser sits GuardedStream, which sees every inflated
 byte before the parser does, so a hostile file is refused before it costs memory:
@@ -17,7 +21,9 @@ byte before the parser does, so a hostile file is refused before it costs memory
 5. Escaped UTF-16 surrogates without their pair (`\\ud800`) become `\\u0000`: the C
    parser would store them as `?` or fail on its own output, while a NUL is found
    and refused by the importer, naming the row (PostgreSQL stores neither).
-Nesting deeper than MAX_JSON_DEPTH is refused while the value is built.
+Nesting deeper than MAX_JSON_DEPTH is refused while the value is built (or, for a row the
+scanner parsed whole, checked as soon as it is). A row past the header's count is refused
+as it begins. Bytes that are not UTF-8 are refused once the text before them is read.
 """
 from __future__ import annotations
 

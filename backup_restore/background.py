@@ -38,6 +38,8 @@ class Background:
         sys.setswitchinterval(min(self._switch_interval, SWITCH_INTERVAL))
 
     def submit(self, function: Callable, *args) -> Future:
+        # Those that ended well need no waiting for: a long restore sends thousands.
+        self._futures = [f for f in self._futures if not f.done() or f.exception() is not None]
         future = self._pool.submit(function, self.raw, *args)
         self._futures.append(future)
         return future

@@ -46,12 +46,10 @@ from __future__ import annotations
 
 import gc
 import logging
-import operator
 import time
 from collections import deque
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from decimal import Decimal
 from typing import BinaryIO, Callable, Iterator
 
 from django.conf import settings
@@ -62,21 +60,18 @@ from backup_restore import errors
 from backup_restore.background import Background
 from backup_restore.classification import Policy
 from backup_restore.constraints import SuspendedConstraints
-from backup_restore.copy_text import json_fit
 from backup_restore.loader import DirectLoad
 from backup_restore.plan import (
     FORMAT_NAME, FORMAT_VERSION, STAGE, ModelPlan, ProgressCallback, models_plan, qn, qualified_table,
 )
 from backup_restore.reader import BackupReader, SectionRows, open_backup_stream
+from backup_restore.row_checks import RowChecks
 from backup_restore.staging import StagedWrite
 from core.errors import RestoreBusyError, RestoreFailedError
-from core.media_names import media_name_refusal
 from core.schemas import code_migrations
 
 logger = logging.getLogger(__name__)
 
-# What json_fit may change (a JSON field's values parsed as Decimal, inside a container or not).
-_JSON_FIT = frozenset({Decimal, list, dict})
 # The lock waits PostgreSQL reports as "try again": lock_not_available, deadlock_detected.
 _BUSY_CODES = frozenset({"55P03", "40P01"})
 
@@ -208,7 +203,7 @@ def _declared_counts(header: dict, *, known: dict) -> dict[str, int]:
     return counts
 
 
-class _Restorer(DirectLoad, StagedWrite):
+class _Restorer(DirectLoad, StagedWrite, RowChecks):
     def __init__(self, *, schema_name: str, replace: bool, progress: ProgressCallback | None,
                  bytes_read: Callable[[], int] = lambda: 0):
         self.schema = schema_name
@@ -358,78 +353,6 @@ class _Restorer(DirectLoad, StagedWrite):
             else:
                 raise errors.MissingFieldError(details={"model": label, "field": f.attname})
         return fields + [f for f, _maker in defaults], [maker for _field, maker in defaults]
-
-    def _checked_rows(
-        self, plan: ModelPlan, fields: list[models.Field], rows: Iterator[list], *,
-        ncols: int, default_makers: list[Callable],
-    ) -> Iterator[list]:
-        """The section's rows, each with its defaults added, once it has the right length and a key."""
-        label = plan.label
-        pk_index = fields.index(plan.pk)
-        json_indexes = [i for i, f in enumerate(fields) if isinstance(f, models.JSONField)]
-        # Only the file's own columns: a default comes from the code, not from the upload.
-        file_fields = [(i, f) for i, f in enumerate(fields[:ncols]) if isinstance(f, models.FileField)]
-        for row in rows:
-            if len(row) != ncols:
-                pk = row[pk_index] if len(row) > pk_index and not isinstance(row[pk_index], (list, dict)) else None
-                reason = _("La fila tiene %(count)s valores; se esperaban %(expected)s.") % {
-                    "count": len(row), "expected": ncols}
-                raise errors.InvalidRowError(details={"model": label, "pk": pk, "reason": reason})
-            if row[pk_index] is None:
-                raise errors.InvalidRowError(details={"model": label, "pk": None, "reason": _("La clave primaria es nula.")})
-            for i, f in file_fields:
-                self._media_name_check(plan, f, row[i], pk=row[pk_index])
-            for i in json_indexes:
-                row[i] = json_fit(row[i])
-            if default_makers:
-                row.extend(make() for make in default_makers)
-            yield row
-
-    def _checked_batches(
-        self, plan: ModelPlan, fields: list[models.Field], batches: Iterator[list[list]], *,
-        ncols: int, default_makers: list[Callable],
-    ) -> Iterator[list[list]]:
-        """The section's rows a block at a time, each checked as _checked_rows checks it.
-
-        A block whose rows all have the right length and a key is checked by C code over
-        its columns; any other (and a model with files, whose names are checked one by one)
-        goes row by row, its rows before a refused one given first, as _checked_rows gives them.
-        """
-        pk_index = fields.index(plan.pk)
-        json_indexes = [i for i, f in enumerate(fields) if isinstance(f, models.JSONField)]
-        by_row = any(isinstance(f, models.FileField) for f in fields[:ncols])
-        pk_of = operator.itemgetter(pk_index)
-        for batch in batches:
-            if by_row or set(map(len, batch)) != {ncols} or None in map(pk_of, batch):
-                checked: list[list] = []
-                try:
-                    for row in self._checked_rows(plan, fields, iter(batch), ncols=ncols, default_makers=default_makers):
-                        checked.append(row)
-                except errors.RestoreError:
-                    if checked:
-                        yield checked
-                    raise
-                yield checked
-                continue
-            for i in json_indexes:
-                for row in batch:
-                    value = row[i]
-                    if value.__class__ in _JSON_FIT:  # Decimals, and containers that may hold one
-                        row[i] = json_fit(value)
-            if default_makers:
-                for row in batch:
-                    row.extend([make() for make in default_makers])
-            yield batch
-
-    def _media_name_check(self, plan: ModelPlan, f: models.FileField, name: object, *, pk: object) -> None:
-        """A file's name must lie under this clinic's prefix (core.media_names); the refusal names
-        the reason, never the name, which may be forged to end up in a log line."""
-        if name is None:  # the column's own NOT NULL refuses it, as for any other field
-            return
-        refusal = media_name_refusal(self.schema, name, max_length=f.max_length)
-        if refusal is not None:
-            raise errors.InvalidValueError(details={"model": plan.label, "pk": None if isinstance(pk, (list, dict)) else pk,
-                                                    "field": f.attname, "reason": refusal.message, "name_refusal": refusal.value})
 
     def check_foreign_keys(self) -> None:
         """Indexes built and keys added back; a key pointing nowhere refuses the restore, naming the row."""

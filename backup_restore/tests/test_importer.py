@@ -459,3 +459,23 @@ def test_a_restore_in_the_exports_own_layout_stores_exactly_what_the_staging_pat
 
     # then both store the same rows
     assert restorable_snapshot() == by_copy
+
+
+def test_a_tables_end_the_loading_thread_could_not_finish_is_done_again_and_the_schema_is_whole(
+        tenant_a, clinic_admin, monkeypatch):
+    # given the loading thread finishing no table's end (as when a key check or a key fails there)
+    from backup_restore import loader
+    from core.testing import schema_fingerprint
+
+    monkeypatch.setattr(loader, "finish_load", lambda raw, table, schema, updates, checks, indexes, keys: (indexes, keys))
+    clinic_data_create(usuario=clinic_admin)
+    PacienteFactory.create_batch(20)
+    original, fingerprint = restorable_snapshot(), schema_fingerprint("test_a")
+    file = export_bytes()
+
+    # when the clinic's export is restored with replace=true
+    restore(file, replace=True)
+
+    # then each table's end ran on the restore's own thread: every row, index and key is back as it was
+    assert restorable_snapshot() == original
+    assert schema_fingerprint("test_a") == fingerprint

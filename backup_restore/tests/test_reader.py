@@ -361,3 +361,25 @@ class RowStreamOfOne:
             self._pending += part
         data, self._pending = self._pending[:size], self._pending[size:]
         return data
+
+
+@pytest.mark.parametrize("broken", [b'"Juan P\xc3(rez"', b"NaN", b"-Infinity", b'"Juan\\q"', b'"Juan\x01"', b"[1,]"])
+def test_the_scanners_reader_refuses_what_is_not_json_saying_why_without_quoting_it(broken):
+    # given a row holding something JSON does not allow, beside a patient's name
+    data = _export_layout(b'[1, "Soto 4455667", ' + broken + b"]")
+
+    # when it is read
+    with pytest.raises(errors.InvalidJSONError) as raised:
+        _outcome_or_raise(data)
+
+    # then the reason is the parser's, without a byte of the upload
+    reason = raised.value.details["reason"]
+    assert reason.startswith("parse error: ")
+    assert "Soto" not in reason and "4455667" not in reason and "Juan" not in reason and "\\x" not in reason
+
+
+def _outcome_or_raise(data: bytes):
+    reader = BackupReader(io.BytesIO(data))
+    reader.header()
+    for _label, _names, rows in reader.sections():
+        list(rows)

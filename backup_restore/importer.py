@@ -7,7 +7,7 @@ entry, the clinic's operation lock) → tenant_data_import below:
 1. Read and check the header (reader.BackupReader.header, _header_check): format,
    version, tenant, migrations the code knows, models the code knows and the row
    count each declares. Nothing is written yet; a file from elsewhere or from newer
-   code is refused here. The reader bounds what the file may cost (reader.py).
+   code is refused here. The reader bounds what the file may cost (reader/).
 2. Open one transaction. Every error below rolls all of it back; a dry run rolls
    back on purpose at the end.
 3. _Restorer.begin: PostgreSQL is told not to copy refused rows into its log
@@ -23,7 +23,7 @@ entry, the clinic's operation lock) → tenant_data_import below:
    for what PostgreSQL cannot store (values.py) and each file's name for the clinic's
    own prefix (core.media_names), then one INSERT … SELECT … ON CONFLICT (pk) DO UPDATE
    casts and writes them (staging.py); diagnosis.py names a row PostgreSQL refuses.
-   A row past the header's count is refused before it is parsed (reader.py), a short section at its end.
+   A row past the header's count is refused before it is parsed (reader/), a short section at its end.
    With replace, a model's first section skips the staging table: its rows go by COPY
    straight into the emptied table, as psql loads a pg_dump file (loader.py, the
    COPY text from copy_text.py). The COPYs, and each loaded table's end (its keys to

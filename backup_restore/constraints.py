@@ -22,6 +22,9 @@ class SuspendedConstraints:
         self.tables = [qualified_table(schema, plan.model) for plan in restorable]
         self.foreign_keys: list[tuple[str, str, str]] = []
         self.indexes: list[tuple[str, str]] = []
+        self.oids: dict[str, int] = {}
+        self.key_tables: dict[str, tuple[int, int]] = {}
+        self.pending_statements: list[str] = []
 
     def _qualified(self, regclass_text: str) -> str:
         """A table named as regclass prints it (unqualified inside the search_path), qualified."""
@@ -29,13 +32,18 @@ class SuspendedConstraints:
 
     def drop_foreign_keys(self) -> None:
         """Drop the foreign keys between restored tables; restore() adds them back."""
-        self.foreign_keys = self.execute(
-            "SELECT c.conrelid::regclass::text, c.conname, pg_get_constraintdef(c.oid) FROM pg_constraint c "
+        found = self.execute(
+            "SELECT c.conrelid::regclass::text, c.conname, pg_get_constraintdef(c.oid), c.conrelid, c.confrelid "
+            "FROM pg_constraint c "
             "WHERE c.contype = 'f' AND c.conrelid = ANY(%s::regclass[]) AND c.confrelid = ANY(%s::regclass[])",
             [self.tables, self.tables],
         ).fetchall()
+        self.foreign_keys = [(table, name, definition) for table, name, definition, _child, _parent in found]
+        self.key_tables = {name: (child, parent) for _table, name, _definition, child, parent in found}
         for table, name, _definition in self.foreign_keys:
             self.execute(f"ALTER TABLE {self._qualified(table)} DROP CONSTRAINT {qn(name)}")
+        # Looked up now: take_indexes and keys_ready are called with the background's COPYs in flight.
+        self.oids = dict(self.execute("SELECT t, t::regclass::oid FROM unnest(%s::text[]) t", [self.tables]).fetchall())
 
     def drop_secondary_indexes(self) -> None:
         """With the tables emptied, drop their non-unique indexes; restore() builds them again."""
@@ -50,10 +58,26 @@ class SuspendedConstraints:
 
     def take_indexes(self, table: str) -> list[str]:
         """The definitions of the dropped indexes of one table, for the caller to build now; restore() will not."""
-        (oid,) = self.execute("SELECT %s::regclass::oid", [table]).fetchone()
+        oid = self.oids[table]
         taken = [definition for _index, definition, indrelid in self.indexes if indrelid == oid]
         self.indexes = [entry for entry in self.indexes if entry[2] != oid]
         return taken
+
+    def keys_ready(self, loaded: set[str]) -> list[str]:
+        """The ALTER TABLE … ADD CONSTRAINT of the dropped keys whose two tables are `loaded`
+        (qualified names), taken: the caller adds them (and gives back those it could not); restore() will not."""
+        loaded_oids = {self.oids[table] for table in loaded if table in self.oids}
+        ready = [key for key in self.foreign_keys if set(self.key_tables.get(key[1], (None,))) <= loaded_oids]
+        self.foreign_keys = [key for key in self.foreign_keys if key not in ready]
+        return [self.add_key_sql(key) for key in ready]
+
+    def add_key_sql(self, key: tuple[str, str, str]) -> str:
+        table, name, definition = key
+        return f"ALTER TABLE {self._qualified(table)} ADD CONSTRAINT {qn(name)} {definition}"
+
+    def give_back(self, statements: list[str]) -> None:
+        """Keys keys_ready took that were not added: restore() adds them, and names a row that points nowhere."""
+        self.pending_statements += statements
 
     def restore(self) -> None:
         """Run the checks still queued (keys to users), rebuild the dropped indexes, add the
@@ -64,6 +88,6 @@ class SuspendedConstraints:
         for _index, definition, _table in self.indexes:
             self.execute(definition)
         with dangling_keys_reported(self.execute, self.schema, self.restorable):
-            for table, name, definition in self.foreign_keys:
-                self.execute(f"ALTER TABLE {self._qualified(table)} ADD CONSTRAINT {qn(name)} {definition}")
+            for statement in [*self.pending_statements, *map(self.add_key_sql, self.foreign_keys)]:
+                self.execute(statement)
         self.execute("SET CONSTRAINTS ALL DEFERRED")

@@ -21,7 +21,7 @@ logger = logging.getLogger(__name__)
 
 def json_fit(value):
     """Nested JSON (a JSONField's value): Decimal back to float, as Django's own decoder does."""
-    if isinstance(value, Decimal):  # ijson gives Decimal only for non-integers
+    if isinstance(value, Decimal):  # the reader gives Decimal only for non-integers
         return float(value)
     if isinstance(value, list):
         return [json_fit(v) for v in value]

@@ -7,7 +7,7 @@ entry, the clinic's operation lock) → tenant_data_import below:
 1. Read and check the header (reader.BackupReader.header, _header_check): format,
    version, tenant, migrations the code knows, models the code knows and the row
    count each declares. Nothing is written yet; a file from elsewhere or from newer
-   code is refused here. The reader bounds what the file may cost (reader.py).
+   code is refused here. The reader bounds what the file may cost (reader/).
 2. Open one transaction. Every error below rolls all of it back; a dry run rolls
    back on purpose at the end.
 3. _Restorer.begin: PostgreSQL is told not to copy refused rows into its log
@@ -23,12 +23,15 @@ entry, the clinic's operation lock) → tenant_data_import below:
    for what PostgreSQL cannot store (values.py) and each file's name for the clinic's
    own prefix (core.media_names), then one INSERT … SELECT … ON CONFLICT (pk) DO UPDATE
    casts and writes them (staging.py); diagnosis.py names a row PostgreSQL refuses.
-   A row past the header's count is refused before it is parsed (reader.py), a short section at its end.
+   A row past the header's count is refused before it is parsed (reader/), a short section at its end.
    With replace, a model's first section skips the staging table: its rows go by COPY
    straight into the emptied table, as psql loads a pg_dump file (loader.py, the
-   COPY text from copy_text.py), each batch loaded while the next is read (background.py). The same checks run first and the same
-   values are stored; a batch PostgreSQL refuses is rolled back and goes through the
-   staging table, whose diagnosis names the row and the reason.
+   COPY text from copy_text.py). The COPYs, and each loaded table's end (its keys to
+   users, its indexes, its keys to tables already loaded), are queued on a thread of
+   their own (background.py) while the file is read on, a few MiB ahead, and their
+   results checked in order. The same checks run first and the same values are
+   stored; a batch PostgreSQL refuses is rolled back and goes through the staging
+   table, whose diagnosis names the row and the reason.
 5. After the last section: a model the header declared rows for but the file
    never brought (a file cut short and closed again) is refused.
 6. _Restorer.check_foreign_keys: queued checks fire, indexes are rebuilt, dropped keys
@@ -44,8 +47,9 @@ from __future__ import annotations
 import gc
 import logging
 import time
-from dataclasses import dataclass, field
+from collections import deque
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from typing import BinaryIO, Callable, Iterator
 
 from django.conf import settings
@@ -56,15 +60,14 @@ from backup_restore import errors
 from backup_restore.background import Background
 from backup_restore.classification import Policy
 from backup_restore.constraints import SuspendedConstraints
-from backup_restore.copy_text import json_fit
 from backup_restore.loader import DirectLoad
 from backup_restore.plan import (
     FORMAT_NAME, FORMAT_VERSION, STAGE, ModelPlan, ProgressCallback, models_plan, qn, qualified_table,
 )
-from backup_restore.reader import BackupReader, open_backup_stream
+from backup_restore.reader import BackupReader, SectionRows, open_backup_stream
+from backup_restore.row_checks import RowChecks
 from backup_restore.staging import StagedWrite
 from core.errors import RestoreBusyError, RestoreFailedError
-from core.media_names import media_name_refusal
 from core.schemas import code_migrations
 
 logger = logging.getLogger(__name__)
@@ -200,7 +203,7 @@ def _declared_counts(header: dict, *, known: dict) -> dict[str, int]:
     return counts
 
 
-class _Restorer(DirectLoad, StagedWrite):
+class _Restorer(DirectLoad, StagedWrite, RowChecks):
     def __init__(self, *, schema_name: str, replace: bool, progress: ProgressCallback | None,
                  bytes_read: Callable[[], int] = lambda: 0):
         self.schema = schema_name
@@ -214,6 +217,10 @@ class _Restorer(DirectLoad, StagedWrite):
         self.background = Background(self.cursor.cursor.connection)
         self.constraints = SuspendedConstraints(execute=self.execute, schema=schema_name, restorable=self.restorable)
         self.loaded: set[str] = set()  # models whose section was read already
+        self.in_flight: deque[tuple] = deque()  # DirectLoad's COPYs and tables' ends on the background
+        self.ahead = 0
+        self.loaded_tables: set[str] = set()  # tables loaded by DirectLoad, whose keys may be added
+        self.summary: RestoreResult | None = None
 
     def table(self, plan_or_model) -> str:
         model = plan_or_model.model if isinstance(plan_or_model, ModelPlan) else plan_or_model
@@ -231,6 +238,7 @@ class _Restorer(DirectLoad, StagedWrite):
     # -- setup
 
     def begin(self, summary: RestoreResult) -> None:
+        self.summary = summary
         self._server_log_quieted()
         self._tables_locked()
         # Fire checks queued earlier in this transaction (TRUNCATE refuses tables with pending events).
@@ -300,7 +308,7 @@ class _Restorer(DirectLoad, StagedWrite):
 
     # -- one section
 
-    def section(self, label: str, names: list, rows: Iterator[list], summary: RestoreResult) -> None:
+    def section(self, label: str, names: list, rows: SectionRows, summary: RestoreResult) -> None:
         plan = self.plans.get(label) if isinstance(label, str) else None
         if plan is None:
             raise errors.UnknownModelError(details={"model": label})
@@ -313,6 +321,7 @@ class _Restorer(DirectLoad, StagedWrite):
         if self.replace and first_section:
             created, updated = self._load(plan, fields, rows, ncols=len(names), default_makers=default_makers)
         else:
+            self.settle_all()  # the staging path's statements run on this thread, after every COPY sent
             total = self._stage(plan, fields, rows, ncols=len(names), default_makers=default_makers)
             created, updated = self._write(plan, fields)[:2] if total else (0, 0)
         summary.models[label].created += created
@@ -345,44 +354,9 @@ class _Restorer(DirectLoad, StagedWrite):
                 raise errors.MissingFieldError(details={"model": label, "field": f.attname})
         return fields + [f for f, _maker in defaults], [maker for _field, maker in defaults]
 
-    def _checked_rows(
-        self, plan: ModelPlan, fields: list[models.Field], rows: Iterator[list], *,
-        ncols: int, default_makers: list[Callable],
-    ) -> Iterator[list]:
-        """The section's rows, each with its defaults added, once it has the right length and a key."""
-        label = plan.label
-        pk_index = fields.index(plan.pk)
-        json_indexes = [i for i, f in enumerate(fields) if isinstance(f, models.JSONField)]
-        # Only the file's own columns: a default comes from the code, not from the upload.
-        file_fields = [(i, f) for i, f in enumerate(fields[:ncols]) if isinstance(f, models.FileField)]
-        for row in rows:
-            if len(row) != ncols:
-                pk = row[pk_index] if len(row) > pk_index and not isinstance(row[pk_index], (list, dict)) else None
-                reason = _("La fila tiene %(count)s valores; se esperaban %(expected)s.") % {
-                    "count": len(row), "expected": ncols}
-                raise errors.InvalidRowError(details={"model": label, "pk": pk, "reason": reason})
-            if row[pk_index] is None:
-                raise errors.InvalidRowError(details={"model": label, "pk": None, "reason": _("La clave primaria es nula.")})
-            for i, f in file_fields:
-                self._media_name_check(plan, f, row[i], pk=row[pk_index])
-            for i in json_indexes:
-                row[i] = json_fit(row[i])
-            if default_makers:
-                row.extend(make() for make in default_makers)
-            yield row
-
-    def _media_name_check(self, plan: ModelPlan, f: models.FileField, name: object, *, pk: object) -> None:
-        """A file's name must lie under this clinic's prefix (core.media_names); the refusal names
-        the reason, never the name, which may be forged to end up in a log line."""
-        if name is None:  # the column's own NOT NULL refuses it, as for any other field
-            return
-        refusal = media_name_refusal(self.schema, name, max_length=f.max_length)
-        if refusal is not None:
-            raise errors.InvalidValueError(details={"model": plan.label, "pk": None if isinstance(pk, (list, dict)) else pk,
-                                                    "field": f.attname, "reason": refusal.message, "name_refusal": refusal.value})
-
     def check_foreign_keys(self) -> None:
         """Indexes built and keys added back; a key pointing nowhere refuses the restore, naming the row."""
+        self.settle_all()
         self.constraints.restore()
 
     def reset_sequences(self) -> None:

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import logging
 from concurrent.futures import Future
-from typing import Callable, Iterator
+from typing import TYPE_CHECKING, Callable, Iterator
 
+import psycopg2
 from django.db import models
 from django.utils.translation import gettext as _
 
 from backup_restore import errors
-from backup_restore.background import execute_raw
 from backup_restore.copy_text import CopyRows, NotCopyText, copy_in_savepoint, json_dumps
 from backup_restore.diagnosis import dangling_keys_reported
 from backup_restore.plan import (
@@ -19,17 +19,32 @@ from backup_restore.plan import (
 from backup_restore.staging import IMPORT_COPY_CHARS
 from backup_restore.values import MAX_JSONB_BYTES, NUL_ESCAPE, too_big_refusal, value_refusal
 
+if TYPE_CHECKING:
+    from backup_restore.reader import SectionRows
+
 logger = logging.getLogger(__name__)
 
 # Loaded straight into a table, a batch is smaller: it is kept (as rows) until its COPY ends.
 IMPORT_LOAD_ROWS = 5_000
+# COPY text sent ahead of the server, at most; its rows are kept too, some 3 times its size. On the
+# million-row clinic 1 MiB ran 5% slower, and 4 to 16 MiB alike but for memory (peak 125 to 235 MB).
+IMPORT_LOAD_AHEAD = 4 << 20
+# The progress callback needs the connection free (it may use it): at the restore's first batch,
+# then after so many rows whenever no COPY is in flight.
+IMPORT_PROGRESS_ROWS = 100_000
 
 
 class DirectLoad:
     """_Restorer's direct-load steps (a mixin: it uses the restorer's state and its staging path)."""
 
+    # Set up by _Restorer: the batches and sections' ends sent to the background, in order, as
+    # (plan, fields, rows or None for a section's end, future, bytes of COPY text), and those bytes.
+    in_flight: "deque[tuple]"
+    ahead: int
+    reported: int | None = None  # rows loaded since the progress callback last heard (None: never)
+
     def _load(
-        self, plan: ModelPlan, fields: list[models.Field], rows: Iterator[list], *,
+        self, plan: ModelPlan, fields: list[models.Field], rows: SectionRows, *,
         ncols: int, default_makers: list[Callable],
     ) -> tuple[int, int]:
         """A model's first section when replacing: COPY straight into its emptied table, as psql
@@ -40,33 +55,82 @@ class DirectLoad:
         cannot write so sends its batch through the staging path. A batch PostgreSQL refuses
         is rolled back and loaded through the staging table, whose diagnosis names the row
         and the reason; a key already loaded from this section is refused there as repeated,
-        as it is when the whole section is staged at once. Each batch's COPY runs while the
-        next batch is read (Background).
+        as it is when the whole section is staged at once. The COPYs run on the Background
+        thread while the next batches are read, up to IMPORT_LOAD_AHEAD bytes of COPY text
+        ahead: the server's work (a COPY, a table's indexes) and the parsing overlap on two
+        cores, and neither waits for the other's slower moments.
         """
         copy_rows = CopyRows(fields)
         copy_sql = f"COPY {self.table(plan)} ({', '.join(qn(f.column) for f in fields)}) FROM STDIN"
-        created = total = 0
-        in_flight: tuple[list[list], Future | None] | None = None
-        checked = self._checked_rows(plan, fields, rows, ncols=ncols, default_makers=default_makers)
-        while batch := self._next_batch(checked, plan, fields, copy_rows):
-            text = copy_rows.batch_text(batch)
-            if text is None:
-                text = self._lines_checked(plan, fields, copy_rows, batch)
-            total += len(batch)
-            created += self._settled(in_flight, plan, fields)
-            in_flight = self._load_batch(copy_sql, plan, fields, batch, text, total)
-        created += self._settled(in_flight, plan, fields)
-        if self.progress:
+        total = 0
+        checked = _pieces(self._checked_batches(plan, fields, rows.batches(), ncols=ncols, default_makers=default_makers),
+                          IMPORT_LOAD_ROWS)
+        try:
+            while batch := self._next_batch(checked, plan, fields, copy_rows):
+                text = copy_rows.batch_text(batch)
+                if text is None:
+                    text = self._lines_checked(plan, fields, copy_rows, batch)
+                total += len(batch)
+                self._progress_reported(plan, total, len(batch))
+                self._sent(plan, fields, batch, text)
+        except errors.RestoreError:
+            # A row refused later in the file: a batch sent before it that PostgreSQL refused is
+            # reported instead, as it would have been reading one batch at a time.
+            self.settle_all()
+            raise
+        if total:
+            self._finish_sent(plan, fields)
+        return 0, 0  # the rows created are counted as their COPYs are settled
+
+    def _progress_reported(self, plan: ModelPlan, total: int, size: int) -> None:
+        """The rows read, before this batch is written (as the staging path reports them), once the
+        connection is free (the callback may use it): waiting for it would stall the server's queue."""
+        if not self.progress:
+            return
+        if self.reported is None or self.reported >= IMPORT_PROGRESS_ROWS and self.background.idle():
+            self.reported = 0
             self.background.wait()
             self.progress(plan.label, total, None)
-        if total:
-            self._loaded_references(plan, fields)
-            self._indexes_built(plan)
-        return created, 0
+        self.reported += size
 
-    def _next_batch(self, checked: Iterator[list], plan: ModelPlan, fields: list[models.Field],
+    def _sent(self, plan: ModelPlan, fields: list[models.Field], batch: list[list], text: str | None) -> None:
+        """A batch's COPY sent to the background (text None: it needs the staging path); the oldest
+        sent settled while more than IMPORT_LOAD_AHEAD bytes are in flight."""
+        future, size = None, 0
+        if text is not None:
+            data = text.encode()
+            future, size = self.background.submit(copy_in_savepoint, self._copy_sql(plan, fields), data), len(data)
+        self.in_flight.append((plan, fields, batch, future, size))
+        self.ahead += size
+        # A batch for the staging path waits for those before it: the staging table is on this thread.
+        while self.in_flight and (self.ahead > IMPORT_LOAD_AHEAD or future is None):
+            self._settle_oldest()
+
+    def _copy_sql(self, plan: ModelPlan, fields: list[models.Field]) -> str:
+        return f"COPY {self.table(plan)} ({', '.join(qn(f.column) for f in fields)}) FROM STDIN"
+
+    def settle_all(self) -> None:
+        """Every COPY and section's end in flight settled, in the order sent."""
+        while self.in_flight:
+            self._settle_oldest()
+
+    def _settle_oldest(self) -> None:
+        """The oldest batch in flight, once its COPY ended (a refused one goes through the staging
+        table), or the oldest section's end (_finish_checked)."""
+        plan, fields, batch, future, size = self.in_flight.popleft()
+        self.ahead -= size
+        if batch is None:
+            self._finish_checked(plan, fields, future)
+            return
+        if future is not None and self.background.result(future):
+            created = len(batch)
+        else:
+            created = self._staged_batch(plan, fields, batch)
+        self.summary.models[plan.label].created += created
+
+    def _next_batch(self, checked: Iterator[list[list]], plan: ModelPlan, fields: list[models.Field],
                     copy_rows: "CopyRows") -> list[list]:
-        """The next rows, up to IMPORT_LOAD_ROWS or IMPORT_COPY_CHARS bytes of the file.
+        """The next rows, the reader's blocks of them up to IMPORT_LOAD_ROWS or IMPORT_COPY_CHARS bytes of the file.
 
         A row refused while it is read is refused after the rows before it are checked, so
         the first refused row of the file is the one reported, as row by row.
@@ -74,8 +138,8 @@ class DirectLoad:
         batch: list[list] = []
         start = self.bytes_read()
         try:
-            for row in checked:
-                batch.append(row)
+            for block in checked:
+                batch += block
                 if len(batch) >= IMPORT_LOAD_ROWS or self.bytes_read() - start >= IMPORT_COPY_CHARS:
                     break
         except errors.RestoreError:
@@ -103,44 +167,37 @@ class DirectLoad:
             self._json_line(plan, fields, row)
         return None if lines is None else "\n".join(lines) + "\n"
 
-    def _load_batch(self, copy_sql: str, plan: ModelPlan, fields: list[models.Field], batch: list[list],
-                    text: str | None, total: int) -> tuple[list[list], Future | None]:
-        """Send a batch's COPY to the background (None: it needs the staging path); what is in flight."""
-        if self.progress:  # the rows read, before this batch is written (as the staging path reports them)
-            self.background.wait()
-            self.progress(plan.label, total, None)
-        if text is None:
-            return batch, None
-        return batch, self.background.submit(copy_in_savepoint, copy_sql, text.encode())
-
-    def _settled(self, in_flight: tuple[list[list], Future | None] | None, plan: ModelPlan,
-                 fields: list[models.Field]) -> int:
-        """The rows a batch sent created, once its COPY ended; a refused batch goes through the staging table."""
-        if in_flight is None:
-            return 0
-        batch, future = in_flight
-        self.background.wait()
-        if future is not None and future.result():
-            return len(batch)
-        return self._staged_batch(plan, fields, batch)
-
-    def _indexes_built(self, plan: ModelPlan) -> None:
-        """The table's dropped indexes, built in the background while the next section is read.
-
-        CREATE INDEX refuses a table with foreign-key checks still queued (the keys to users,
-        deferred): those are run first, as at the end of the restore, naming a row that
-        points nowhere.
-        """
+    def _finish_sent(self, plan: ModelPlan, fields: list[models.Field]) -> None:
+        """A loaded table's end sent to the background, after its COPYs, while the next section is
+        read: its keys to users (_reference_sql), the checks queued for them, its dropped indexes."""
+        updates, checks = self._reference_sql(plan, fields)
         table = self.table(plan)
-        kept_keys = [qn(name) for (name,) in self.execute(
-            "SELECT conname FROM pg_constraint WHERE conrelid = %s::regclass AND contype = 'f' AND condeferrable",
-            [table]).fetchall()]
+        self.loaded_tables.add(table)
+        future = self.background.submit(finish_load, table, self.schema, updates, checks,
+                                        self.constraints.take_indexes(table), self.constraints.keys_ready(self.loaded_tables))
+        self.in_flight.append((plan, fields, None, future, 0))
+
+    def _finish_checked(self, plan: ModelPlan, fields: list[models.Field], future: Future) -> None:
+        """A table's end, once the background ran it; what it found wrong is done again here,
+        where the refusal is diagnosed and names the row (it stopped before the indexes)."""
+        indexes_left, keys_left = self.background.result(future)
+        self.constraints.give_back(keys_left)
+        if indexes_left is None:
+            return
+        self._loaded_references(plan, fields)
+        self._indexes_built(plan, indexes_left)
+
+    def _indexes_built(self, plan: ModelPlan, definitions: list[str]) -> None:
+        """The table's foreign-key checks still queued (the keys to users, deferred), then its
+        dropped indexes: CREATE INDEX refuses a table with checks queued. A key pointing
+        nowhere refuses the restore, naming the row, as at the end of the restore."""
+        kept_keys = [qn(name) for (name,) in self.execute(_KEPT_KEYS_SQL, [self.table(plan)]).fetchall()]
         if kept_keys:
             with dangling_keys_reported(self.execute, self.schema, self.restorable):
                 self.execute(f"SET CONSTRAINTS {', '.join(f'{qn(self.schema)}.{name}' for name in kept_keys)} IMMEDIATE")
             self.execute(f"SET CONSTRAINTS {', '.join(f'{qn(self.schema)}.{name}' for name in kept_keys)} DEFERRED")
-        for definition in self.constraints.take_indexes(table):
-            self.background.submit(execute_raw, definition)
+        for definition in definitions:
+            self.execute(definition)
 
     def _staged_batch(self, plan: ModelPlan, fields: list[models.Field], batch: list[list]) -> int:
         """A batch through the staging table and its diagnosis; rows created."""
@@ -152,9 +209,11 @@ class DirectLoad:
                 "La clave primaria aparece más de una vez.")})
         return created
 
-    def _loaded_references(self, plan: ModelPlan, fields: list[models.Field]) -> None:
-        """What _value_sql and _check_required_references do to staged rows, done to the loaded ones:
-        a key to a row a restore does not bring back (a user) is kept only if it exists here."""
+    def _reference_sql(self, plan: ModelPlan, fields: list[models.Field]) -> tuple[list[str], list[tuple[str, models.Field]]]:
+        """What _value_sql and _check_required_references do to staged rows, for the loaded ones:
+        a key to a row a restore does not bring back (a user) is kept only if it exists here.
+        The UPDATEs that empty a nullable one, and the SELECTs that find a required one missing."""
+        updates, checks = [], []
         for f in fields:
             related = f.related_model if f.is_relation else None
             if related is None or related in self.restorable_models:
@@ -162,12 +221,21 @@ class DirectLoad:
             column, key = qn(f.column), qn(f.target_field.column)
             missing = f"{column} IS NOT NULL AND NOT EXISTS (SELECT 1 FROM {self.table(related)} r WHERE r.{key} = t.{column})"
             if f.null:
-                self.execute(f"UPDATE {self.table(plan)} t SET {column} = NULL WHERE {missing}")
-                continue
-            row = self.execute(f"SELECT t.{qn(plan.pk.column)}::text FROM {self.table(plan)} t WHERE {missing} LIMIT 1").fetchone()
+                updates.append(f"UPDATE {self.table(plan)} t SET {column} = NULL WHERE {missing}")
+            else:
+                checks.append((f"SELECT t.{qn(plan.pk.column)}::text FROM {self.table(plan)} t WHERE {missing} LIMIT 1", f))
+        return updates, checks
+
+    def _loaded_references(self, plan: ModelPlan, fields: list[models.Field]) -> None:
+        """_reference_sql run here: a required key to a user missing here refuses the restore, naming the row."""
+        updates, checks = self._reference_sql(plan, fields)
+        for sql in updates:
+            self.execute(sql)
+        for sql, f in checks:
+            row = self.execute(sql).fetchone()
             if row:
                 reason = _("%(model)s no existe en esta clínica y el campo es obligatorio.") % {
-                    "model": related._meta.verbose_name}
+                    "model": f.related_model._meta.verbose_name}
                 raise errors.DanglingForeignKeyError(
                     details={"model": plan.label, "pk": row[0], "field": f.attname, "reason": reason}
                 )
@@ -188,3 +256,56 @@ class DirectLoad:
             raise errors.InvalidValueError(details={"model": plan.label, "pk": pk, "field": biggest.attname,
                                                     "reason": too_big_refusal(size)})
         return line  # a false alarm: text that only spells a backslash and "u0000"
+
+
+_KEPT_KEYS_SQL = "SELECT conname FROM pg_constraint WHERE conrelid = %s::regclass AND contype = 'f' AND condeferrable"
+
+
+def finish_load(raw, table: str, schema: str, updates: list[str], checks: list[tuple[str, models.Field]],
+                indexes: list[str], keys: list[str]) -> tuple[list[str] | None, list[str]]:
+    """DirectLoad._finish_sent's statements, on the background thread: (None, keys not added) once
+    all ran; else (the indexes left to build, the keys), for _finish_checked to run it all again
+    where a refusal is diagnosed. Each key is added in a savepoint of its own; one that fails
+    is left to the end of the restore (SuspendedConstraints.restore), which names the row."""
+    with raw.cursor() as cursor:
+        for sql in updates:
+            cursor.execute(sql)
+        for sql, _field in checks:
+            cursor.execute(sql)
+            if cursor.fetchone():
+                return indexes, keys
+        cursor.execute(_KEPT_KEYS_SQL, [table])
+        kept = ", ".join(f"{qn(schema)}.{qn(name)}" for (name,) in cursor.fetchall())
+        if kept:
+            cursor.execute("SAVEPOINT backup_restore_keys")
+            try:
+                cursor.execute(f"SET CONSTRAINTS {kept} IMMEDIATE")
+            except psycopg2.IntegrityError:  # the checks stay queued once rolled back: _finish_checked runs them
+                cursor.execute("ROLLBACK TO SAVEPOINT backup_restore_keys")
+                cursor.execute("RELEASE SAVEPOINT backup_restore_keys")
+                return indexes, keys
+            cursor.execute("RELEASE SAVEPOINT backup_restore_keys")
+            cursor.execute(f"SET CONSTRAINTS {kept} DEFERRED")
+        for definition in indexes:
+            cursor.execute(definition)
+        left = []
+        for statement in keys:
+            cursor.execute("SAVEPOINT backup_restore_keys")
+            try:
+                cursor.execute(statement)
+            except psycopg2.Error:  # a row pointing nowhere, or a table with checks queued
+                cursor.execute("ROLLBACK TO SAVEPOINT backup_restore_keys")
+                left.append(statement)
+            cursor.execute("RELEASE SAVEPOINT backup_restore_keys")
+    return None, left
+
+
+def _pieces(blocks: Iterator[list[list]], size: int) -> Iterator[list[list]]:
+    """The reader's blocks cut to at most `size` rows: a batch holds no more than IMPORT_LOAD_ROWS
+    (whose rows PostgreSQL refuses together) whatever the reader's block."""
+    for block in blocks:
+        if len(block) <= size:
+            yield block
+        else:
+            for start in range(0, len(block), size):
+                yield block[start : start + size]

@@ -5,8 +5,9 @@ live beside it, one module per job, and are imported from here:
 
 - plan.py: which models a backup holds, their fields, in foreign-key order.
 - export.py: the streamed export from one snapshot (tenant_data_export_chunks, gzip_chunks).
-- reader.py: reading an uploaded file as a stream (open_backup_stream, BackupReader).
+- reader/: reading an uploaded file as a stream (open_backup_stream, BackupReader, its map in __init__).
 - importer.py: the restore in one transaction (tenant_data_import); its docstring maps the steps.
+- row_checks.py: what each row passes before either write path (its length, key, files, JSON fields).
 - constraints.py: foreign keys and indexes dropped for the load, then rebuilt, as psql does.
 - diagnosis.py: naming the row PostgreSQL refused, and why.
 """

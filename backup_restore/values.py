@@ -13,7 +13,7 @@ from typing import Any
 
 from django.utils.translation import gettext as _
 
-# How the importer's JSON text spells a NUL (a lone surrogate arrives as one too: see reader.py).
+# How the importer's JSON text spells a NUL (a lone surrogate arrives as one too: see reader/).
 NUL_ESCAPE = "\\u0000"
 # The most a jsonb value holds (2^28 - 1 bytes): each staged row is one.
 MAX_JSONB_BYTES = (1 << 28) - 1

@@ -414,3 +414,68 @@ def test_a_section_past_its_declared_count_is_refused_at_its_first_extra_row(ten
         label, declared, declared + 1)
     assert upload.made <= declared + 1 + 3 * PARSE_BUFFER // len(make_row(0))
     assert schema_fingerprint("test_a") == fingerprint
+
+
+def test_a_batch_refused_by_postgresql_is_reported_before_a_later_row_refused_while_read(tenant_a, clinic_admin, monkeypatch):
+    # given patients loaded a row per batch, the second repeating the first's document (PostgreSQL
+    # refuses its COPY, in flight) and the fourth holding a NUL (refused as it is read, before that)
+    from backup_restore import loader
+    from core.testing import schema_fingerprint
+
+    monkeypatch.setattr(loader, "IMPORT_LOAD_ROWS", 1)
+    clinic_data_create(usuario=clinic_admin)
+    PacienteFactory.create_batch(3)
+
+    def edit(document):
+        s = section(document, "clinica.paciente")
+        documento, nombre = s["fields"].index("documento"), s["fields"].index("nombre")
+        s["rows"][1][documento] = s["rows"][0][documento]
+        s["rows"][3][nombre] = "Ana\x00María"
+
+    file = file_edit(export_bytes(), edit)
+    before = schema_fingerprint("test_a")
+
+    # when it is restored with replace=true
+    with pytest.raises(errors.RestoreError) as raised:
+        restore(file, replace=True)
+
+    # then the first refused row of the file is the one reported, and nothing changed
+    assert raised.value.code == "unique_violation", raised.value.details
+    assert raised.value.details["model"] == "clinica.paciente"
+    assert schema_fingerprint("test_a") == before
+
+
+def test_a_restore_in_the_exports_own_layout_stores_exactly_what_the_staging_path_stores(tenant_a, clinic_admin):
+    # given the clinic's export as written (a row a line: the reader parses a block of rows at a time)
+    clinic_data_create(usuario=clinic_admin)
+    PacienteFactory.create_batch(300)
+    file = export_bytes()
+    assert b"],\n[" in file
+
+    # when it is restored with replace=true, then without
+    restore(file, replace=True)
+    by_copy = restorable_snapshot()
+    restore(file, replace=False)
+
+    # then both store the same rows
+    assert restorable_snapshot() == by_copy
+
+
+def test_a_tables_end_the_loading_thread_could_not_finish_is_done_again_and_the_schema_is_whole(
+        tenant_a, clinic_admin, monkeypatch):
+    # given the loading thread finishing no table's end (as when a key check or a key fails there)
+    from backup_restore import loader
+    from core.testing import schema_fingerprint
+
+    monkeypatch.setattr(loader, "finish_load", lambda raw, table, schema, updates, checks, indexes, keys: (indexes, keys))
+    clinic_data_create(usuario=clinic_admin)
+    PacienteFactory.create_batch(20)
+    original, fingerprint = restorable_snapshot(), schema_fingerprint("test_a")
+    file = export_bytes()
+
+    # when the clinic's export is restored with replace=true
+    restore(file, replace=True)
+
+    # then each table's end ran on the restore's own thread: every row, index and key is back as it was
+    assert restorable_snapshot() == original
+    assert schema_fingerprint("test_a") == fingerprint

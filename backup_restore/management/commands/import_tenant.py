@@ -20,8 +20,12 @@ class Command(TenantCommand):
 
     def handle_tenant(self, tenant, *, file: str, replace: bool, dry_run: bool, allow_other_tenant: bool,
                       verbosity: int, **options):
+        told: dict[str, int] = {}
+
         def progress(label: str, done: int, total) -> None:
-            if verbosity >= 2 or (verbosity >= 1 and done and done % 200_000 == 0):
+            # The restore reports whenever it can, not at round numbers: each 200,000 rows crossed.
+            if verbosity >= 2 or (verbosity >= 1 and done // 200_000 > told.get(label, 0) // 200_000):
+                told[label] = done
                 self.stderr.write(f"  {label}: {done:,} filas leídas")
 
         try:

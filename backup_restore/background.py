@@ -4,6 +4,7 @@ from __future__ import annotations
 import concurrent.futures
 import logging
 import sys
+import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Callable
 
@@ -16,6 +17,30 @@ logger = logging.getLogger(__name__)
 # wait stalls the server too. A COPY of a third of a million rows took 0.47 s alone, 2.1 s beside
 # a busy thread at Python's default 5 ms, 0.72 s at 0.5 ms, 0.49 s at 20 µs.
 SWITCH_INTERVAL = 0.00005
+
+# The interval is the process's, and restores overlap in one process (a web worker's threads, a
+# worker's pool): the first restore to load lowers it, the last to end puts back what was there
+# before the first. Each restoring its own saved value left it at 50 µs once two had overlapped.
+_switch_lock = threading.Lock()
+_switch_users = 0
+_switch_before = sys.getswitchinterval()
+
+
+def _switch_interval_lowered() -> None:
+    global _switch_users, _switch_before
+    with _switch_lock:
+        if _switch_users == 0:
+            _switch_before = sys.getswitchinterval()
+            sys.setswitchinterval(min(_switch_before, SWITCH_INTERVAL))
+        _switch_users += 1
+
+
+def _switch_interval_restored() -> None:
+    global _switch_users
+    with _switch_lock:
+        _switch_users -= 1
+        if _switch_users == 0:
+            sys.setswitchinterval(_switch_before)
 
 
 class Background:
@@ -34,8 +59,8 @@ class Background:
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="restore-load")
         self._futures: list[Future] = []
         # The thread takes the GIL back after each wait on the server (SWITCH_INTERVAL).
-        self._switch_interval = sys.getswitchinterval()
-        sys.setswitchinterval(min(self._switch_interval, SWITCH_INTERVAL))
+        _switch_interval_lowered()
+        self._closed = False
 
     def submit(self, function: Callable, *args) -> Future:
         # Those that ended well need no waiting for: a long restore sends thousands.
@@ -66,4 +91,6 @@ class Background:
         concurrent.futures.wait(self._futures)  # whatever happened, nothing runs on the connection after this
         self._futures = []
         self._pool.shutdown(wait=True)
-        sys.setswitchinterval(self._switch_interval)
+        if not self._closed:
+            self._closed = True
+            _switch_interval_restored()

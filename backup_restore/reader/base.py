@@ -88,6 +88,21 @@ class _Reader:
         self._entry: str | None = None
         self.counts: dict[str, int] = {}
 
+    def _section(self, label: str, names: list, rows: SectionRows,
+                 declared: dict[str, int] | None) -> Iterator[tuple[str, list[str], SectionRows]]:
+        """One section given to the consumer; then what it left of the rows read, and their count checked."""
+        yield label, names, rows
+        for _batch in rows.batches():  # drain what the consumer left
+            pass
+        if declared is not None:
+            _count_check(label, declared=declared.get(label), read=self.counts[label])
+
+    def _declared_sections_found(self, declared: dict[str, int] | None) -> None:
+        """A model the header declares and the file has no section of is refused, as a section short of rows."""
+        for label, count in (declared or {}).items():
+            if label not in self.counts:
+                _count_check(label, declared=count, read=0)
+
     @property
     def bytes_read(self) -> int:
         """How many inflated bytes of the file the parser has consumed so far."""

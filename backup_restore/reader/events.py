@@ -9,7 +9,7 @@ from django.utils.translation import gettext as _
 from backup_restore import errors
 from backup_restore.guarded_stream import PARSE_BUFFER, LimitExceeded
 from backup_restore.reader.base import (
-    _STREAM_ERRORS, MAX_JSON_DEPTH, SectionRows, _batched, _count_check, _past_declared, _Reader, _reason,
+    _STREAM_ERRORS, MAX_JSON_DEPTH, SectionRows, _batched, _past_declared, _Reader, _reason,
 )
 
 try:  # the C backend is several times faster; fall back to whatever ijson picked
@@ -121,21 +121,15 @@ class EventReader(_Reader):
                     if event != "start_array":
                         raise errors.WrongFormatError(details={"model": label, "reason": _("`rows` debe ser una lista.")})
                     self._label, self._names, self._entry = label, names, None
-                    rows = self._rows(label, names, declared)
-                    yield label, names, SectionRows(_batched(rows))
-                    for _row in rows:  # drain what the consumer left
-                        pass
-                    if declared is not None:
-                        _count_check(label, declared=declared.get(label), read=self.counts[label])
+                    yield from self._section(label, names, SectionRows(_batched(self._rows(label, names, declared))),
+                                             declared)
                 elif key == "model":
                     label = self._value()
                 elif key == "fields":
                     names = self._value()
                 else:
                     self._value()
-        for label, count in (declared or {}).items():
-            if label not in self.counts:
-                _count_check(label, declared=count, read=0)
+        self._declared_sections_found(declared)
         # the rest of the document, to the end: a truncated file fails here
         while True:
             try:

@@ -7,7 +7,7 @@ from django.utils.translation import gettext as _
 
 from backup_restore import errors
 from backup_restore.guarded_stream import LimitExceeded
-from backup_restore.reader.base import MAX_JSON_DEPTH, SectionRows, _count_check, _past_declared
+from backup_restore.reader.base import MAX_JSON_DEPTH, SectionRows, _past_declared
 from backup_restore.reader.text import _CONTAINERS, _SEPARATOR, _WHITESPACE, JsonText
 
 
@@ -35,18 +35,9 @@ class BackupReader(JsonText):
     def _keys(self) -> Iterator[str]:
         """The keys of the object whose `{` was just read, each with _pos at its value."""
         first = True
-        while True:
-            char = self._peek()
-            if char == "}":
-                self._pos += 1
-                return
-            if not first:
-                if char != ",":
-                    raise self._syntax("Expecting ',' delimiter")
-                self._pos += 1
-                char = self._peek()
+        while self._member_follows("}", first):
             first = False
-            if char != '"':
+            if self._peek() != '"':
                 raise self._syntax("Expecting property name enclosed in double quotes")
             self._entry_begins(None)
             key = self._scalar()
@@ -84,19 +75,10 @@ class BackupReader(JsonText):
         count (a model's sections together) is refused as it begins (EventReader.sections).
         """
         first = True
-        while True:
+        while self._member_follows("]", first):
             self._label, self._names = None, None
-            char = self._peek()
-            if char == "]":
-                self._pos += 1
-                break
-            if not first:
-                if char != ",":
-                    raise self._syntax("Expecting ',' delimiter")
-                self._pos += 1
-                char = self._peek()
             first = False
-            if char != "{":
+            if self._peek() != "{":
                 raise self._wrong_shape(
                     errors.WrongFormatError(details={"reason": _("Cada sección de `data` debe ser un objeto.")}))
             self._pos += 1
@@ -113,12 +95,7 @@ class BackupReader(JsonText):
                             errors.WrongFormatError(details={"model": label, "reason": _("`rows` debe ser una lista.")}))
                     self._pos += 1
                     self._label, self._names, self._entry = label, names, None
-                    rows = self._rows(label, names, declared)
-                    yield label, names, SectionRows(rows)
-                    for _batch in rows:  # drain what the consumer left
-                        pass
-                    if declared is not None:
-                        _count_check(label, declared=declared.get(label), read=self.counts[label])
+                    yield from self._section(label, names, SectionRows(self._rows(label, names, declared)), declared)
                     self._label, self._names = None, None
                 elif key == "model":
                     label = self._value()
@@ -126,9 +103,7 @@ class BackupReader(JsonText):
                     names = self._value()
                 else:
                     self._value()
-        for label, count in (declared or {}).items():
-            if label not in self.counts:
-                _count_check(label, declared=count, read=0)
+        self._declared_sections_found(declared)
         self._document_ends()
 
     def _document_ends(self) -> None:
@@ -256,17 +231,10 @@ class BackupReader(JsonText):
         guard.row = row  # the row limit and a refusal's pk and field look at it
         try:
             first = True
-            while True:
-                char = self._peek()
-                if char == "]":  # after a comma, a value is read first
-                    self._pos += 1
-                    return row
-                if not first:
-                    if char != ",":
-                        raise self._syntax("Expecting ',' delimiter")
-                    self._pos += 1
+            while self._member_follows("]", first):
                 first = False
                 row.append(self._value())
+            return row
         finally:
             guard.row = None
 

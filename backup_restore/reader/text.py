@@ -111,6 +111,20 @@ class JsonText(_Reader):
             raise self._syntax(message)
         self._pos += 1
 
+    def _member_follows(self, close: str, first: bool) -> bool:
+        """Inside a list or object whose `close` is `]` or `}`, after its opening (first) or a member:
+        False past its end, True with _pos at the next member (past its comma). After a comma a
+        member must follow: `[1,]` is the member reader's error."""
+        char = self._peek()
+        if char == close:
+            self._pos += 1
+            return False
+        if not first:
+            if char != ",":
+                raise self._syntax("Expecting ',' delimiter")
+            self._pos += 1
+        return True
+
     # -- values, value by value
 
     def _scalar(self):
@@ -166,18 +180,12 @@ class JsonText(_Reader):
         first = True
         while stack:
             top = stack[-1]
-            char = self._peek()
-            if char == ("]" if type(top) is list else "}"):  # after a comma, a member is read first
-                self._pos += 1
+            if not self._member_follows("]" if type(top) is list else "}", first):
                 stack.pop()
                 first = False
                 continue
-            if not first:
-                if char != ",":
-                    raise self._syntax("Expecting ',' delimiter")
-                self._pos += 1
-                char = self._peek()
             first = False
+            char = self._peek()
             if type(top) is dict:
                 if char != '"':
                     raise self._syntax("Expecting property name enclosed in double quotes")

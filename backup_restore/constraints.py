@@ -20,10 +20,10 @@ class SuspendedConstraints:
         self.schema = schema
         self.restorable = restorable
         self.tables = [qualified_table(schema, plan.model) for plan in restorable]
-        self.foreign_keys: list[tuple[str, str, str]] = []
+        # (table, name, definition, the table's oid, the oid of the table it points to)
+        self.foreign_keys: list[tuple[str, str, str, int, int]] = []
         self.indexes: list[tuple[str, str]] = []
         self.oids: dict[str, int] = {}
-        self.key_tables: dict[str, tuple[int, int]] = {}
         self.pending_statements: list[str] = []
 
     def _qualified(self, regclass_text: str) -> str:
@@ -32,15 +32,13 @@ class SuspendedConstraints:
 
     def drop_foreign_keys(self) -> None:
         """Drop the foreign keys between restored tables; restore() adds them back."""
-        found = self.execute(
+        self.foreign_keys = self.execute(
             "SELECT c.conrelid::regclass::text, c.conname, pg_get_constraintdef(c.oid), c.conrelid, c.confrelid "
             "FROM pg_constraint c "
             "WHERE c.contype = 'f' AND c.conrelid = ANY(%s::regclass[]) AND c.confrelid = ANY(%s::regclass[])",
             [self.tables, self.tables],
         ).fetchall()
-        self.foreign_keys = [(table, name, definition) for table, name, definition, _child, _parent in found]
-        self.key_tables = {name: (child, parent) for _table, name, _definition, child, parent in found}
-        for table, name, _definition in self.foreign_keys:
+        for table, name, *_definition_and_oids in self.foreign_keys:
             self.execute(f"ALTER TABLE {self._qualified(table)} DROP CONSTRAINT {qn(name)}")
         # Looked up now: take_indexes and keys_ready are called with the background's COPYs in flight.
         self.oids = dict(self.execute("SELECT t, t::regclass::oid FROM unnest(%s::text[]) t", [self.tables]).fetchall())
@@ -67,12 +65,12 @@ class SuspendedConstraints:
         """The ALTER TABLE … ADD CONSTRAINT of the dropped keys whose two tables are `loaded`
         (qualified names), taken: the caller adds them (and gives back those it could not); restore() will not."""
         loaded_oids = {self.oids[table] for table in loaded if table in self.oids}
-        ready = [key for key in self.foreign_keys if set(self.key_tables.get(key[1], (None,))) <= loaded_oids]
+        ready = [key for key in self.foreign_keys if {key[3], key[4]} <= loaded_oids]
         self.foreign_keys = [key for key in self.foreign_keys if key not in ready]
         return [self.add_key_sql(key) for key in ready]
 
-    def add_key_sql(self, key: tuple[str, str, str]) -> str:
-        table, name, definition = key
+    def add_key_sql(self, key: tuple[str, str, str, int, int]) -> str:
+        table, name, definition, _child, _parent = key
         return f"ALTER TABLE {self._qualified(table)} ADD CONSTRAINT {qn(name)} {definition}"
 
     def give_back(self, statements: list[str]) -> None:

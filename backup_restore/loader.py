@@ -72,7 +72,7 @@ class DirectLoad:
                     text = self._lines_checked(plan, fields, copy_rows, batch)
                 total += len(batch)
                 self._progress_reported(plan, total, len(batch))
-                self._sent(plan, fields, batch, text)
+                self._sent(plan, fields, batch, text, copy_sql)
         except errors.RestoreError:
             # A row refused later in the file: a batch sent before it that PostgreSQL refused is
             # reported instead, as it would have been reading one batch at a time.
@@ -93,21 +93,18 @@ class DirectLoad:
             self.progress(plan.label, total, None)
         self.reported += size
 
-    def _sent(self, plan: ModelPlan, fields: list[models.Field], batch: list[list], text: str | None) -> None:
+    def _sent(self, plan: ModelPlan, fields: list[models.Field], batch: list[list], text: str | None, copy_sql: str) -> None:
         """A batch's COPY sent to the background (text None: it needs the staging path); the oldest
         sent settled while more than IMPORT_LOAD_AHEAD bytes are in flight."""
         future, size = None, 0
         if text is not None:
             data = text.encode()
-            future, size = self.background.submit(copy_in_savepoint, self._copy_sql(plan, fields), data), len(data)
+            future, size = self.background.submit(copy_in_savepoint, copy_sql, data), len(data)
         self.in_flight.append((plan, fields, batch, future, size))
         self.ahead += size
         # A batch for the staging path waits for those before it: the staging table is on this thread.
         while self.in_flight and (self.ahead > IMPORT_LOAD_AHEAD or future is None):
             self._settle_oldest()
-
-    def _copy_sql(self, plan: ModelPlan, fields: list[models.Field]) -> str:
-        return f"COPY {self.table(plan)} ({', '.join(qn(f.column) for f in fields)}) FROM STDIN"
 
     def settle_all(self) -> None:
         """Every COPY and section's end in flight settled, in the order sent."""

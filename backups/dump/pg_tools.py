@@ -38,6 +38,9 @@ LIBPQ_OPTION_VARIABLES = {
     "sslcrl": "PGSSLCRL", "sslnegotiation": "PGSSLNEGOTIATION", "requiressl": "PGREQUIRESSL",
     "channel_binding": "PGCHANNELBINDING", "gssencmode": "PGGSSENCMODE", "connect_timeout": "PGCONNECT_TIMEOUT",
     "target_session_attrs": "PGTARGETSESSIONATTRS", "options": "PGOPTIONS",
+    # Where to connect, when DATABASE_URL says it in its query (`postgres://u@/db?host=/run/postgresql`,
+    # a Unix socket): Django's connection goes there, and pg_dump went to libpq's default socket instead.
+    "host": "PGHOST", "port": "PGPORT", "user": "PGUSER", "service": "PGSERVICE", "passfile": "PGPASSFILE",
 }
 
 
@@ -67,9 +70,10 @@ class PgConnectionParams:
         """Connection settings for libpq, the password among them: never in argv,
         where any user of the host can read it with ps."""
         env = {key: value for key, value in os.environ.items() if not key.startswith("PG")}
+        env.update(self.libpq_options)
+        # HOST, PORT, USER and PASSWORD, when set, win over the same keys in OPTIONS, as in Django's connection.
         values = {"PGHOST": self.host, "PGPORT": self.port, "PGUSER": self.user, "PGPASSWORD": self.password, "PGDATABASE": self.dbname}
         env.update({key: value for key, value in values.items() if value})
-        env.update(self.libpq_options)
         return env
 
 

@@ -34,3 +34,19 @@ def test_the_clients_get_the_server_options_djangos_connection_has(db):
     # then its session has the same setting (a killed pg_dump's backend does not linger either)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == djangos != "0"
+
+
+def test_a_socket_named_in_database_urls_query_is_where_the_clients_connect_too():
+    # given a DATABASE_URL naming its server's Unix socket in the query, as libpq's own URIs do
+    settings_dict = environ.Env.db_url_config("postgres://clinicas@/clinicas?host=/run/postgresql&port=5433")
+    # when the clients' environment is made from it
+    env = PgConnectionParams.from_settings(settings_dict).environ()
+    # then pg_dump and psql go to that socket, as Django's connection does, not to libpq's default
+    assert (env["PGHOST"], env["PGPORT"], env["PGUSER"], env["PGDATABASE"]) == ("/run/postgresql", "5433", "clinicas", "clinicas")
+
+
+def test_host_and_port_set_outside_the_query_win_as_in_djangos_connection():
+    settings_dict = {"NAME": "clinicas", "USER": "u", "PASSWORD": "", "HOST": "db.example.com", "PORT": "5432",
+                     "OPTIONS": {"host": "/run/postgresql", "port": "5433"}}
+    env = PgConnectionParams.from_settings(settings_dict).environ()
+    assert (env["PGHOST"], env["PGPORT"]) == ("db.example.com", "5432")

@@ -43,6 +43,11 @@ def pg_message(exc: Exception) -> str:
     return (getattr(getattr(cause, "diag", None), "message_primary", None) or str(cause).splitlines()[0])[:300]
 
 
+def repeated_key_error(plan: ModelPlan, pk) -> errors.DuplicatePrimaryKeyError:
+    return errors.DuplicatePrimaryKeyError(details={"model": plan.label, "pk": pk,
+                                                    "reason": _("La clave primaria aparece más de una vez.")})
+
+
 def refused_batch_error(
     execute: Execute, plan: ModelPlan, fields: list[models.Field], exc: DatabaseError
 ) -> errors.RestoreError:
@@ -65,8 +70,7 @@ def _batch_error(execute: Execute, plan: ModelPlan, fields: list[models.Field], 
     base = {"model": plan.label, "pk": None, "reason": pg_message(exc)}
     if pgcode == "21000":  # ON CONFLICT touched a row twice: a repeated primary key
         row = execute(f"SELECT s.j->>{pk_index} FROM {STAGE} s GROUP BY 1 HAVING count(*) > 1 LIMIT 1").fetchone()
-        return errors.DuplicatePrimaryKeyError(details={**base, "pk": row[0] if row else None,
-                                                         "reason": _("La clave primaria aparece más de una vez.")})
+        return repeated_key_error(plan, row[0] if row else None)
     if pgcode == "23502" and diag is not None:  # not null
         f = next((f for f in fields if f.column == diag.column_name), None)
         if f is not None:

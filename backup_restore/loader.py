@@ -12,7 +12,7 @@ from django.utils.translation import gettext as _
 
 from backup_restore import errors
 from backup_restore.copy_text import CopyRows, NotCopyText, copy_in_savepoint, json_dumps
-from backup_restore.diagnosis import dangling_keys_reported
+from backup_restore.diagnosis import dangling_keys_reported, repeated_key_error
 from backup_restore.plan import (
     STAGE, ModelPlan, qn,
 )
@@ -74,9 +74,11 @@ class DirectLoad:
                 self._progress_reported(plan, total, len(batch))
                 self._sent(plan, fields, batch, text, copy_sql)
         except errors.RestoreError:
-            # A row refused later in the file: a batch sent before it that PostgreSQL refused is
-            # reported instead, as it would have been reading one batch at a time.
+            # A row refused later in the file: a batch sent before it that PostgreSQL refused, or a
+            # key it repeated, is reported instead, as it would have been reading one batch at a time.
             self.settle_all()
+            if self.constraints.primary_key_missing(self.table(plan)):
+                self._repeated_key_refused(plan)
             raise
         if total:
             self._finish_sent(plan, fields)
@@ -170,24 +172,46 @@ class DirectLoad:
         updates, checks = self._reference_sql(plan, fields)
         table = self.table(plan)
         self.loaded_tables.add(table)
-        future = self.background.submit(finish_load, table, self.schema, updates, checks,
-                                        self.constraints.take_indexes(table), self.constraints.keys_ready(self.loaded_tables))
+        future = self.background.submit(finish_load, table, self.schema, self.constraints.take_primary_key(table), updates,
+                                        checks, self.constraints.take_indexes(table), self.constraints.keys_ready(self.loaded_tables))
         self.in_flight.append((plan, fields, None, future, 0))
 
     def _finish_checked(self, plan: ModelPlan, fields: list[models.Field], future: Future) -> None:
         """A table's end, once the background ran it; what it found wrong is done again here,
         where the refusal is diagnosed and names the row (it stopped before the indexes)."""
-        indexes_left, keys_left = self.background.result(future)
+        indexes, keys_left = self.background.result(future)
         self.constraints.give_back(keys_left)
-        if indexes_left is None:
+        if indexes is None:
             return
+        primary_key = self.constraints.primary_key_missing(self.table(plan))  # a staged batch may have built it
+        if primary_key:
+            self._repeated_key_refused(plan)
         self._loaded_references(plan, fields)
-        self._indexes_built(plan, indexes_left)
+        self._indexes_built(plan, primary_key + indexes)
+
+    def _primary_key_added(self, plan: ModelPlan) -> None:
+        """The table's primary key, if the load dropped it, built back now (an ON CONFLICT needs it)."""
+        statements = self.constraints.primary_key_missing(self.table(plan))
+        if statements:
+            self._repeated_key_refused(plan)
+            self._indexes_built(plan, statements)
+
+    def _repeated_key_refused(self, plan: ModelPlan) -> None:
+        """A key the loaded rows repeat refuses the restore, naming the first row, in the file's
+        order, that repeats one: as the load would have, had the primary key been there."""
+        pk = qn(plan.pk.column)
+        # A table emptied by this transaction and loaded by COPY alone keeps its rows in the file's order.
+        row = self.execute(
+            f"SELECT k FROM (SELECT {pk} AS k, ctid, row_number() OVER (PARTITION BY {pk} ORDER BY ctid) AS n "
+            f"FROM {self.table(plan)}) d WHERE n = 2 ORDER BY ctid LIMIT 1"
+        ).fetchone()
+        if row:
+            raise repeated_key_error(plan, row[0])
 
     def _indexes_built(self, plan: ModelPlan, definitions: list[str]) -> None:
         """The table's foreign-key checks still queued (the keys to users, deferred), then its
-        dropped indexes: CREATE INDEX refuses a table with checks queued. A key pointing
-        nowhere refuses the restore, naming the row, as at the end of the restore."""
+        dropped indexes (its primary key among them): CREATE INDEX refuses a table with checks queued.
+        A key pointing nowhere refuses the restore, naming the row, as at the end of the restore."""
         kept_keys = [qn(name) for (name,) in self.execute(_KEPT_KEYS_SQL, [self.table(plan)]).fetchall()]
         if kept_keys:
             with dangling_keys_reported(self.execute, self.schema, self.restorable):
@@ -202,8 +226,7 @@ class DirectLoad:
         self._copy(self.cursor.cursor, [self._json_line(plan, fields, row) for row in batch], plan, fields.index(plan.pk))
         created, updated, updated_pk = self._write(plan, fields)
         if updated:  # a key an earlier batch of this section loaded: repeated, as the whole section staged says
-            raise errors.DuplicatePrimaryKeyError(details={"model": plan.label, "pk": updated_pk, "reason": _(
-                "La clave primaria aparece más de una vez.")})
+            raise repeated_key_error(plan, updated_pk)
         return created
 
     def _reference_sql(self, plan: ModelPlan, fields: list[models.Field]) -> tuple[list[str], list[tuple[str, models.Field]]]:
@@ -258,12 +281,14 @@ class DirectLoad:
 _KEPT_KEYS_SQL = "SELECT conname FROM pg_constraint WHERE conrelid = %s::regclass AND contype = 'f' AND condeferrable"
 
 
-def finish_load(raw, table: str, schema: str, updates: list[str], checks: list[tuple[str, models.Field]],
-                indexes: list[str], keys: list[str]) -> tuple[list[str] | None, list[str]]:
+def finish_load(raw, table: str, schema: str, primary_key: list[str], updates: list[str],
+                checks: list[tuple[str, models.Field]], indexes: list[str],
+                keys: list[str]) -> tuple[list[str] | None, list[str]]:
     """DirectLoad._finish_sent's statements, on the background thread: (None, keys not added) once
     all ran; else (the indexes left to build, the keys), for _finish_checked to run it all again
-    where a refusal is diagnosed. Each key is added in a savepoint of its own; one that fails
-    is left to the end of the restore (SuspendedConstraints.restore), which names the row."""
+    (the primary key too, if it is not built) where a refusal is diagnosed. Each key is added in a
+    savepoint of its own; one that fails is left to the end of the restore
+    (SuspendedConstraints.restore), which names the row."""
     with raw.cursor() as cursor:
         for sql in updates:
             cursor.execute(sql)
@@ -274,27 +299,31 @@ def finish_load(raw, table: str, schema: str, updates: list[str], checks: list[t
         cursor.execute(_KEPT_KEYS_SQL, [table])
         kept = ", ".join(f"{qn(schema)}.{qn(name)}" for (name,) in cursor.fetchall())
         if kept:
-            cursor.execute("SAVEPOINT backup_restore_keys")
-            try:
-                cursor.execute(f"SET CONSTRAINTS {kept} IMMEDIATE")
-            except psycopg2.IntegrityError:  # the checks stay queued once rolled back: _finish_checked runs them
-                cursor.execute("ROLLBACK TO SAVEPOINT backup_restore_keys")
-                cursor.execute("RELEASE SAVEPOINT backup_restore_keys")
+            # Once rolled back the checks stay queued: _finish_checked runs them.
+            if not _in_savepoint(cursor, f"SET CONSTRAINTS {kept} IMMEDIATE", refusal=psycopg2.IntegrityError):
                 return indexes, keys
-            cursor.execute("RELEASE SAVEPOINT backup_restore_keys")
             cursor.execute(f"SET CONSTRAINTS {kept} DEFERRED")
+        # After the checks queued: ALTER TABLE refuses a table with any. A repeated key fails it.
+        if not all(_in_savepoint(cursor, statement) for statement in primary_key):
+            return indexes, keys
         for definition in indexes:
             cursor.execute(definition)
-        left = []
-        for statement in keys:
-            cursor.execute("SAVEPOINT backup_restore_keys")
-            try:
-                cursor.execute(statement)
-            except psycopg2.Error:  # a row pointing nowhere, or a table with checks queued
-                cursor.execute("ROLLBACK TO SAVEPOINT backup_restore_keys")
-                left.append(statement)
-            cursor.execute("RELEASE SAVEPOINT backup_restore_keys")
+        # A row pointing nowhere, or a table with checks queued.
+        left = [statement for statement in keys if not _in_savepoint(cursor, statement)]
     return None, left
+
+
+def _in_savepoint(cursor, statement: str, refusal: type[Exception] = psycopg2.Error) -> bool:
+    """Whether the statement ran, in a savepoint of its own; if PostgreSQL refused it, nothing of it is left."""
+    cursor.execute("SAVEPOINT backup_restore_load")
+    try:
+        cursor.execute(statement)
+        ran = True
+    except refusal:
+        cursor.execute("ROLLBACK TO SAVEPOINT backup_restore_load")
+        ran = False
+    cursor.execute("RELEASE SAVEPOINT backup_restore_load")
+    return ran
 
 
 def _pieces(blocks: Iterator[list[list]], size: int) -> Iterator[list[list]]:

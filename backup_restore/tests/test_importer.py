@@ -7,7 +7,8 @@ from django.db import connection
 
 from backup_restore import errors, utils
 from backup_restore.tests.conftest import export_bytes, file_edit, restorable_snapshot, restore, section
-from clinica.models import Cita, Paciente, Pago, Tratamiento
+from clinica.models import Cita, Paciente, Pago, Radiografia, Tratamiento
+from core.testing import schema_fingerprint
 from clinica.tests.factories import PacienteFactory, clinic_data_create
 
 
@@ -376,6 +377,110 @@ def test_a_key_repeated_in_a_later_copy_batch_is_refused_as_repeated(tenant_a, c
     assert restorable_snapshot() == before
 
 
+# -- replace: the primary keys dropped for the load (constraints.SuspendedConstraints.drop_primary_keys)
+
+def _section_edit(label, edit):
+    """A file edit of one model's section: edit(fields, rows), the header's count following."""
+    def change(document):
+        rows = section(document, label)
+        edit(rows["fields"], rows["rows"])
+        document["models"][label]["count"] = len(rows["rows"])
+    return change
+
+
+def test_a_replace_names_the_first_row_in_the_files_order_that_repeats_a_key(tenant_a, clinic_admin):
+    # given appointments (no other unique column) whose file repeats the second one's key, then the first's,
+    # in one COPY batch
+    clinic_data_create(usuario=clinic_admin)
+    file = file_edit(export_bytes(), _section_edit("clinica.cita", lambda fields, rows: rows.extend([list(rows[1]), list(rows[0])])))
+    second_key = section(json.loads(file), "clinica.cita")["rows"][1][0]
+    before = schema_fingerprint("test_a")
+
+    # when it is restored with replace=true
+    with pytest.raises(errors.DuplicatePrimaryKeyError) as raised:
+        restore(file, replace=True)
+
+    # then the refusal names the key repeated first, and nothing changed
+    assert raised.value.details == {"model": "clinica.cita", "pk": second_key,
+                                    "reason": "La clave primaria aparece más de una vez."}
+    assert schema_fingerprint("test_a") == before
+
+
+@pytest.mark.parametrize("later", ["a_short_row", "a_value_postgresql_refuses"])
+def test_a_repeated_key_is_named_before_what_a_later_row_of_its_section_has_wrong(
+        tenant_a, clinic_admin, monkeypatch, later):
+    # given, in batches of two rows, an appointment repeating the first one's key and, later, a row refused on its own
+    from backup_restore import loader
+
+    monkeypatch.setattr(loader, "IMPORT_LOAD_ROWS", 2)
+    clinic_data_create(usuario=clinic_admin)
+
+    def edit(fields, rows):
+        rows.append(list(rows[0]))
+        rows.extend(list(row) for row in rows[:2])
+        rows[-2][fields.index("id")], rows[-1][fields.index("id")] = 987653, 987654
+        if later == "a_short_row":  # refused as it is read
+            rows[-1] = rows[-1][:2]
+        else:  # refused by its column's type: the batch goes through the staging table, which needs the key
+            rows[-1][fields.index("inicio")] = "no-es-fecha"
+
+    file = file_edit(export_bytes(), _section_edit("clinica.cita", edit))
+    first_key = section(json.loads(file), "clinica.cita")["rows"][0][0]
+    before = schema_fingerprint("test_a")
+
+    # when it is restored with replace=true
+    with pytest.raises(errors.RestoreError) as raised:
+        restore(file, replace=True)
+
+    # then the repeated key is the refusal, as it would be were the key checked row by row
+    assert isinstance(raised.value, errors.DuplicatePrimaryKeyError), raised.value.details
+    assert raised.value.details["pk"] == first_key
+    assert schema_fingerprint("test_a") == before
+
+
+def test_a_batch_through_the_staging_path_midway_finds_its_primary_key_back(tenant_a, clinic_admin, monkeypatch):
+    # given, in batches of two rows, a patient in the third batch that COPY text cannot carry (a list in a text column)
+    from backup_restore import loader
+
+    monkeypatch.setattr(loader, "IMPORT_LOAD_ROWS", 2)
+    clinic_data_create(usuario=clinic_admin)
+    PacienteFactory.create_batch(6)
+    file = file_edit(export_bytes(), _section_edit(
+        "clinica.paciente", lambda fields, rows: rows[4].__setitem__(fields.index("direccion"), ["a", 1])))
+    patient = section(json.loads(file), "clinica.paciente")["rows"][4][0]
+    fingerprint = schema_fingerprint("test_a")
+
+    # when it is restored with replace=true
+    restore(file, replace=True)
+
+    # then the row is stored as the staging path reads it, and the keys and indexes are as they were
+    assert Paciente.objects.get(pk=patient).direccion == '["a", 1]'
+    after = schema_fingerprint("test_a")
+    assert [v for k, v in after.items() if not k.startswith("rows")] == [
+        v for k, v in fingerprint.items() if not k.startswith("rows")]
+
+
+def test_a_replace_without_a_models_rows_gives_its_table_its_primary_key_back(tenant_a, clinic_admin):
+    # given a file that brings no radiographs, and one that lacks the model altogether
+    clinic_data_create(usuario=clinic_admin)
+    file = export_bytes()
+    original = restorable_snapshot()
+    fingerprint = schema_fingerprint("test_a")
+
+    def emptied(document):
+        section(document, "clinica.radiografia")["rows"] = []
+        document["models"]["clinica.radiografia"]["count"] = 0
+
+    # when each is restored with replace=true, then the original file
+    restore(file_edit(file, emptied), replace=True)
+    assert not Radiografia.objects.exists()
+    restore(file, replace=True)
+
+    # then every table is as it was, keys and indexes included
+    assert restorable_snapshot() == original
+    assert schema_fingerprint("test_a") == fingerprint
+
+
 # -- a section longer than its header says (issue 18): refused at its first extra row, not at its end
 
 @pytest.mark.parametrize(("label", "replace"), [
@@ -467,7 +572,8 @@ def test_a_tables_end_the_loading_thread_could_not_finish_is_done_again_and_the_
     from backup_restore import loader
     from core.testing import schema_fingerprint
 
-    monkeypatch.setattr(loader, "finish_load", lambda raw, table, schema, updates, checks, indexes, keys: (indexes, keys))
+    monkeypatch.setattr(loader, "finish_load",
+                        lambda raw, table, schema, primary_key, updates, checks, indexes, keys: (indexes, keys))
     clinic_data_create(usuario=clinic_admin)
     PacienteFactory.create_batch(20)
     original, fingerprint = restorable_snapshot(), schema_fingerprint("test_a")

@@ -53,13 +53,18 @@ def refused_batch_error(
 ) -> errors.RestoreError:
     """Which staged row PostgreSQL refused, and why."""
     error = _batch_error(execute, plan, fields, exc)
-    pk = error.details.get("pk")
-    if isinstance(pk, str):  # read back from jsonb as text: an integer key answers as one
+    error.details["pk"] = key_value(plan, error.details.get("pk"))  # read back from jsonb as text
+    return error
+
+
+def key_value(plan: ModelPlan, pk):
+    """A key read back as text, as the file spells it: an integer key answers as one."""
+    if isinstance(pk, str) and isinstance(plan.pk, (models.AutoField, models.IntegerField)):
         try:
-            error.details["pk"] = int(pk) if isinstance(plan.pk, (models.AutoField, models.IntegerField)) else pk
+            return int(pk)
         except ValueError:
             pass
-    return error
+    return pk
 
 
 def _batch_error(execute: Execute, plan: ModelPlan, fields: list[models.Field], exc: DatabaseError) -> errors.RestoreError:

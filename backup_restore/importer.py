@@ -16,7 +16,7 @@ entry, the clinic's operation lock) → tenant_data_import below:
    reader answer a retryable 409 instead of failing later; a temporary staging
    table; the foreign keys between restored tables are dropped for the load
    (constraints.py says why). With replace, the restorable tables are emptied and
-   their non-unique indexes and primary keys dropped.
+   their non-unique indexes, primary keys and unique constraints dropped.
 4. _Restorer.section, once per model in the file's order: its field names are
    matched to the model (unknown → refused; missing → default, null or refused);
    rows stream from the file by COPY into the staging table, each checked first
@@ -34,9 +34,9 @@ entry, the clinic's operation lock) → tenant_data_import below:
    table, whose diagnosis names the row and the reason.
 5. After the last section: a model the header declared rows for but the file
    never brought (a file cut short and closed again) is refused.
-6. _Restorer.check_foreign_keys: queued checks fire, indexes and primary keys are rebuilt,
+6. _Restorer.check_foreign_keys: queued checks fire, indexes and unique keys are rebuilt,
    dropped keys are added back; a key pointing nowhere refuses the restore, naming the row,
-   as does a primary key the file repeats (the first row, in the file's order, that repeats one).
+   as does a key or unique value the file repeats (the first row, in the file's order, that repeats one).
 7. _Restorer.reset_sequences: each sequence moves past the largest key, never back.
 8. Commit, and answer a RestoreResult: created, updated and deleted per model.
 
@@ -262,7 +262,7 @@ class _Restorer(DirectLoad, StagedWrite, RowChecks):
             for plan in reversed(self.restorable):
                 self.execute(f"DELETE FROM {self.table(plan)}")
         else:
-            self.constraints.drop_primary_keys()
+            self.constraints.drop_unique_keys()
         self.constraints.drop_secondary_indexes()
 
     def _server_log_quieted(self) -> None:

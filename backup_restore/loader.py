@@ -11,8 +11,9 @@ from django.db import models
 from django.utils.translation import gettext as _
 
 from backup_restore import errors
+from backup_restore.constraints import DroppedKey
 from backup_restore.copy_text import CopyRows, NotCopyText, copy_in_savepoint, json_dumps
-from backup_restore.diagnosis import dangling_keys_reported, repeated_key_error
+from backup_restore.diagnosis import dangling_keys_reported, key_value, repeated_key_error
 from backup_restore.plan import (
     STAGE, ModelPlan, qn,
 )
@@ -77,8 +78,7 @@ class DirectLoad:
             # A row refused later in the file: a batch sent before it that PostgreSQL refused, or a
             # key it repeated, is reported instead, as it would have been reading one batch at a time.
             self.settle_all()
-            if self.constraints.primary_key_missing(self.table(plan)):
-                self._repeated_key_refused(plan)
+            self._repeated_values_refused(plan, self.constraints.unique_keys_missing(self.table(plan)))
             raise
         if total:
             self._finish_sent(plan, fields)
@@ -172,7 +172,7 @@ class DirectLoad:
         updates, checks = self._reference_sql(plan, fields)
         table = self.table(plan)
         self.loaded_tables.add(table)
-        future = self.background.submit(finish_load, table, self.schema, self.constraints.take_primary_key(table), updates,
+        future = self.background.submit(finish_load, table, self.schema, self.constraints.take_unique_keys(table), updates,
                                         checks, self.constraints.take_indexes(table), self.constraints.keys_ready(self.loaded_tables))
         self.in_flight.append((plan, fields, None, future, 0))
 
@@ -183,30 +183,39 @@ class DirectLoad:
         self.constraints.give_back(keys_left)
         if indexes is None:
             return
-        primary_key = self.constraints.primary_key_missing(self.table(plan))  # a staged batch may have built it
-        if primary_key:
-            self._repeated_key_refused(plan)
+        missing = self.constraints.unique_keys_missing(self.table(plan))  # a staged batch may have built them
+        self._repeated_values_refused(plan, missing)
         self._loaded_references(plan, fields)
-        self._indexes_built(plan, primary_key + indexes)
+        self._indexes_built(plan, [key.statement for key in missing] + indexes)
 
-    def _primary_key_added(self, plan: ModelPlan) -> None:
-        """The table's primary key, if the load dropped it, built back now (an ON CONFLICT needs it)."""
-        statements = self.constraints.primary_key_missing(self.table(plan))
-        if statements:
-            self._repeated_key_refused(plan)
-            self._indexes_built(plan, statements)
+    def _unique_keys_added(self, plan: ModelPlan) -> None:
+        """The table's primary key and unique constraints, if the load dropped them, built back now
+        (an ON CONFLICT needs the key; a unique value repeated is then reported as the staging path does)."""
+        missing = self.constraints.unique_keys_missing(self.table(plan))
+        if missing:
+            self._repeated_values_refused(plan, missing)
+            self._indexes_built(plan, [key.statement for key in missing])
 
-    def _repeated_key_refused(self, plan: ModelPlan) -> None:
-        """A key the loaded rows repeat refuses the restore, naming the first row, in the file's
-        order, that repeats one: as the load would have, had the primary key been there."""
-        pk = qn(plan.pk.column)
-        # A table emptied by this transaction and loaded by COPY alone keeps its rows in the file's order.
-        row = self.execute(
-            f"SELECT k FROM (SELECT {pk} AS k, ctid, row_number() OVER (PARTITION BY {pk} ORDER BY ctid) AS n "
-            f"FROM {self.table(plan)}) d WHERE n = 2 ORDER BY ctid LIMIT 1"
-        ).fetchone()
-        if row:
-            raise repeated_key_error(plan, row[0])
+    def _repeated_values_refused(self, plan: ModelPlan, keys: list[DroppedKey]) -> None:
+        """A key or unique value the loaded rows repeat refuses the restore, naming the first row, in
+        the file's order, that repeats one: as the load would have, had the keys been there."""
+        found = []
+        for key in keys:
+            row = self.execute(_first_repeat_sql(self.table(plan), qn(plan.pk.column), key)).fetchone()
+            if row:
+                found.append(((row[0], row[1]), key, row[2], row[3:]))
+        if not found:
+            return
+        _position, key, pk, values = min(found, key=lambda item: item[0])
+        pk = key_value(plan, pk)
+        if key.primary:
+            raise repeated_key_error(plan, pk)
+        field = next((f for f in plan.fields if f.column == key.columns[0]), None)
+        raise errors.UniqueViolationError(details={
+            "model": plan.label, "pk": pk, "field": field.attname if field else key.columns[0],
+            "reason": _("(%(columns)s)=(%(values)s) aparece más de una vez.") % {
+                "columns": ", ".join(key.columns), "values": ", ".join(values)},
+        })
 
     def _indexes_built(self, plan: ModelPlan, definitions: list[str]) -> None:
         """The table's foreign-key checks still queued (the keys to users, deferred), then its
@@ -281,12 +290,12 @@ class DirectLoad:
 _KEPT_KEYS_SQL = "SELECT conname FROM pg_constraint WHERE conrelid = %s::regclass AND contype = 'f' AND condeferrable"
 
 
-def finish_load(raw, table: str, schema: str, primary_key: list[str], updates: list[str],
+def finish_load(raw, table: str, schema: str, unique_keys: list[str], updates: list[str],
                 checks: list[tuple[str, models.Field]], indexes: list[str],
                 keys: list[str]) -> tuple[list[str] | None, list[str]]:
     """DirectLoad._finish_sent's statements, on the background thread: (None, keys not added) once
     all ran; else (the indexes left to build, the keys), for _finish_checked to run it all again
-    (the primary key too, if it is not built) where a refusal is diagnosed. Each key is added in a
+    (the primary and unique keys too, if they are not built) where a refusal is diagnosed. Each key is added in a
     savepoint of its own; one that fails is left to the end of the restore
     (SuspendedConstraints.restore), which names the row."""
     with raw.cursor() as cursor:
@@ -303,8 +312,8 @@ def finish_load(raw, table: str, schema: str, primary_key: list[str], updates: l
             if not _in_savepoint(cursor, f"SET CONSTRAINTS {kept} IMMEDIATE", refusal=psycopg2.IntegrityError):
                 return indexes, keys
             cursor.execute(f"SET CONSTRAINTS {kept} DEFERRED")
-        # After the checks queued: ALTER TABLE refuses a table with any. A repeated key fails it.
-        if not all(_in_savepoint(cursor, statement) for statement in primary_key):
+        # After the checks queued: ALTER TABLE refuses a table with any. A repeated value fails it.
+        if not all(_in_savepoint(cursor, statement) for statement in unique_keys):
             return indexes, keys
         for definition in indexes:
             cursor.execute(definition)
@@ -335,3 +344,18 @@ def _pieces(blocks: Iterator[list[list]], size: int) -> Iterator[list[list]]:
         else:
             for start in range(0, len(block), size):
                 yield block[start : start + size]
+
+
+def _first_repeat_sql(table: str, pk: str, key: DroppedKey) -> str:
+    """The first row, in the table's physical order, whose `key` columns repeat an earlier row's: its
+    position (page, item), its primary key and those values, as text. A table emptied by this
+    transaction and loaded by COPY alone keeps its rows in the file's order. NULLs repeat nothing."""
+    columns = [f"t.{qn(column)}" for column in key.columns]
+    values = ", ".join(f"d.v{i}::text" for i in range(len(columns)))
+    return (
+        f"SELECT (d.ctid::text::point)[0], (d.ctid::text::point)[1], d.k::text, {values} FROM ("
+        f"SELECT t.ctid, t.{pk} AS k, {', '.join(f'{column} AS v{i}' for i, column in enumerate(columns))}, "
+        f"row_number() OVER (PARTITION BY {', '.join(columns)} ORDER BY t.ctid) AS n FROM {table} t "
+        f"WHERE {' AND '.join(f'{column} IS NOT NULL' for column in columns)}) d WHERE d.n = 2 ORDER BY d.ctid LIMIT 1"
+    )
+

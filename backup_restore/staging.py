@@ -125,7 +125,7 @@ class StagedWrite:
 
     def _write(self, plan: ModelPlan, fields: list[models.Field]) -> tuple[int, int, object]:
         """Upsert the staged rows into the model's table; (created, updated, the key of one row updated)."""
-        self._primary_key_added(plan)  # ON CONFLICT needs it: a replace may have dropped it for the load
+        self._unique_keys_added(plan)  # ON CONFLICT needs the key: a replace may have dropped it for the load
         self._check_required_references(plan, fields)
         columns = ", ".join(qn(f.column) for f in fields)
         values = ", ".join(self._value_sql(f, i) for i, f in enumerate(fields))

@@ -406,6 +406,31 @@ def test_a_replace_names_the_first_row_in_the_files_order_that_repeats_a_key(ten
     assert schema_fingerprint("test_a") == before
 
 
+def test_a_replace_names_the_first_row_that_repeats_a_unique_value_before_a_later_repeated_key(tenant_a, clinic_admin):
+    # given invoices (two unique columns) whose file repeats an invoice number, then a key, in one COPY batch
+    clinic_data_create(usuario=clinic_admin)
+
+    def edit(fields, rows):
+        number, uuid = list(rows[0]), list(rows[1])
+        number[fields.index("id")], number[fields.index("uuid")] = 987653, "00000000-0000-4000-8000-000000000001"
+        rows.extend([number, uuid])
+
+    file = file_edit(export_bytes(), _section_edit("clinica.factura", edit))
+    first = section(json.loads(file), "clinica.factura")["rows"][0]
+    number = first[section(json.loads(file), "clinica.factura")["fields"].index("numero")]
+    before = schema_fingerprint("test_a")
+
+    # when it is restored with replace=true
+    with pytest.raises(errors.RestoreError) as raised:
+        restore(file, replace=True)
+
+    # then the refusal names the row that repeats the number, its field and the value, and nothing changed
+    assert raised.value.code == "unique_violation", raised.value.details
+    assert raised.value.details == {"model": "clinica.factura", "pk": 987653, "field": "numero",
+                                    "reason": f"(numero)=({number}) aparece más de una vez."}
+    assert schema_fingerprint("test_a") == before
+
+
 @pytest.mark.parametrize("later", ["a_short_row", "a_value_postgresql_refuses"])
 def test_a_repeated_key_is_named_before_what_a_later_row_of_its_section_has_wrong(
         tenant_a, clinic_admin, monkeypatch, later):

@@ -74,7 +74,11 @@ def _batch_error(execute: Execute, plan: ModelPlan, fields: list[models.Field], 
     pk_index = fields.index(plan.pk)
     base = {"model": plan.label, "pk": None, "reason": pg_message(exc)}
     if pgcode == "21000":  # ON CONFLICT touched a row twice: a repeated primary key
-        row = execute(f"SELECT s.j->>{pk_index} FROM {STAGE} s GROUP BY 1 HAVING count(*) > 1 LIMIT 1").fetchone()
+        # The first staged row, in the file's order (the staging table's, emptied and then only COPYed into), that repeats one.
+        row = execute(
+            f"SELECT d.k FROM (SELECT s.j->>{pk_index} AS k, s.ctid, row_number() OVER (PARTITION BY s.j->>{pk_index} "
+            f"ORDER BY s.ctid) AS n FROM {STAGE} s) d WHERE d.n = 2 ORDER BY d.ctid LIMIT 1"
+        ).fetchone()
         return repeated_key_error(plan, row[0] if row else None)
     if pgcode == "23502" and diag is not None:  # not null
         f = next((f for f in fields if f.column == diag.column_name), None)

@@ -388,20 +388,23 @@ def _section_edit(label, edit):
     return change
 
 
-def test_a_replace_names_the_first_row_in_the_files_order_that_repeats_a_key(tenant_a, clinic_admin):
-    # given appointments (no other unique column) whose file repeats the second one's key, then the first's,
+@pytest.mark.parametrize("replace", [True, False], ids=["replace", "merge"])
+def test_a_restore_names_the_first_row_in_the_files_order_that_repeats_a_key(tenant_a, clinic_admin, replace):
+    # given appointments (no other unique column) whose file repeats the last one's key, then the first's,
     # in one COPY batch
     clinic_data_create(usuario=clinic_admin)
-    file = file_edit(export_bytes(), _section_edit("clinica.cita", lambda fields, rows: rows.extend([list(rows[1]), list(rows[0])])))
-    second_key = section(json.loads(file), "clinica.cita")["rows"][1][0]
+    file = file_edit(export_bytes(), _section_edit("clinica.cita", lambda fields, rows: rows.extend([list(rows[-1]), list(rows[0])])))
+    rows = section(json.loads(file), "clinica.cita")["rows"]
+    repeated_first = rows[-2][0]
+    assert repeated_first != rows[-1][0]
     before = schema_fingerprint("test_a")
 
-    # when it is restored with replace=true
+    # when it is restored
     with pytest.raises(errors.DuplicatePrimaryKeyError) as raised:
-        restore(file, replace=True)
+        restore(file, replace=replace)
 
     # then the refusal names the key repeated first, and nothing changed
-    assert raised.value.details == {"model": "clinica.cita", "pk": second_key,
+    assert raised.value.details == {"model": "clinica.cita", "pk": repeated_first,
                                     "reason": "La clave primaria aparece más de una vez."}
     assert schema_fingerprint("test_a") == before
 

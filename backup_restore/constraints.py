@@ -89,7 +89,8 @@ class SuspendedConstraints:
             "array(SELECT a.attname::text FROM unnest(c.conkey) WITH ORDINALITY k(attnum, i) JOIN pg_attribute a "
             "ON a.attrelid = c.conrelid AND a.attnum = k.attnum ORDER BY k.i) "
             "FROM pg_constraint c WHERE c.contype IN ('p', 'u') AND c.conrelid = ANY(%s::regclass[]) AND NOT EXISTS "
-            "(SELECT 1 FROM pg_constraint f WHERE f.contype = 'f' AND f.conindid = c.conindid)",
+            "(SELECT 1 FROM pg_constraint f WHERE f.contype = 'f' AND f.conindid = c.conindid) "
+            "ORDER BY c.conrelid, c.contype = 'p' DESC, c.conname",
             [self.tables],
         ).fetchall()
         for table, name, definition, oid, primary, columns in keys:

@@ -206,7 +206,8 @@ class DirectLoad:
                 found.append(((row[0], row[1]), key, row[2], row[3:]))
         if not found:
             return
-        _position, key, pk, values = min(found, key=lambda item: item[0])
+        # One row may repeat several (a whole row copied): its key is the one named, as the staging path's ON CONFLICT does.
+        _position, key, pk, values = min(found, key=lambda item: (item[0], not item[1].primary))
         pk = key_value(plan, pk)
         if key.primary:
             raise repeated_key_error(plan, pk)

@@ -43,6 +43,20 @@ def pg_message(exc: Exception) -> str:
     return (getattr(getattr(cause, "diag", None), "message_primary", None) or str(cause).splitlines()[0])[:300]
 
 
+def first_repeat_sql(table: str, pk: str, columns: list[str]) -> str:
+    """The first row of `table` (as `t`), in its physical order, whose `columns` (expressions) repeat an
+    earlier row's: its position (page, item), its key `pk` and those values, as text. A table emptied by
+    this transaction and then only COPYed into keeps its rows in the file's order. NULLs repeat nothing."""
+    values = ", ".join(f"{column} AS v{i}" for i, column in enumerate(columns))
+    return (
+        f"SELECT (d.ctid::text::point)[0], (d.ctid::text::point)[1], d.k::text, "
+        f"{', '.join(f'd.v{i}::text' for i in range(len(columns)))} FROM ("
+        f"SELECT t.ctid, {pk} AS k, {values}, row_number() OVER (PARTITION BY {', '.join(columns)} ORDER BY t.ctid) AS n "
+        f"FROM {table} t WHERE {' AND '.join(f'{column} IS NOT NULL' for column in columns)}) d "
+        "WHERE d.n = 2 ORDER BY d.ctid LIMIT 1"
+    )
+
+
 def repeated_key_error(plan: ModelPlan, pk) -> errors.DuplicatePrimaryKeyError:
     return errors.DuplicatePrimaryKeyError(details={"model": plan.label, "pk": pk,
                                                     "reason": _("La clave primaria aparece más de una vez.")})
@@ -74,12 +88,9 @@ def _batch_error(execute: Execute, plan: ModelPlan, fields: list[models.Field], 
     pk_index = fields.index(plan.pk)
     base = {"model": plan.label, "pk": None, "reason": pg_message(exc)}
     if pgcode == "21000":  # ON CONFLICT touched a row twice: a repeated primary key
-        # The first staged row, in the file's order (the staging table's, emptied and then only COPYed into), that repeats one.
-        row = execute(
-            f"SELECT d.k FROM (SELECT s.j->>{pk_index} AS k, s.ctid, row_number() OVER (PARTITION BY s.j->>{pk_index} "
-            f"ORDER BY s.ctid) AS n FROM {STAGE} s) d WHERE d.n = 2 ORDER BY d.ctid LIMIT 1"
-        ).fetchone()
-        return repeated_key_error(plan, row[0] if row else None)
+        key = f"t.j->>{pk_index}"
+        row = execute(first_repeat_sql(STAGE, key, [key])).fetchone()
+        return repeated_key_error(plan, row[2] if row else None)
     if pgcode == "23502" and diag is not None:  # not null
         f = next((f for f in fields if f.column == diag.column_name), None)
         if f is not None:

@@ -13,7 +13,7 @@ from django.utils.translation import gettext as _
 from backup_restore import errors
 from backup_restore.constraints import DroppedKey
 from backup_restore.copy_text import CopyRows, NotCopyText, copy_in_savepoint, json_dumps
-from backup_restore.diagnosis import dangling_keys_reported, key_value, repeated_key_error
+from backup_restore.diagnosis import dangling_keys_reported, first_repeat_sql, key_value, repeated_key_error
 from backup_restore.plan import (
     STAGE, ModelPlan, qn,
 )
@@ -201,7 +201,8 @@ class DirectLoad:
         the file's order, that repeats one: as the load would have, had the keys been there."""
         found = []
         for key in keys:
-            row = self.execute(_first_repeat_sql(self.table(plan), qn(plan.pk.column), key)).fetchone()
+            columns = [f"t.{qn(column)}" for column in key.columns]
+            row = self.execute(first_repeat_sql(self.table(plan), f"t.{qn(plan.pk.column)}", columns)).fetchone()
             if row:
                 found.append(((row[0], row[1]), key, row[2], row[3:]))
         if not found:
@@ -345,18 +346,4 @@ def _pieces(blocks: Iterator[list[list]], size: int) -> Iterator[list[list]]:
         else:
             for start in range(0, len(block), size):
                 yield block[start : start + size]
-
-
-def _first_repeat_sql(table: str, pk: str, key: DroppedKey) -> str:
-    """The first row, in the table's physical order, whose `key` columns repeat an earlier row's: its
-    position (page, item), its primary key and those values, as text. A table emptied by this
-    transaction and loaded by COPY alone keeps its rows in the file's order. NULLs repeat nothing."""
-    columns = [f"t.{qn(column)}" for column in key.columns]
-    values = ", ".join(f"d.v{i}::text" for i in range(len(columns)))
-    return (
-        f"SELECT (d.ctid::text::point)[0], (d.ctid::text::point)[1], d.k::text, {values} FROM ("
-        f"SELECT t.ctid, t.{pk} AS k, {', '.join(f'{column} AS v{i}' for i, column in enumerate(columns))}, "
-        f"row_number() OVER (PARTITION BY {', '.join(columns)} ORDER BY t.ctid) AS n FROM {table} t "
-        f"WHERE {' AND '.join(f'{column} IS NOT NULL' for column in columns)}) d WHERE d.n = 2 ORDER BY d.ctid LIMIT 1"
-    )
 

@@ -97,6 +97,32 @@ class _Reader:
         if declared is not None:
             _count_check(label, declared=declared.get(label), read=self.counts[label])
 
+    def _section_members(
+        self, keys: Iterator[str], declared: dict[str, int] | None, *,
+        rows_begin: Callable[[str], None], rows_of: Callable[[str, list], SectionRows],
+    ) -> Iterator[tuple[str, list[str], SectionRows]]:
+        """One section object's members, its opening brace read: `model` and `fields`, then `rows`,
+        given to the consumer (_section). rows_begin(label) reads the rows' opening bracket, refusing
+        anything else; rows_of(label, names) iterates them."""
+        label, names = None, None
+        for key in keys:
+            self._entry_begins(key)
+            if key == "rows":
+                if not isinstance(label, str) or not isinstance(names, list):
+                    raise errors.WrongFormatError(
+                        details={"reason": _("Una sección debe declarar `model` y `fields` antes de `rows`.")}
+                    )
+                rows_begin(label)
+                self._label, self._names, self._entry = label, names, None
+                yield from self._section(label, names, rows_of(label, names), declared)
+                self._label, self._names = None, None
+            elif key == "model":
+                label = self._value()
+            elif key == "fields":
+                names = self._value()
+            else:
+                self._value()
+
     def _declared_sections_found(self, declared: dict[str, int] | None) -> None:
         """A model the header declares and the file has no section of is refused, as a section short of rows."""
         for label, count in (declared or {}).items():

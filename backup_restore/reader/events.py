@@ -33,6 +33,18 @@ class EventReader(_Reader):
         super().__init__(stream, **options)
         self._events = _ijson.basic_parse(self._guard, use_float=False, buf_size=PARSE_BUFFER)
 
+    def _keys(self) -> Iterator[str]:
+        """The keys of the object whose start was just read, each with the next event its value's."""
+        while True:
+            event, key = self._next()
+            if event == "end_map":
+                return
+            yield key
+
+    def _rows_begin(self, label: str) -> None:
+        if self._next()[0] != "start_array":
+            raise errors.WrongFormatError(details={"model": label, "reason": _("`rows` debe ser una lista.")})
+
     def _next(self):
         try:
             return next(self._events)
@@ -106,29 +118,9 @@ class EventReader(_Reader):
                 break
             if event != "start_map":
                 raise errors.WrongFormatError(details={"reason": _("Cada sección de `data` debe ser un objeto.")})
-            label, names = None, None
-            while True:
-                event, key = self._next()
-                if event == "end_map":
-                    break
-                self._entry_begins(key)
-                if key == "rows":
-                    if not isinstance(label, str) or not isinstance(names, list):
-                        raise errors.WrongFormatError(
-                            details={"reason": _("Una sección debe declarar `model` y `fields` antes de `rows`.")}
-                        )
-                    event = self._next()[0]
-                    if event != "start_array":
-                        raise errors.WrongFormatError(details={"model": label, "reason": _("`rows` debe ser una lista.")})
-                    self._label, self._names, self._entry = label, names, None
-                    yield from self._section(label, names, SectionRows(_batched(self._rows(label, names, declared))),
-                                             declared)
-                elif key == "model":
-                    label = self._value()
-                elif key == "fields":
-                    names = self._value()
-                else:
-                    self._value()
+            yield from self._section_members(
+                self._keys(), declared, rows_begin=self._rows_begin,
+                rows_of=lambda label, names: SectionRows(_batched(self._rows(label, names, declared))))
         self._declared_sections_found(declared)
         # the rest of the document, to the end: a truncated file fails here
         while True:

@@ -82,29 +82,17 @@ class BackupReader(JsonText):
                 raise self._wrong_shape(
                     errors.WrongFormatError(details={"reason": _("Cada sección de `data` debe ser un objeto.")}))
             self._pos += 1
-            label, names = None, None
-            for key in self._keys():
-                self._entry_begins(key)
-                if key == "rows":
-                    if not isinstance(label, str) or not isinstance(names, list):
-                        raise errors.WrongFormatError(
-                            details={"reason": _("Una sección debe declarar `model` y `fields` antes de `rows`.")}
-                        )
-                    if self._peek() != "[":
-                        raise self._wrong_shape(
-                            errors.WrongFormatError(details={"model": label, "reason": _("`rows` debe ser una lista.")}))
-                    self._pos += 1
-                    self._label, self._names, self._entry = label, names, None
-                    yield from self._section(label, names, SectionRows(self._rows(label, names, declared)), declared)
-                    self._label, self._names = None, None
-                elif key == "model":
-                    label = self._value()
-                elif key == "fields":
-                    names = self._value()
-                else:
-                    self._value()
+            yield from self._section_members(
+                self._keys(), declared, rows_begin=self._rows_begin,
+                rows_of=lambda label, names: SectionRows(self._rows(label, names, declared)))
         self._declared_sections_found(declared)
         self._document_ends()
+
+    def _rows_begin(self, label: str) -> None:
+        if self._peek() != "[":
+            raise self._wrong_shape(
+                errors.WrongFormatError(details={"model": label, "reason": _("`rows` debe ser una lista.")}))
+        self._pos += 1
 
     def _document_ends(self) -> None:
         """The rest of the document, to the end: a truncated file fails here."""
